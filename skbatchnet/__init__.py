@@ -1,0 +1,21 @@
+"""skbatchnet: scikit-learn compatible neural networks with explicit minibatching.
+
+The estimators :class:`BatchMLPClassifier` and :class:`BatchMLPRegressor` are
+drop-in replacements for scikit-learn's MLPs; the public backprop core lives
+in :mod:`skbatchnet.backprop` and :mod:`skbatchnet.batching`.
+"""
+
+from ._mlp import BatchMLPClassifier, BatchMLPRegressor
+from .backprop import Network, reduction_coefficients
+from .batching import Minibatcher
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchMLPClassifier",
+    "BatchMLPRegressor",
+    "Minibatcher",
+    "Network",
+    "reduction_coefficients",
+    "__version__",
+]

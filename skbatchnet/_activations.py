@@ -1,0 +1,71 @@
+"""Hidden-layer activations and their derivatives.
+
+Each activation works in place on the pre-activation ``Z`` and leaves the
+layer output ``A = f(Z)`` behind. Its derivative is expressed through that
+output, not through ``Z``: for every activation offered here ``f'(Z)`` is a
+function of ``f(Z)`` alone (``1 - A**2`` for tanh, ``A * (1 - A)`` for the
+logistic, the indicator ``A > 0`` for relu), so the backward pass needs no
+copy of the pre-activations.
+"""
+
+import numpy as np
+from scipy.special import expit
+
+
+def identity(Z):
+    """f(z) = z."""
+    return Z
+
+
+def logistic(Z):
+    """f(z) = 1 / (1 + exp(-z)); scipy's expit never overflows."""
+    return expit(Z, out=Z)
+
+
+def tanh(Z):
+    """f(z) = tanh(z)."""
+    return np.tanh(Z, out=Z)
+
+
+def relu(Z):
+    """f(z) = max(z, 0)."""
+    return np.maximum(Z, 0, out=Z)
+
+
+def identity_derivative(A, delta):
+    """f'(z) = 1: delta is unchanged."""
+    return delta
+
+
+def logistic_derivative(A, delta):
+    """f'(z) = f(z) (1 - f(z))."""
+    delta *= A
+    delta *= 1 - A
+    return delta
+
+
+def tanh_derivative(A, delta):
+    """f'(z) = 1 - f(z)^2."""
+    delta *= 1 - A * A
+    return delta
+
+
+def relu_derivative(A, delta):
+    """f'(z) = 1 if f(z) > 0 else 0 (the subgradient 0 at the kink)."""
+    delta[A <= 0] = 0
+    return delta
+
+
+ACTIVATIONS = {
+    "identity": identity,
+    "logistic": logistic,
+    "tanh": tanh,
+    "relu": relu,
+}
+
+DERIVATIVES = {
+    "identity": identity_derivative,
+    "logistic": logistic_derivative,
+    "tanh": tanh_derivative,
+    "relu": relu_derivative,
+}

@@ -1,0 +1,532 @@
+"""Estimator plumbing shared by the classifier and the regressor.
+
+The ladder is ``fit``/``partial_fit`` -> ``_fit`` (validate, initialize,
+roll back on failure) -> ``_fit_stochastic`` (epochs) -> ``_run_epoch``
+(minibatch steps), or ``_fit_lbfgs``. The arithmetic lives in
+:mod:`skbatchnet.backprop`; this module only moves arrays and counters.
+"""
+
+import copy
+import warnings
+from abc import ABCMeta, abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._activations import ACTIVATIONS
+from ._losses import LOSSES
+from ._optimizers import OPTIMIZERS
+from ._validation import check_hidden_layer_sizes, check_sample_weight
+from .backprop import REDUCTIONS, Network
+from .batching import Minibatcher, resolve_batch_size
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+
+def _pack(arrays):
+    return np.concatenate([a.ravel() for a in arrays]).astype(np.float64, copy=False)
+
+
+def _unpack(x, arrays):
+    start = 0
+    for a in arrays:
+        a[...] = x[start : start + a.size].reshape(a.shape)
+        start += a.size
+
+
+class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
+    """Base class for the minibatch MLP estimators; use the subclasses."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto", "full"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Real, {np.inf}),
+        ],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "gradient_reduction": [StrOptions(set(REDUCTIONS))],
+        "drop_last": ["boolean", StrOptions({"merge"})],
+    }
+
+    @abstractmethod
+    def __init__(
+        self,
+        hidden_layer_sizes,
+        activation,
+        *,
+        solver,
+        alpha,
+        batch_size,
+        learning_rate,
+        learning_rate_init,
+        power_t,
+        max_iter,
+        shuffle,
+        random_state,
+        tol,
+        verbose,
+        warm_start,
+        momentum,
+        nesterovs_momentum,
+        early_stopping,
+        validation_fraction,
+        beta_1,
+        beta_2,
+        epsilon,
+        n_iter_no_change,
+        max_fun,
+        gradient_reduction,
+        drop_last,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.gradient_reduction = gradient_reduction
+        self.drop_last = drop_last
+
+    # -- hooks the subclasses fill in ------------------------------------
+
+    @abstractmethod
+    def _encode_targets(self, X, y, first_pass, incremental, classes=None):
+        """Validate ``X, y``; return ``X``, the 2-D float targets, the raw ``y``.
+
+        On the first pass this also records ``n_features_in_`` and, for
+        classifiers, the classes.
+        """
+
+    @abstractmethod
+    def _network_loss(self):
+        """Name of the output loss in :data:`skbatchnet._losses.LOSSES`."""
+
+    @abstractmethod
+    def _score_output(self, output, y, sample_weight):
+        """Validation score of network outputs ``output`` against raw ``y``."""
+
+    def _class_sample_weight(self, y, incremental):
+        return None
+
+    # -- the network ---------------------------------------------------------
+
+    def _network(self):
+        """A :class:`Network` view of the fitted parameters (no copy)."""
+        return Network(
+            self.coefs_,
+            self.intercepts_,
+            activation=self.activation,
+            loss=self._network_loss(),
+        )
+
+    def _forward(self, X):
+        check_is_fitted(self)
+        X = validate_data(
+            self,
+            X,
+            accept_sparse=["csr", "csc"],
+            dtype=(np.float64, np.float32),
+            reset=False,
+        )
+        return self._network().forward(X.astype(self.coefs_[0].dtype, copy=False))
+
+    # -- fitting ---------------------------------------------------------------
+
+    def _fit(self, X, y, sample_weight=None, *, incremental=False, classes=None):
+        # Every failure, from bad input to a diverged loss or an interrupted
+        # L-BFGS run, restores the estimator exactly as it was.
+        backup = self._snapshot()
+        try:
+            self._fit_unsafe(X, y, sample_weight, incremental, classes)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(backup)
+            raise
+        return self
+
+    def _snapshot(self):
+        """Deep copy of the fitted state; parameters are kept as they are."""
+        params = self.get_params(deep=False)
+        return {
+            key: value if key in params else copy.deepcopy(value)
+            for key, value in vars(self).items()
+        }
+
+    def _fit_unsafe(self, X, y, sample_weight, incremental, classes):
+        hidden = check_hidden_layer_sizes(self.hidden_layer_sizes)
+        if incremental and self.early_stopping:
+            raise ValueError(
+                "partial_fit does not support early_stopping=True: the held-out "
+                "set would change with every call. Use fit, or set "
+                "early_stopping=False."
+            )
+        first_pass = not hasattr(self, "coefs_") or (
+            not self.warm_start and not incremental
+        )
+        X, Y, y = self._encode_targets(X, y, first_pass, incremental, classes)
+        if not first_pass and Y.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {Y.shape[1]} outputs, but {type(self).__name__} was fitted "
+                f"with {self.n_outputs_}."
+            )
+        sample_weight = check_sample_weight(sample_weight, X)
+        class_weight = self._class_sample_weight(y, incremental)
+        if class_weight is not None:
+            class_weight = class_weight.astype(X.dtype, copy=False)
+            if sample_weight is not None:
+                class_weight *= sample_weight
+            sample_weight = check_sample_weight(class_weight, X)
+        if sp.issparse(X):
+            X = X.tocsr()  # rows are sliced at every step
+
+        if not incremental or not hasattr(self, "_rng"):
+            # fit starts the random stream afresh, as scikit-learn does;
+            # partial_fit continues it, so calls do not replay one shuffle.
+            self._rng = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(Y, [X.shape[1], *hidden, Y.shape[1]], X.dtype)
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, Y, sample_weight)
+        else:
+            self._fit_stochastic(X, Y, y, sample_weight, incremental)
+        self._check_finite_weights()
+
+    def _initialize(self, Y, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = Y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = LOSSES[self._network_loss()].out_activation
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.validation_loss_curve_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+        for attr in ("_optimizer", "_best_coefs", "_best_intercepts"):
+            self.__dict__.pop(attr, None)
+        net = Network.initialize(
+            layer_units,
+            activation=self.activation,
+            loss=self._network_loss(),
+            random_state=self._rng,
+            dtype=dtype,
+        )
+        self.coefs_, self.intercepts_ = net.coefs, net.intercepts
+
+    def _check_finite_weights(self):
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError(
+                "Training produced non-finite weights. Lower learning_rate_init, "
+                "scale the inputs (for example with StandardScaler), or use "
+                "gradient_reduction='mean' instead of 'sum'."
+            )
+
+    # -- L-BFGS ------------------------------------------------------------------
+
+    def _fit_lbfgs(self, X, Y, sample_weight):
+        """Minimize the whole-set objective E with scipy's L-BFGS-B.
+
+        ``batch_size`` and ``gradient_reduction`` do not apply: every
+        evaluation is the exact ``E`` and ``grad E`` on all the data.
+        """
+        net = self._network()
+        params = self.coefs_ + self.intercepts_
+        workspace = net.workspace(X.shape[0])
+        total = X.shape[0] if sample_weight is None else float(sample_weight.sum())
+        last = {}
+
+        def fun(x):
+            _unpack(x, params)
+            loss, coef_grads, intercept_grads = net.batch_gradient(
+                X,
+                Y,
+                sample_weight,
+                alpha=self.alpha,
+                total_weight=total,
+                workspace=workspace,
+            )
+            last["loss"] = loss
+            return loss, _pack(coef_grads + intercept_grads)
+
+        self.loss_curve_ = []
+
+        def callback(xk):
+            self.loss_curve_.append(last["loss"])
+            if self.verbose:
+                print(f"Iteration {len(self.loss_curve_)}, loss = {last['loss']:.8f}")
+
+        result = scipy.optimize.minimize(
+            fun,
+            _pack(params),
+            method="L-BFGS-B",
+            jac=True,
+            callback=callback,
+            options={
+                "maxfun": self.max_fun,
+                "maxiter": self.max_iter,
+                "gtol": self.tol,
+            },
+        )
+        _unpack(result.x, params)
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.loss_ = float(result.fun)
+        self.best_loss_ = min(self.loss_curve_, default=self.loss_)
+        if result.status != 0:
+            warnings.warn(
+                f"lbfgs failed to converge after {self.n_iter_} iterations "
+                f"(status={result.status}): {result.message}. Increase max_iter "
+                "or max_fun, or scale the data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+
+    # -- stochastic solvers ------------------------------------------------------
+
+    def _make_optimizer(self, params):
+        if self.solver == "sgd":
+            return OPTIMIZERS["sgd"](
+                params,
+                self.learning_rate_init,
+                self.learning_rate,
+                self.momentum,
+                self.nesterovs_momentum,
+                self.power_t,
+            )
+        return OPTIMIZERS["adam"](
+            params, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon
+        )
+
+    def _split_validation(self, X, Y, y, sample_weight):
+        """Hold out ``validation_fraction`` of the data, stratified by class."""
+        stratify = None
+        if is_classifier(self) and np.ndim(y) == 1:
+            _, counts = np.unique(y, return_counts=True)
+            n_val = int(np.ceil(self.validation_fraction * X.shape[0]))
+            # Stratification needs two examples per class and room for every
+            # class on both sides; without that the split is plain random.
+            if counts.min() >= 2 and min(n_val, X.shape[0] - n_val) >= counts.size:
+                stratify = y
+        arrays = [X, Y, y] + ([] if sample_weight is None else [sample_weight])
+        parts = train_test_split(
+            *arrays,
+            random_state=self._rng,
+            test_size=self.validation_fraction,
+            stratify=stratify,
+        )
+        train, val = parts[0::2], parts[1::2]
+        if val[0].shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase validation_fraction or "
+                "the size of the data set, or set early_stopping=False."
+            )
+        if sample_weight is None:
+            train, val = train + [None], val + [None]
+        return train, val
+
+    def _fit_stochastic(self, X, Y, y, sample_weight, incremental):
+        params = self.coefs_ + self.intercepts_
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = self._make_optimizer(params)
+        if self.early_stopping:
+            (X, Y, _, sample_weight), validation = self._split_validation(
+                X, Y, y, sample_weight
+            )
+        else:
+            validation = None
+
+        n_samples = X.shape[0]
+        self.batch_size_ = resolve_batch_size(self.batch_size, n_samples)
+        batcher = Minibatcher(
+            self.batch_size,
+            gradient_reduction=self.gradient_reduction,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            random_state=self._rng,
+        )
+        epochs = batcher.iter_epochs(n_samples)
+        total = n_samples if sample_weight is None else float(sample_weight.sum())
+        net = self._network()
+        workspaces = {}
+
+        if not incremental:
+            self.n_iter_ = 0
+        for _ in range(1 if incremental else self.max_iter):
+            try:
+                loss, seen = self._run_epoch(
+                    net, params, X, Y, sample_weight, next(epochs), total, workspaces
+                )
+            except KeyboardInterrupt:
+                warnings.warn("Training interrupted by user.", stacklevel=2)
+                break
+            self.n_iter_ += 1
+            self.t_ += seen
+            self.loss_ = loss
+            self.loss_curve_.append(loss)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+            self._update_no_improvement_count(net, validation, total)
+            self._optimizer.iteration_ends(self.t_)
+
+            if self._no_improvement_count > self.n_iter_no_change:
+                what = "Validation score" if validation else "Training loss"
+                msg = (
+                    f"{what} did not improve more than tol={self.tol:f} for "
+                    f"{self.n_iter_no_change} consecutive epochs."
+                )
+                if self._optimizer.trigger_stopping(msg, self.verbose):
+                    break
+                self._no_improvement_count = 0
+            if not incremental and self.n_iter_ == self.max_iter:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                    "reached and the optimization hasn't converged yet.",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+
+        if validation is not None and hasattr(self, "_best_coefs"):
+            for current, best in zip(params, self._best_coefs + self._best_intercepts):
+                current[...] = best
+
+    def _run_epoch(self, net, params, X, Y, sample_weight, batches, total, workspaces):
+        """One pass of minibatch steps; returns the epoch loss and rows seen.
+
+        The epoch loss weights each batch's estimate of E by the batch's share
+        of the total weight seen, so it is comparable across batch sizes.
+        """
+        loss_sum, weight_sum, seen = 0.0, 0.0, 0
+        reduction = self.gradient_reduction
+        for number, batch in enumerate(batches, start=1):
+            X_batch, Y_batch = X[batch], Y[batch]
+            n = X_batch.shape[0]
+            if sample_weight is None:
+                w_batch, weight = None, float(n)
+            else:
+                w_batch = sample_weight[batch]
+                weight = float(w_batch.sum())
+                if weight == 0:
+                    # A batch with no weight has no gradient to follow.
+                    seen += n
+                    continue
+            workspace = workspaces.get(n)
+            if workspace is None:
+                workspace = workspaces[n] = net.workspace(n)
+            loss, coef_grads, intercept_grads = net.batch_gradient(
+                X_batch,
+                Y_batch,
+                w_batch,
+                alpha=self.alpha,
+                total_weight=total,
+                reduction=reduction,
+                workspace=workspace,
+            )
+            if not np.isfinite(loss):
+                raise ValueError(
+                    f"The loss became non-finite in epoch {self.n_iter_ + 1}, batch "
+                    f"{number}, at learning rate {self._optimizer.learning_rate:g}. "
+                    "Lower learning_rate_init, scale the inputs (for example with "
+                    "StandardScaler), or use gradient_reduction='mean' instead of "
+                    "'sum'."
+                )
+            self._optimizer.step(params, coef_grads + intercept_grads)
+            loss_sum += weight * loss
+            weight_sum += weight
+            seen += n
+        return (loss_sum / weight_sum if weight_sum else np.nan), seen
+
+    def _update_no_improvement_count(self, net, validation, total):
+        if validation is None:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+            return
+        X_val, Y_val, y_val, w_val = validation
+        logits = net.decision_function(X_val)
+        losses = net.per_example_loss_from_logits(Y_val, logits)
+        val_loss = float(np.average(losses, weights=w_val))
+        score = self._score_output(net.output_from_logits(logits), y_val, w_val)
+        self.validation_loss_curve_.append(val_loss)
+        self.validation_scores_.append(score)
+        if self.verbose:
+            print(f"Validation score: {score:f}")
+        if score < self.best_validation_score_ + self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            self._best_coefs = [c.copy() for c in self.coefs_]
+            self._best_intercepts = [b.copy() for b in self.intercepts_]
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for the stochastic solvers "
+                f"{_STOCHASTIC_SOLVERS}, not solver={self.solver!r}."
+            )
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags

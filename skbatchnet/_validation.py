@@ -1,0 +1,53 @@
+"""Input checks shared by the estimators; each error names the fix."""
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.utils.validation import _check_sample_weight
+
+
+def check_hidden_layer_sizes(hidden_layer_sizes):
+    """Return the hidden layer sizes as a list of positive ints."""
+    sizes = hidden_layer_sizes
+    if isinstance(sizes, Integral) and not isinstance(sizes, bool):
+        sizes = [sizes]
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        sizes = None
+    if sizes is None or not all(
+        isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in sizes
+    ):
+        raise ValueError(
+            "hidden_layer_sizes must be a positive int or a sequence of positive "
+            f"ints such as (100,) or (64, 32), got {hidden_layer_sizes!r}."
+        )
+    return [int(s) for s in sizes]
+
+
+def check_sample_weight(sample_weight, X):
+    """Validate sample weights: right length, finite, non-negative, not all 0.
+
+    Returns None for None, so unweighted data keeps the cheaper unweighted path.
+    """
+    if sample_weight is None:
+        return None
+    sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+    if not np.all(np.isfinite(sample_weight)):
+        raise ValueError(
+            "sample_weight contains NaN or infinity; give every example a finite, "
+            "non-negative weight."
+        )
+    if np.any(sample_weight < 0):
+        bad = np.flatnonzero(sample_weight < 0)
+        raise ValueError(
+            f"sample_weight must be non-negative, got {sample_weight[bad[0]]!r} at "
+            f"index {bad[0]} ({bad.size} negative in all). Drop those examples or "
+            "give them weight 0."
+        )
+    if not sample_weight.sum() > 0:
+        raise ValueError(
+            "sample_weight sums to 0, so the objective is undefined; at least one "
+            "example needs a positive weight."
+        )
+    return sample_weight

@@ -1,0 +1,480 @@
+"""The backprop core: a dense network, its per-example terms, and the reduction.
+
+The objective on a training set with sample weights ``s_i`` and total weight
+``S = sum_i s_i`` is::
+
+    E(W, b) = (1/S) sum_i s_i loss_i + (alpha / 2S) ||W||^2
+
+(biases are not penalized). Writing it as ``E = (1/S) sum_i s_i e_i`` with the
+per-example term ``e_i = loss_i + (alpha / 2S) ||W||^2`` shows that each
+example carries its share of the penalty, so its gradient is::
+
+    g_i = grad(loss_i) + (alpha / S) W.
+
+A minibatch step combines the ``g_i`` of the batch with a *reduction*
+(:func:`reduction_coefficients`): ``'mean'`` gives ``sum_i s_i g_i / sum_i s_i``,
+an unbiased estimate of ``grad E``; ``'sum'`` gives ``sum_i s_i g_i``. Because
+the reduced gradient is a weighted sum ``sum_i c_i g_i``, the backward pass
+scales each example's output error by ``c_i`` once and then needs one matrix
+product per layer for the whole batch, instead of one backprop per example.
+
+Examples
+--------
+>>> import numpy as np
+>>> from skbatchnet.backprop import Network
+>>> rng = np.random.RandomState(0)
+>>> X, y = rng.randn(6, 4), rng.randn(6)
+>>> net = Network.initialize([4, 8, 1], activation="tanh", random_state=0)
+>>> loss, coef_grads, intercept_grads = net.batch_gradient(X, y, alpha=1e-4)
+>>> [g.shape for g in coef_grads]
+[(4, 8), (8, 1)]
+>>> per_example = net.per_example_gradients(X, y, alpha=1e-4)
+>>> np.allclose(per_example[0][0].mean(axis=0), coef_grads[0])
+True
+"""
+
+from itertools import pairwise
+from numbers import Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import check_random_state
+
+from ._activations import ACTIVATIONS, DERIVATIVES
+from ._losses import LOSSES
+
+__all__ = ["Network", "Workspace", "reduction_coefficients", "REDUCTIONS"]
+
+
+def _mean_coefficients(sample_weight, n_samples):
+    if sample_weight is None:
+        return 1.0 / n_samples, 1.0
+    total = sample_weight.sum()
+    if not total > 0:
+        raise ValueError(
+            "The 'mean' reduction divides by the batch's total sample weight, "
+            "which is 0 for this batch. Give the batch a positive weight or "
+            "skip it."
+        )
+    return sample_weight / total, 1.0
+
+
+def _sum_coefficients(sample_weight, n_samples):
+    if sample_weight is None:
+        return 1.0, float(n_samples)
+    return sample_weight, float(sample_weight.sum())
+
+
+REDUCTIONS = {"mean": _mean_coefficients, "sum": _sum_coefficients}
+
+
+def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
+    """Coefficients ``c_i`` such that the reduced gradient is ``sum_i c_i g_i``.
+
+    This is the one place where per-example gradients ``g_i`` become a
+    minibatch gradient:
+
+    - ``'mean'``: ``c_i = s_i / sum_j s_j``, so the step follows
+      ``sum_i s_i g_i / sum_i s_i``, an unbiased estimate of the gradient of
+      the whole-set objective;
+    - ``'sum'``: ``c_i = s_i``, so the step follows ``sum_i s_i g_i`` and grows
+      with the batch (the linear learning-rate scaling rule).
+
+    Without sample weights ``s_i = 1``.
+
+    Parameters
+    ----------
+    sample_weight : ndarray of shape (n_samples,) or None
+        Non-negative weights of the examples in the batch.
+    n_samples : int
+        Number of examples in the batch.
+    reduction : {'mean', 'sum'}, default='mean'
+        How per-example gradients are combined.
+
+    Returns
+    -------
+    coefficients : float or ndarray of shape (n_samples,)
+        A scalar when every example has the same coefficient.
+    total : float
+        ``sum_i c_i``: 1 for ``'mean'``, the batch's total weight for ``'sum'``.
+        It multiplies the penalty term ``(alpha / S) W`` of the reduced gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reduction_coefficients(np.array([1.0, 3.0]), 2, "mean")
+    (array([0.25, 0.75]), 1.0)
+    >>> reduction_coefficients(None, 4, "sum")
+    (1.0, 4.0)
+    """
+    try:
+        coefficients = REDUCTIONS[reduction]
+    except KeyError:
+        raise ValueError(
+            f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}."
+        ) from None
+    return coefficients(sample_weight, n_samples)
+
+
+def _dot(A, W, out):
+    """``out = A @ W`` for dense or sparse ``A`` without an extra temporary."""
+    if sp.issparse(A):
+        out[...] = A @ W
+        return out
+    return np.matmul(A, W, out=out)
+
+
+def _dot_transposed(A, delta, out):
+    """``out = A.T @ delta``: the weight gradient of one layer, summed over rows."""
+    if sp.issparse(A):
+        out[...] = A.T @ delta
+        return out
+    return np.matmul(A.T, delta, out=out)
+
+
+def _as_2d_target(y, dtype):
+    y = np.asarray(y, dtype=dtype)
+    return y.reshape(-1, 1) if y.ndim == 1 else y
+
+
+class Workspace:
+    """Buffers for forward and backward passes on batches of one size.
+
+    Training loops call :meth:`Network.batch_gradient` thousands of times on
+    batches of the same shape; handing it a workspace lets every call write
+    into the same arrays instead of allocating new ones. The arrays returned by
+    a call that used a workspace are overwritten by the next such call.
+
+    Parameters
+    ----------
+    layer_units : list of int
+        Units per layer, input first.
+    n_samples : int
+        Rows per batch.
+    dtype : numpy dtype
+        Floating dtype of the network.
+    """
+
+    def __init__(self, layer_units, n_samples, dtype):
+        self.n_samples = n_samples
+        self.activations = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
+        self.output = np.empty((n_samples, layer_units[-1]), dtype)
+        self.deltas = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
+        self.coef_grads = [np.empty(shape, dtype) for shape in pairwise(layer_units)]
+        self.intercept_grads = [np.empty(u, dtype) for u in layer_units[1:]]
+        self.penalty = [np.empty(shape, dtype) for shape in pairwise(layer_units)]
+
+
+class Network:
+    """A fully connected network with a canonical-link output loss.
+
+    The parameters use scikit-learn's layout: ``coefs[l]`` has shape
+    ``(fan_in, fan_out)`` and maps layer ``l`` to layer ``l + 1``;
+    ``intercepts[l]`` has shape ``(fan_out,)``.
+
+    Parameters
+    ----------
+    coefs : list of ndarray
+        Weight matrices, input layer first.
+    intercepts : list of ndarray
+        Bias vectors, one per weight matrix.
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation of the hidden layers.
+    loss : {'squared_error', 'poisson', 'binary_log_loss', 'log_loss'}, \
+            default='squared_error'
+        Output loss; it fixes the output activation (identity, exp, logistic,
+        softmax).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = Network.initialize([3, 5, 2], loss="log_loss", random_state=0)
+    >>> proba = net.forward(np.ones((4, 3)))
+    >>> proba.shape, bool(np.allclose(proba.sum(axis=1), 1))
+    ((4, 2), True)
+    """
+
+    def __init__(self, coefs, intercepts, *, activation="relu", loss="squared_error"):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}."
+            )
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}.")
+        if len(coefs) != len(intercepts) or not coefs:
+            raise ValueError(
+                "coefs and intercepts must be non-empty lists of the same length, "
+                f"got {len(coefs)} and {len(intercepts)}."
+            )
+        self.coefs = list(coefs)
+        self.intercepts = list(intercepts)
+        self.activation = activation
+        self.loss = loss
+
+    @classmethod
+    def initialize(
+        cls,
+        layer_units,
+        *,
+        activation="relu",
+        loss="squared_error",
+        random_state=None,
+        dtype=np.float64,
+    ):
+        """Draw weights and biases as scikit-learn's MLP does.
+
+        Glorot-uniform: every layer draws ``U(-b, b)`` with
+        ``b = sqrt(6 / (fan_in + fan_out))`` (``sqrt(2 / ...)`` for the
+        logistic activation), the weight matrix first and then the biases,
+        layer by layer, from the same random stream. Same draws in the same
+        order means the same starting point as scikit-learn for the same seed.
+
+        Parameters
+        ----------
+        layer_units : sequence of int
+            Units per layer, input first, output last.
+        activation, loss : str
+            As in :class:`Network`.
+        random_state : int, RandomState instance or None, default=None
+            A RandomState instance is advanced in place.
+        dtype : numpy dtype, default=np.float64
+            Floating dtype of the parameters.
+
+        Returns
+        -------
+        network : Network
+        """
+        rng = check_random_state(random_state)
+        factor = 2.0 if activation == "logistic" else 6.0
+        coefs, intercepts = [], []
+        for fan_in, fan_out in pairwise(layer_units):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coefs.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype))
+            intercepts.append(rng.uniform(-bound, bound, fan_out).astype(dtype))
+        return cls(coefs, intercepts, activation=activation, loss=loss)
+
+    @property
+    def layer_units(self):
+        """Units per layer, input first."""
+        return [self.coefs[0].shape[0]] + [W.shape[1] for W in self.coefs]
+
+    @property
+    def dtype(self):
+        return self.coefs[0].dtype
+
+    @property
+    def out_activation(self):
+        """Name of the output activation fixed by the loss."""
+        return LOSSES[self.loss].out_activation
+
+    def workspace(self, n_samples):
+        """Buffers for batches of ``n_samples`` rows (see :class:`Workspace`)."""
+        return Workspace(self.layer_units, n_samples, self.dtype)
+
+    def _forward(self, X, activations):
+        """Fill ``activations`` (one buffer per layer after the input).
+
+        Hidden layers hold ``f(Z)``; the last buffer holds the raw output
+        pre-activation ``Z``, from which losses are computed stably.
+        """
+        hidden = ACTIVATIONS[self.activation]
+        A = X
+        last = len(self.coefs) - 1
+        for layer, (W, b, out) in enumerate(
+            zip(self.coefs, self.intercepts, activations)
+        ):
+            _dot(A, W, out)
+            out += b
+            if layer != last:
+                hidden(out)
+            A = out
+        return A
+
+    def forward(self, X):
+        """Predictions ``f(Z)`` of the output layer, in freshly allocated memory.
+
+        Parameters
+        ----------
+        X : {ndarray, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        output : ndarray of shape (n_samples, n_outputs)
+        """
+        Z = self.decision_function(X)
+        return LOSSES[self.loss].activation(Z, Z)
+
+    def decision_function(self, X):
+        """Raw output pre-activations ``Z`` (logits), freshly allocated."""
+        n = X.shape[0]
+        activations = [np.empty((n, u), self.dtype) for u in self.layer_units[1:]]
+        return self._forward(X, activations)
+
+    def output_from_logits(self, Z):
+        """The output activation ``f(Z)``, in new memory."""
+        return LOSSES[self.loss].activation(Z, np.empty_like(Z))
+
+    def per_example_loss_from_logits(self, y, Z):
+        """``loss_i`` computed from the logits ``Z`` (see :meth:`per_example_loss`)."""
+        return LOSSES[self.loss].per_example(_as_2d_target(y, Z.dtype), Z)
+
+    def per_example_loss(self, X, y):
+        """Data loss of each example, ``loss_i`` (no penalty, no weight).
+
+        Parameters
+        ----------
+        X : {ndarray, sparse matrix} of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        loss : ndarray of shape (n_samples,)
+        """
+        return self.per_example_loss_from_logits(y, self.decision_function(X))
+
+    def penalty(self):
+        """``||W||^2``, the squared norm of all weights (biases excluded)."""
+        return float(sum(np.dot(W.ravel(), W.ravel()) for W in self.coefs))
+
+    def objective(self, X, y, sample_weight=None, *, alpha=0.0):
+        """The objective ``E`` on the data given (taken as the whole set).
+
+        ``E = (1/S) sum_i s_i loss_i + (alpha / 2S) ||W||^2`` with
+        ``S = sum_i s_i``.
+        """
+        losses = self.per_example_loss(X, y)
+        if sample_weight is None:
+            total, data = losses.shape[0], losses.mean()
+        else:
+            total = sample_weight.sum()
+            data = np.dot(sample_weight, losses) / total
+        return float(data) + 0.5 * alpha * self.penalty() / float(total)
+
+    def batch_gradient(
+        self,
+        X,
+        y,
+        sample_weight=None,
+        *,
+        alpha=0.0,
+        total_weight=None,
+        reduction="mean",
+        workspace=None,
+    ):
+        """Loss and reduced gradient of one batch: ``sum_i c_i g_i``.
+
+        ``g_i = grad(loss_i) + (alpha / S) W`` and the coefficients ``c_i``
+        come from :func:`reduction_coefficients`. With ``reduction='mean'``
+        and the batch being the whole set this is ``grad E``.
+
+        Parameters
+        ----------
+        X : {ndarray, sparse matrix} of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : ndarray of shape (n_samples,), default=None
+        alpha : float, default=0.0
+            L2 penalty strength of the objective.
+        total_weight : float, default=None
+            ``S``, the total sample weight of the *whole training set*, which
+            sets each example's share of the penalty. Defaults to this batch's
+            total weight, i.e. the batch is taken as the whole set.
+        reduction : {'mean', 'sum'}, default='mean'
+        workspace : Workspace, default=None
+            Buffers to write into (see :class:`Workspace`); by default the
+            returned arrays are freshly allocated.
+
+        Returns
+        -------
+        loss : float
+            The batch estimate of ``E``: the weighted mean of ``loss_i`` over
+            the batch plus ``(alpha / 2S) ||W||^2``, whatever the reduction.
+        coef_grads : list of ndarray
+            Same shapes as ``coefs``.
+        intercept_grads : list of ndarray
+            Same shapes as ``intercepts``.
+        """
+        n = X.shape[0]
+        ws = workspace if workspace is not None else self.workspace(n)
+        if ws.n_samples != n:
+            raise ValueError(
+                f"The workspace holds batches of {ws.n_samples} rows; X has {n}."
+            )
+        Y = _as_2d_target(y, self.dtype)
+        c, c_total = reduction_coefficients(sample_weight, n, reduction)
+        if total_weight is None:
+            total_weight = n if sample_weight is None else sample_weight.sum()
+
+        output_loss = LOSSES[self.loss]
+        Z = self._forward(X, ws.activations)
+        losses = output_loss.per_example(Y, Z)
+        if sample_weight is None:
+            loss = float(losses.mean())
+        else:
+            loss = float(np.dot(sample_weight, losses) / sample_weight.sum())
+
+        # Canonical link: d loss_i / d z_i = f(z_i) - y_i. Scaling row i by c_i
+        # here carries the reduction through every layer's matrix product.
+        delta = ws.deltas[-1]
+        np.subtract(output_loss.activation(Z, ws.output), Y, out=delta)
+        if isinstance(c, Real):
+            if c != 1.0:
+                delta *= c
+        else:
+            delta *= c[:, None]
+
+        derivative = DERIVATIVES[self.activation]
+        inputs = [X] + ws.activations[:-1]
+        for layer in range(len(self.coefs) - 1, -1, -1):
+            delta = ws.deltas[layer]
+            _dot_transposed(inputs[layer], delta, ws.coef_grads[layer])
+            delta.sum(axis=0, out=ws.intercept_grads[layer])
+            if layer > 0:
+                below = ws.deltas[layer - 1]
+                np.matmul(delta, self.coefs[layer].T, out=below)
+                derivative(inputs[layer], below)
+
+        if alpha:
+            # sum_i c_i (alpha / S) W = (alpha / S) (sum_i c_i) W
+            scale = alpha * c_total / float(total_weight)
+            for W, grad, tmp in zip(self.coefs, ws.coef_grads, ws.penalty):
+                np.multiply(W, scale, out=tmp)
+                grad += tmp
+            loss += 0.5 * alpha * self.penalty() / float(total_weight)
+        return loss, ws.coef_grads, ws.intercept_grads
+
+    def per_example_gradients(self, X, y, *, alpha=0.0, total_weight=None):
+        """Materialize each example's gradient ``g_i`` (for small batches).
+
+        Memory grows as ``n_samples * n_parameters``: this is for inspection
+        and teaching. Sample weights are not applied: they enter through the
+        reduction, ``sum_i c_i g_i``.
+
+        Parameters
+        ----------
+        X : {ndarray, sparse matrix} of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        alpha : float, default=0.0
+        total_weight : float, default=None
+            ``S``; defaults to ``n_samples``.
+
+        Returns
+        -------
+        coef_grads : list of ndarray of shape (n_samples, fan_in, fan_out)
+        intercept_grads : list of ndarray of shape (n_samples, fan_out)
+        """
+        n = X.shape[0]
+        if total_weight is None:
+            total_weight = n
+        # With sum reduction and unit weights c_i = 1, so the workspace's
+        # deltas are exactly the per-example output errors, unscaled.
+        ws = self.workspace(n)
+        self.batch_gradient(X, y, reduction="sum", workspace=ws)
+        inputs = [X.toarray() if sp.issparse(X) else X] + ws.activations[:-1]
+        coef_grads = []
+        for A, D, W in zip(inputs, ws.deltas, self.coefs):
+            G = np.einsum("ni,nj->nij", A, D)
+            if alpha:
+                G += (alpha / float(total_weight)) * W
+            coef_grads.append(G)
+        intercept_grads = [D.copy() for D in ws.deltas]
+        return coef_grads, intercept_grads

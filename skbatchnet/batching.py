@@ -1,0 +1,155 @@
+"""The minibatcher: how one pass over the data becomes a sequence of steps.
+
+Examples
+--------
+>>> from skbatchnet.batching import Minibatcher
+>>> mb = Minibatcher(batch_size=4, shuffle=False)
+>>> [list(range(10))[b] for b in next(mb.iter_epochs(10))]
+[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+>>> mb = Minibatcher(batch_size=4, shuffle=False, drop_last="merge")
+>>> [list(range(10))[b] for b in next(mb.iter_epochs(10))]
+[[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]]
+"""
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from .backprop import REDUCTIONS
+
+__all__ = ["Minibatcher", "resolve_batch_size"]
+
+_LAST_BATCH_POLICIES = (False, True, "merge")
+
+
+def resolve_batch_size(batch_size, n_samples):
+    """The number of rows per batch for a data set of ``n_samples`` rows.
+
+    ``'auto'`` is ``min(200, n_samples)``, ``'full'`` is ``n_samples``, and an
+    integer larger than the data set is the whole set.
+
+    Examples
+    --------
+    >>> resolve_batch_size("auto", 1000), resolve_batch_size("full", 1000)
+    (200, 1000)
+    >>> resolve_batch_size(64, 10)
+    10
+    """
+    if isinstance(batch_size, str):
+        if batch_size == "auto":
+            return min(200, n_samples)
+        if batch_size == "full":
+            return n_samples
+    elif isinstance(batch_size, Integral) and not isinstance(batch_size, bool):
+        if batch_size >= 1:
+            return min(int(batch_size), n_samples)
+    raise ValueError(
+        f"batch_size must be a positive integer, 'auto' or 'full', got {batch_size!r}."
+    )
+
+
+class Minibatcher:
+    """Turns a data set into minibatches, epoch after epoch.
+
+    Parameters
+    ----------
+    batch_size : int, 'auto' or 'full', default='auto'
+        Rows per step: 1 is stochastic gradient descent, an integer is a
+        minibatch, ``'auto'`` is ``min(200, n_samples)`` and ``'full'`` is
+        gradient descent on the whole set. A batch larger than the data set is
+        the whole set.
+    gradient_reduction : {'mean', 'sum'}, default='mean'
+        How the per-example gradients of a batch become one step, see
+        :func:`skbatchnet.backprop.reduction_coefficients`.
+    shuffle : bool, default=True
+        Draw a new order of the examples at every epoch.
+    drop_last : bool or 'merge', default=False
+        What happens to a last batch shorter than ``batch_size``: ``False``
+        keeps it as a short step, ``True`` drops it (those examples wait for
+        the next epoch's order), ``'merge'`` adds it to the batch before, so
+        every step has between ``batch_size`` and ``2 * batch_size - 1`` rows.
+        A data set smaller than one batch is always one batch.
+    random_state : int, RandomState instance or None, default=None
+        Source of the shuffles. A RandomState instance is advanced in place,
+        which lets an estimator draw its initialization and its shuffles from
+        one stream.
+
+    Notes
+    -----
+    Each epoch permutes the previous epoch's order (as scikit-learn's MLP
+    does), drawing one ``RandomState.shuffle`` of ``arange(n_samples)``, so
+    the same seed gives the same batches as scikit-learn.
+    """
+
+    def __init__(
+        self,
+        batch_size="auto",
+        *,
+        gradient_reduction="mean",
+        shuffle=True,
+        drop_last=False,
+        random_state=None,
+    ):
+        self.batch_size = batch_size
+        self.gradient_reduction = gradient_reduction
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.random_state = random_state
+
+    def _check(self):
+        if self.gradient_reduction not in REDUCTIONS:
+            raise ValueError(
+                f"gradient_reduction must be one of {sorted(REDUCTIONS)}, "
+                f"got {self.gradient_reduction!r}."
+            )
+        if not any(self.drop_last is p for p in _LAST_BATCH_POLICIES):
+            if self.drop_last != "merge":
+                raise ValueError(
+                    f"drop_last must be False, True or 'merge', got {self.drop_last!r}."
+                )
+
+    def bounds(self, n_samples):
+        """``(start, stop)`` of each batch in an epoch of ``n_samples`` rows."""
+        self._check()
+        size = resolve_batch_size(self.batch_size, n_samples)
+        starts = list(range(0, n_samples, size))
+        bounds = [(s, min(s + size, n_samples)) for s in starts]
+        short = len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < size
+        if short and self.drop_last is True:
+            bounds.pop()
+        elif short and self.drop_last == "merge":
+            start, _ = bounds[-2]
+            bounds[-2:] = [(start, n_samples)]
+        return bounds
+
+    def iter_epochs(self, n_samples):
+        """Yield, for each epoch, the list of batches.
+
+        A batch is a ``slice`` into the data when the rows are in their
+        stored order and an index array otherwise.
+
+        Parameters
+        ----------
+        n_samples : int
+
+        Yields
+        ------
+        batches : list of slice or ndarray of int
+        """
+        bounds = self.bounds(n_samples)
+        rng = check_random_state(self.random_state)
+        order = np.arange(n_samples)
+        single = len(bounds) == 1 and bounds[0] == (0, n_samples)
+        while True:
+            if self.shuffle:
+                permutation = np.arange(n_samples)
+                rng.shuffle(permutation)
+                order = order[permutation]
+            if single or not self.shuffle:
+                # The order of rows inside one batch does not change its
+                # gradient, so a whole-set batch skips the gather (the draw
+                # above still keeps the random stream in step).
+                yield [slice(start, stop) for start, stop in bounds]
+            else:
+                yield [order[start:stop] for start, stop in bounds]
