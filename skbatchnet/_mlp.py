@@ -1,7 +1,6 @@
 """BatchMLPClassifier and BatchMLPRegressor: thin estimators over the core."""
 
 import numpy as np
-from scipy.special import log_expit
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
@@ -9,7 +8,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d, validate_data
 
 from ._base import BaseBatchMLP
 
@@ -437,6 +436,8 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
     def predict_proba(self, X):
         """Probability of each class, in the order of ``classes_``.
 
+        Probabilities lie strictly inside (0, 1).
+
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
@@ -446,15 +447,20 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         proba : ndarray of shape (n_samples, n_classes)
         """
         proba = self._forward(X)
+        # A probability that rounds to exactly 0 or 1 (a logit beyond about
+        # +-37 in float64) is returned as the nearest representable value
+        # inside (0, 1), so that log(predict_proba) stays finite.
+        finfo = np.finfo(proba.dtype)
+        np.clip(proba, finfo.tiny, 1 - finfo.epsneg, out=proba)
         if self.n_outputs_ == 1:
             return np.hstack([1 - proba, proba])
         return proba
 
     def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`, computed from the logits.
+        """Log of :meth:`predict_proba`.
 
-        Working from the logits keeps large margins finite, where the log of a
-        probability rounded to 0 would be ``-inf``.
+        Finite for any input, since the probabilities lie strictly inside
+        (0, 1); the smallest value is the log of the smallest normal float.
 
         Parameters
         ----------
@@ -464,22 +470,8 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self)
-        X = validate_data(
-            self,
-            X,
-            accept_sparse=["csr", "csc"],
-            dtype=(np.float64, np.float32),
-            reset=False,
-        )
-        Z = self._network().decision_function(X.astype(self.coefs_[0].dtype))
-        if self.out_activation_ == "softmax":
-            Z -= Z.max(axis=1, keepdims=True)
-            Z -= np.log(np.exp(Z).sum(axis=1, keepdims=True))
-            return Z
-        if self.n_outputs_ == 1:
-            return np.hstack([log_expit(-Z), log_expit(Z)])
-        return log_expit(Z)
+        proba = self.predict_proba(X)
+        return np.log(proba, out=proba)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
