@@ -25,6 +25,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from . import BatchMLPClassifier, __version__
 
@@ -213,15 +214,20 @@ def main(argv=None):
         "         nearly insensitive to that scale: 'mean' and 'sum' differ only\n"
         "         through epsilon and the short last batch of an epoch (and not\n"
         "         at all for batch_size=1).\n"
-        "  steps/fit = epochs * ceil(n_train / batch_size_), read off each fitted\n"
-        "  CV model; every column is a mean over the CV folds.\n"
+        "  columns: means over the CV folds (one BLAS thread per fit); steps/fit\n"
+        "  = epochs * ceil(n_train / batch_size_) of each fitted CV model.\n"
     )
     sys.stdout.flush()
 
     # Silenced here only: with few epochs, most fits stop at max_iter.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        search.fit(X, y)
+        # The matrices are small (at most ~1200 x 64): a multithreaded BLAS
+        # gains nothing on them and, on a busy machine, its spinning threads
+        # can slow a full-batch fit tenfold. (Parallel workers, --n-jobs > 1,
+        # get their own limits from joblib.)
+        with threadpool_limits(limits=1, user_api="blas"):
+            search.fit(X, y)
 
     results = search.cv_results_
     print(_table(results))
