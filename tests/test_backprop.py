@@ -1,0 +1,458 @@
+"""Backprop core vs. references written here from the math alone (own forward
+pass, hand-written per-example backprop, finite differences)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.special import expit, logsumexp
+
+from skbatchnet.backprop import Network, reduction_coefficients
+
+ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
+# (loss, n_outputs): single and multi-output; log_loss always has 3+ classes.
+PROBLEMS = [("squared_error", 1), ("squared_error", 3), ("poisson", 1)]
+PROBLEMS += [("poisson", 2), ("binary_log_loss", 1), ("binary_log_loss", 3)]
+PROBLEMS += [("log_loss", 3), ("log_loss", 4)]
+HIDDEN = [5, 4]
+N_FEATURES = 3
+
+
+# ---- Independent reference implementation ----
+REF_HIDDEN = {
+    "identity": lambda z: z,
+    "logistic": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "tanh": np.tanh,
+    "relu": lambda z: np.where(z > 0, z, 0.0),
+}
+
+
+REF_HIDDEN_DERIVATIVE = {  # f'(z), written in terms of the pre-activation z
+    "identity": np.ones_like,
+    "logistic": lambda z: np.exp(-z) / (1.0 + np.exp(-z)) ** 2,
+    "tanh": lambda z: 1.0 / np.cosh(z) ** 2,
+    "relu": lambda z: (z > 0).astype(float),
+}
+
+
+def ref_softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+REF_OUTPUT = {
+    "squared_error": lambda z: z,
+    "poisson": np.exp,
+    "binary_log_loss": expit,
+    "log_loss": ref_softmax,
+}
+
+
+def ref_losses(loss, Y, Z):
+    """loss_i from the formulas of the ground rules, Y and Z of shape (n, k)."""
+    if loss == "squared_error":
+        return 0.5 * ((Y - Z) ** 2).sum(axis=1)
+    if loss == "poisson":
+        ylogy = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1.0)), 0.0)
+        return (np.exp(Z) - Y * Z + ylogy - Y).sum(axis=1)
+    if loss == "binary_log_loss":
+        return (np.logaddexp(0.0, Z) - Y * Z).sum(axis=1)
+    return logsumexp(Z, axis=1) - (Y * Z).sum(axis=1)
+
+
+def ref_logits(coefs, intercepts, activation, X):
+    A = X
+    for layer, (W, b) in enumerate(zip(coefs, intercepts)):
+        Z = A @ W + b
+        A = Z if layer == len(coefs) - 1 else REF_HIDDEN[activation](Z)
+    return A
+
+
+def flatten(coefs, intercepts):
+    return np.concatenate([p.ravel() for p in [*coefs, *intercepts]])
+
+
+def unflatten(theta, coefs, intercepts):
+    out, pos = [], 0
+    for p in [*coefs, *intercepts]:
+        out.append(theta[pos : pos + p.size].reshape(p.shape))
+        pos += p.size
+    return out[: len(coefs)], out[len(coefs) :]
+
+
+def ref_objective(theta, net, X, Y, sw, alpha, S, reduction):
+    """(1/sum s) sum s_i e_i ('mean') or sum s_i e_i, e_i = loss_i + a/2S ||W||^2"""
+    coefs, intercepts = unflatten(theta, net.coefs, net.intercepts)
+    losses = ref_losses(net.loss, Y, ref_logits(coefs, intercepts, net.activation, X))
+    s = np.ones(X.shape[0]) if sw is None else sw
+    e = losses + alpha / (2.0 * S) * sum((W**2).sum() for W in coefs)
+    total = (s * e).sum()
+    return total / s.sum() if reduction == "mean" else total
+
+
+def central_differences(f, theta, h=1e-6):
+    grad = np.empty_like(theta)
+    for j in range(theta.size):
+        step = np.zeros_like(theta)
+        step[j] = h
+        grad[j] = (f(theta + step) - f(theta - step)) / (2.0 * h)
+    return grad
+
+
+def ref_example_gradient(net, x, y, alpha, S):
+    """One example's g_i by hand: forward, then backprop with outer products."""
+    zs, acts = [], [x]
+    for layer, (W, b) in enumerate(zip(net.coefs, net.intercepts)):
+        z = acts[-1] @ W + b
+        zs.append(z)
+        if layer < len(net.coefs) - 1:
+            acts.append(REF_HIDDEN[net.activation](z))
+    delta = REF_OUTPUT[net.loss](zs[-1]) - y  # d loss_i / d z (canonical link)
+    coef_grads, intercept_grads = [None] * len(zs), [None] * len(zs)
+    for layer in range(len(zs) - 1, -1, -1):
+        W = net.coefs[layer]
+        coef_grads[layer] = np.outer(acts[layer], delta) + (alpha / S) * W
+        intercept_grads[layer] = delta.copy()
+        if layer > 0:
+            delta = (W @ delta) * REF_HIDDEN_DERIVATIVE[net.activation](zs[layer - 1])
+    return coef_grads, intercept_grads
+
+
+def ref_reduced_gradient(net, X, Y, sw, alpha, S, reduction):
+    """sum_i c_i g_i with c_i = s_i / sum s ('mean') or s_i ('sum')."""
+    s = np.ones(len(X)) if sw is None else sw
+    c = s / s.sum() if reduction == "mean" else s
+    per = [ref_example_gradient(net, X[i], Y[i], alpha, S) for i in range(len(X))]
+    layers = range(len(net.coefs))
+    coef = [sum(c[i] * per[i][0][k] for i in range(len(X))) for k in layers]
+    return coef, [sum(c[i] * per[i][1][k] for i in range(len(X))) for k in layers]
+
+
+def make_problem(loss, n_outputs, activation="tanh", n=7, seed=0, dtype=np.float64):
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n, N_FEATURES)
+    if loss == "squared_error":
+        Y = rng.randn(n, n_outputs)
+    elif loss == "poisson":
+        Y = rng.poisson(1.5, (n, n_outputs)).astype(float)
+        Y[0] = 0.0  # exercise y log y at y = 0
+    elif loss == "binary_log_loss":
+        Y = rng.randint(0, 2, (n, n_outputs)).astype(float)
+    else:
+        Y = np.eye(n_outputs)[rng.randint(0, n_outputs, n)]
+    sw = rng.uniform(0.2, 2.0, n)
+    sw[1] = 0.0  # a zero-weight example must not count
+    units = [N_FEATURES, *HIDDEN, n_outputs]
+    net = Network.initialize(
+        units, activation=activation, loss=loss, random_state=seed + 1, dtype=dtype
+    )
+    return net, X.astype(dtype), Y, sw
+
+
+def assert_grads_close(actual, expected, rtol):
+    """Element-wise rtol, with an atol scaled to the layer's largest entry."""
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert a.shape == e.shape
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * np.abs(e).max())
+
+
+def rel_error(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+# ---- 1. Finite differences of an independent objective ----
+@pytest.mark.parametrize("alpha, total", [(0.0, None), (0.3, None), (0.3, 23.0)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("loss, n_outputs", PROBLEMS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradient_matches_finite_differences(
+    activation, loss, n_outputs, reduction, weighted, alpha, total
+):
+    net, X, Y, sw = make_problem(loss, n_outputs, activation)
+    sw = sw if weighted else None
+    y = Y.ravel() if n_outputs == 1 else Y  # single output given as 1-d
+    S = total if total is not None else (X.shape[0] if sw is None else sw.sum())
+
+    loss_value, coef_grads, intercept_grads = net.batch_gradient(
+        X, y, sw, alpha=alpha, total_weight=total, reduction=reduction
+    )
+    theta = flatten(net.coefs, net.intercepts)
+
+    def f(t):
+        return ref_objective(t, net, X, Y, sw, alpha, S, reduction)
+
+    fd = central_differences(f, theta)
+    analytic = flatten(coef_grads, intercept_grads)
+    assert rel_error(fd, analytic) < 1e-6
+    # The loss reported is the batch estimate of E, whatever the reduction.
+    expected = ref_objective(theta, net, X, Y, sw, alpha, S, "mean")
+    assert loss_value == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("loss, n_outputs", PROBLEMS)
+def test_per_example_loss_and_objective_match_formulas(loss, n_outputs):
+    net, X, Y, sw = make_problem(loss, n_outputs, "relu")
+    expected = ref_losses(loss, Y, ref_logits(net.coefs, net.intercepts, "relu", X))
+    y = Y.ravel() if n_outputs == 1 else Y
+    np.testing.assert_allclose(net.per_example_loss(X, y), expected, rtol=1e-12)
+    assert net.penalty() == pytest.approx(sum((W**2).sum() for W in net.coefs))
+    theta = flatten(net.coefs, net.intercepts)
+    for weights in (None, sw):
+        S = len(X) if weights is None else weights.sum()
+        E = ref_objective(theta, net, X, Y, weights, 0.7, S, "mean")
+        assert net.objective(X, y, weights, alpha=0.7) == pytest.approx(E, rel=1e-12)
+
+
+# ---- 2. Slow per-example reference loop ----
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("loss, n_outputs", PROBLEMS[1::2])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_batch_gradient_matches_per_example_loop(
+    activation, loss, n_outputs, reduction, weighted
+):
+    net, X, Y, sw = make_problem(loss, n_outputs, activation, n=9, seed=3)
+    sw = sw if weighted else None
+    alpha, total = 0.05, 40.0
+    _, coef_grads, intercept_grads = net.batch_gradient(
+        X, Y, sw, alpha=alpha, total_weight=total, reduction=reduction
+    )
+    ref_coef, ref_icpt = ref_reduced_gradient(net, X, Y, sw, alpha, total, reduction)
+    assert_grads_close(coef_grads, ref_coef, rtol=1e-10)
+    assert_grads_close(intercept_grads, ref_icpt, rtol=1e-10)
+
+
+@pytest.mark.parametrize("total", [None, 11.0])
+@pytest.mark.parametrize("loss, n_outputs", PROBLEMS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_per_example_gradients_match_loop(activation, loss, n_outputs, total):
+    net, X, Y, _ = make_problem(loss, n_outputs, activation, n=6, seed=5)
+    alpha = 0.2
+    coef_grads, intercept_grads = net.per_example_gradients(
+        X, Y, alpha=alpha, total_weight=total
+    )
+    S = X.shape[0] if total is None else total
+    for i in range(X.shape[0]):
+        ref_coef, ref_icpt = ref_example_gradient(net, X[i], Y[i], alpha, S)
+        assert_grads_close([g[i] for g in coef_grads], ref_coef, rtol=1e-10)
+        assert_grads_close([g[i] for g in intercept_grads], ref_icpt, rtol=1e-10)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_sparse_input_equals_dense(fmt, reduction):
+    net, X, Y, sw = make_problem("log_loss", 3, "relu", n=12, seed=7)
+    X[np.random.RandomState(0).rand(*X.shape) < 0.5] = 0.0
+    Xs = sp.csr_matrix(X) if fmt == "csr" else sp.csc_matrix(X)
+    assert Xs.format == fmt
+    for weights in (None, sw):
+        dense = net.batch_gradient(X, Y, weights, alpha=0.1, reduction=reduction)
+        sparse = net.batch_gradient(Xs, Y, weights, alpha=0.1, reduction=reduction)
+        assert sparse[0] == pytest.approx(dense[0], rel=1e-12)
+        assert_grads_close(sparse[1], dense[1], rtol=1e-12)
+        assert_grads_close(sparse[2], dense[2], rtol=1e-12)
+        S = len(X) if weights is None else weights.sum()
+        ref = ref_reduced_gradient(net, X, Y, weights, 0.1, S, reduction)
+        assert_grads_close(sparse[1], ref[0], rtol=1e-10)
+    per_dense = net.per_example_gradients(X, Y, alpha=0.1)
+    per_sparse = net.per_example_gradients(Xs, Y, alpha=0.1)
+    assert_grads_close(per_sparse[0], per_dense[0], rtol=1e-12)
+    np.testing.assert_allclose(net.forward(Xs), net.forward(X), rtol=1e-12)
+
+
+# ---- 3. Workspace reuse ----
+def test_workspace_reuse_matches_fresh_allocation():
+    net, X, Y, sw = make_problem("squared_error", 3, "tanh", n=8, seed=2)
+    rng = np.random.RandomState(9)
+    batches = [(X, Y, sw), (rng.randn(8, N_FEATURES), rng.randn(8, 3), None)]
+    ws = net.workspace(8)
+    for call in range(5):
+        Xb, Yb, swb = batches[call % 2]
+        kwargs = dict(alpha=0.4, total_weight=30.0, reduction=["mean", "sum"][call % 2])
+        loss_ws, cg_ws, ig_ws = net.batch_gradient(Xb, Yb, swb, workspace=ws, **kwargs)
+        loss, cg, ig = net.batch_gradient(Xb, Yb, swb, **kwargs)
+        assert loss_ws == loss
+        for a, b in zip(cg_ws + ig_ws, cg + ig):
+            np.testing.assert_array_equal(a, b)
+        # The returned arrays are the workspace's buffers, reused every call.
+        assert all(
+            a is b for a, b in zip(cg_ws + ig_ws, ws.coef_grads + ws.intercept_grads)
+        )
+        assert not any(np.shares_memory(a, b) for a, b in zip(cg, cg_ws))
+    with pytest.raises(ValueError, match="workspace"):
+        net.batch_gradient(X[:5], Y[:5], workspace=ws)
+    with pytest.raises(ValueError, match="workspace"):
+        net.batch_gradient(X, Y, workspace=net.workspace(9))
+
+
+# ---- 4. reduction_coefficients ----
+W4 = np.array([1.0, 3.0, 0.0, 4.0])
+
+
+@pytest.mark.parametrize(
+    "sw, reduction, c, total",
+    [
+        (None, "mean", [0.25] * 4, 1.0),
+        (W4, "mean", [0.125, 0.375, 0.0, 0.5], 1.0),
+        (None, "sum", [1.0] * 4, 4.0),
+        (W4, "sum", W4, 8.0),
+        (np.zeros(4), "sum", [0.0] * 4, 0.0),
+    ],
+)
+def test_reduction_coefficients_values(sw, reduction, c, total):
+    got_c, got_total = reduction_coefficients(sw, 4, reduction)
+    np.testing.assert_allclose(np.broadcast_to(got_c, 4), c, rtol=1e-15, atol=0)
+    assert got_total == total
+
+
+def test_reduction_coefficients_errors():
+    with pytest.raises(ValueError):
+        reduction_coefficients(np.zeros(3), 3, "mean")
+    for bad in ("avg", "MEAN", None):
+        with pytest.raises(ValueError):
+            reduction_coefficients(None, 3, bad)
+    net, X, Y, _ = make_problem("squared_error", 1)
+    with pytest.raises(ValueError):
+        net.batch_gradient(X, Y, reduction="avg")
+    with pytest.raises(ValueError):
+        net.batch_gradient(X, Y, np.zeros(len(X)), reduction="mean")
+
+
+# ---- 5. Numerical stability ----
+def one_layer_net(loss, W, b):
+    return Network([np.asarray(W, float)], [np.asarray(b, float)], loss=loss)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_extreme_logits_log_loss(reduction):
+    # Row 1: z = [1e4, -1e4, 0], class 1: loss = lse(z) - z_1 = 2e4.
+    # Row 2: z = [-1e4, 1e4, 0], class 2: loss = lse(z) - z_2 = 1e4.
+    net = one_layer_net("log_loss", [[1e4, -1e4, 0.0]], [0.0, 0.0, 0.0])
+    X, Y = np.array([[1.0], [-1.0]]), np.array([[0, 1, 0], [0, 0, 1]], float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        loss, cg, ig = net.batch_gradient(X, Y, alpha=1e-3, reduction=reduction)
+        losses = net.per_example_loss(X, Y)
+        proba = net.forward(X)
+    np.testing.assert_allclose(losses, [2e4, 1e4], rtol=1e-12)
+    # mean loss + alpha / (2S) ||W||^2 with S = 2, ||W||^2 = 2e8
+    assert loss == pytest.approx(1.5e4 + 5e4, rel=1e-12)
+    # delta = softmax(z) - y: [1, -1, 0] and [0, 1, -1].
+    c, c_total = (0.5, 1.0) if reduction == "mean" else (1.0, 2.0)
+    np.testing.assert_allclose(ig[0], c * np.array([1.0, 0.0, -1.0]), atol=1e-12)
+    penalty = 1e-3 * c_total / 2 * np.array([[1e4, -1e4, 0.0]])
+    expected = c * np.array([[1.0, -2.0, 1.0]]) + penalty
+    np.testing.assert_allclose(cg[0], expected, rtol=1e-12)
+    np.testing.assert_allclose(proba, [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+
+
+def test_extreme_logits_binary_log_loss():
+    net = one_layer_net("binary_log_loss", [[1e4, -1e4]], [0.0, 0.0])
+    X, Y = np.array([[1.0], [-1.0]]), np.array([[0.0, 1.0], [1.0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        loss, cg, ig = net.batch_gradient(X, Y, reduction="sum")
+        losses = net.per_example_loss(X, Y)
+    np.testing.assert_allclose(losses, [2e4, 2e4], rtol=1e-12)
+    assert loss == pytest.approx(2e4, rel=1e-12)
+    # delta rows: [1, -1] and [-1, 1]; summed over the batch they cancel.
+    np.testing.assert_allclose(ig[0], [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(cg[0], [[2.0, -2.0]], atol=1e-12)
+
+
+@pytest.mark.parametrize("loss, n_outputs", [("binary_log_loss", 2), ("log_loss", 3)])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_huge_inputs_are_finite(activation, loss, n_outputs):
+    net, X, Y, sw = make_problem(loss, n_outputs, activation, n=10, seed=4)
+    X = X * 1e6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for reduction in ("mean", "sum"):
+            value, cg, ig = net.batch_gradient(
+                X, Y, sw, alpha=1e-4, reduction=reduction
+            )
+            assert np.isfinite(value)
+            assert all(np.isfinite(g).all() for g in cg + ig)
+        per_coef, per_icpt = net.per_example_gradients(X, Y)
+        out = net.forward(X)
+    assert all(np.isfinite(g).all() for g in per_coef + per_icpt)
+    assert np.isfinite(out).all() and (out >= 0).all() and (out <= 1).all()
+
+
+@pytest.mark.parametrize("loss, n_outputs", PROBLEMS)
+def test_forward_is_output_activation_of_decision_function(loss, n_outputs):
+    net, X, _, _ = make_problem(loss, n_outputs, "logistic", n=6)
+    Z = net.decision_function(X)
+    np.testing.assert_allclose(
+        Z, ref_logits(net.coefs, net.intercepts, "logistic", X), rtol=1e-12
+    )
+    np.testing.assert_allclose(net.forward(X), REF_OUTPUT[loss](Z), rtol=1e-12)
+    if loss == "log_loss":
+        np.testing.assert_allclose(net.forward(X * 1e3).sum(axis=1), 1.0, rtol=1e-12)
+
+
+# ---- 6. Initialization ----
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_initialize_replicates_sklearn_draws(activation, dtype):
+    units, seed = [6, 5, 3, 2], 17
+    rng = np.random.RandomState(seed)
+    factor = 2.0 if activation == "logistic" else 6.0
+    expected = []
+    for fan_in, fan_out in zip(units[:-1], units[1:]):
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        W = rng.uniform(-bound, bound, (fan_in, fan_out))
+        b = rng.uniform(-bound, bound, fan_out)
+        expected.append((W, b))
+    state = np.random.RandomState(seed)
+    net = Network.initialize(
+        units, activation=activation, loss="poisson", random_state=state, dtype=dtype
+    )
+    assert net.activation == activation and net.loss == "poisson"
+    assert net.layer_units == units
+    for (W, b), W_net, b_net in zip(expected, net.coefs, net.intercepts):
+        assert W_net.dtype == dtype and b_net.dtype == dtype
+        np.testing.assert_array_equal(W_net, W.astype(dtype))
+        np.testing.assert_array_equal(b_net, b.astype(dtype))
+    # A RandomState instance is advanced in place by exactly those draws.
+    assert state.randint(2**31) == rng.randint(2**31)
+    again = Network.initialize(units, activation=activation, random_state=seed)
+    assert again.dtype == np.float64
+    np.testing.assert_array_equal(again.coefs[-1], expected[-1][0])
+
+
+def test_invalid_names_raise():
+    for kwargs in ({"activation": "softmax"}, {"loss": "hinge"}, {"loss": "log"}):
+        with pytest.raises(ValueError):
+            Network.initialize([3, 2, 1], random_state=0, **kwargs)
+        with pytest.raises(ValueError):
+            Network([np.zeros((3, 1))], [np.zeros(1)], **kwargs)
+    with pytest.raises(ValueError):
+        Network([np.zeros((3, 1))], [], loss="squared_error")
+
+
+# ---- 7. float32 ----
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("loss, n_outputs", PROBLEMS[1::2])
+def test_float32_gradient(loss, n_outputs, reduction):
+    net64, X, Y, sw = make_problem(loss, n_outputs, "tanh", n=16, seed=8)
+    params = [
+        [p.astype(np.float32) for p in ps] for ps in (net64.coefs, net64.intercepts)
+    ]
+    net32 = Network(*params, activation="tanh", loss=loss)
+    X32 = X.astype(np.float32)
+    for weights, ws in ((None, None), (sw, net32.workspace(16))):
+        kwargs = dict(alpha=0.1, total_weight=50.0, reduction=reduction)
+        loss32, cg32, ig32 = net32.batch_gradient(
+            X32, Y, weights, workspace=ws, **kwargs
+        )
+        loss64, cg64, ig64 = net64.batch_gradient(
+            X32.astype(np.float64), Y, weights, **kwargs
+        )
+        assert all(g.dtype == np.float32 for g in cg32 + ig32)
+        assert loss32 == pytest.approx(loss64, rel=1e-5)
+        for g32, g64 in zip(cg32 + ig32, cg64 + ig64):
+            assert rel_error(g32.astype(np.float64), g64) < 1e-4
