@@ -170,7 +170,8 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             loss=self._network_loss(),
         )
 
-    def _forward(self, X):
+    def _forward(self, X, logits=False):
+        """Network outputs for new data (the logits with ``logits=True``)."""
         check_is_fitted(self)
         X = validate_data(
             self,
@@ -179,7 +180,9 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             dtype=(np.float64, np.float32),
             reset=False,
         )
-        return self._network().forward(X.astype(self.coefs_[0].dtype, copy=False))
+        X = X.astype(self.coefs_[0].dtype, copy=False)
+        net = self._network()
+        return net.decision_function(X) if logits else net.forward(X)
 
     # -- fitting ---------------------------------------------------------------
 
@@ -198,10 +201,10 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
     def _snapshot(self):
         """Deep copy of the fitted state; parameters are kept as they are."""
         params = self.get_params(deep=False)
-        return {
-            key: value if key in params else copy.deepcopy(value)
-            for key, value in vars(self).items()
-        }
+        state = vars(self)
+        # One deepcopy call, so objects shared between attributes stay shared.
+        fitted = copy.deepcopy({k: v for k, v in state.items() if k not in params})
+        return {k: state[k] if k in params else fitted[k] for k in state}
 
     def _fit_unsafe(self, X, y, sample_weight, incremental, classes):
         hidden = check_hidden_layer_sizes(self.hidden_layer_sizes)
@@ -236,6 +239,10 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             self._rng = check_random_state(self.random_state)
         if first_pass:
             self._initialize(Y, [X.shape[1], *hidden, Y.shape[1]], X.dtype)
+        elif self.early_stopping != (self.validation_scores_ is not None):
+            # A warm start that switches early stopping on or off starts the
+            # bookkeeping of the new criterion afresh.
+            self._reset_stopping()
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, Y, sample_weight)
         else:
@@ -249,6 +256,19 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
         self.n_layers_ = len(layer_units)
         self.out_activation_ = LOSSES[self._network_loss()].out_activation
         self.loss_curve_ = []
+        for attr in ("_optimizer", "_best_coefs", "_best_intercepts"):
+            self.__dict__.pop(attr, None)
+        self._reset_stopping()
+        net = Network.initialize(
+            layer_units,
+            activation=self.activation,
+            loss=self._network_loss(),
+            random_state=self._rng,
+            dtype=dtype,
+        )
+        self.coefs_, self.intercepts_ = net.coefs, net.intercepts
+
+    def _reset_stopping(self):
         self._no_improvement_count = 0
         if self.early_stopping:
             self.validation_scores_ = []
@@ -259,16 +279,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             self.best_loss_ = np.inf
             self.validation_scores_ = None
             self.best_validation_score_ = None
-        for attr in ("_optimizer", "_best_coefs", "_best_intercepts"):
-            self.__dict__.pop(attr, None)
-        net = Network.initialize(
-            layer_units,
-            activation=self.activation,
-            loss=self._network_loss(),
-            random_state=self._rng,
-            dtype=dtype,
-        )
-        self.coefs_, self.intercepts_ = net.coefs, net.intercepts
+            self.__dict__.pop("validation_loss_curve_", None)
 
     def _check_finite_weights(self):
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
@@ -305,8 +316,6 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             last["loss"] = loss
             return loss, _pack(coef_grads + intercept_grads)
 
-        self.loss_curve_ = []
-
         def callback(xk):
             self.loss_curve_.append(last["loss"])
             if self.verbose:
@@ -327,7 +336,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
         _unpack(result.x, params)
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = float(result.fun)
-        self.best_loss_ = min(self.loss_curve_, default=self.loss_)
+        self.best_loss_ = min(self.loss_curve_ + [self.loss_])
         if result.status != 0:
             warnings.warn(
                 f"lbfgs failed to converge after {self.n_iter_} iterations "
@@ -355,6 +364,11 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
 
     def _split_validation(self, X, Y, y, sample_weight):
         """Hold out ``validation_fraction`` of the data, stratified by class."""
+        if self.validation_fraction == 0:
+            raise ValueError(
+                "early_stopping=True needs a held-out set, but validation_fraction "
+                "is 0. Set validation_fraction to a value in (0, 1), e.g. 0.1."
+            )
         stratify = None
         if is_classifier(self) and np.ndim(y) == 1:
             _, counts = np.unique(y, return_counts=True)
@@ -489,7 +503,12 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             loss_sum += weight * loss
             weight_sum += weight
             seen += n
-        return (loss_sum / weight_sum if weight_sum else np.nan), seen
+        if weight_sum == 0:
+            # No batch carried weight (drop_last=True can drop every weighted
+            # row): no step was taken and no batch estimates the objective, so
+            # evaluate it exactly on the training data instead.
+            return net.objective(X, Y, sample_weight, alpha=self.alpha), seen
+        return loss_sum / weight_sum, seen
 
     def _update_no_improvement_count(self, net, validation, total):
         if validation is None:

@@ -1,6 +1,7 @@
 """BatchMLPClassifier and BatchMLPRegressor: thin estimators over the core."""
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
@@ -183,6 +184,18 @@ _OBJECTIVE = """\
 """
 
 
+def _check_label_types(labels, name):
+    # numpy cannot sort a mix of strings and numbers, and the TypeError it
+    # raises would not say which input is wrong.
+    if labels.dtype == object:
+        kinds = {isinstance(v, str) for v in labels.ravel()}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"{name} mixes string and non-string labels; convert the labels "
+                f"to one type, for example with {name}.astype(str)."
+            )
+
+
 def _data_and_labels(estimator, X, y, reset):
     return validate_data(
         estimator,
@@ -308,6 +321,9 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         X, y = _data_and_labels(self, X, y, reset=first_pass)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        _check_label_types(y, "y")
+        if classes is not None:
+            _check_label_types(np.asarray(classes), "classes")
         seen = unique_labels(y)
         if first_pass:
             binarizer = LabelBinarizer()
@@ -436,7 +452,9 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
     def predict_proba(self, X):
         """Probability of each class, in the order of ``classes_``.
 
-        Probabilities lie strictly inside (0, 1).
+        Probabilities lie strictly inside (0, 1): a probability that rounds to
+        exactly 0 or 1 is returned as the nearest representable value inside
+        the interval, so that ``log(predict_proba)`` stays finite.
 
         Parameters
         ----------
@@ -446,15 +464,17 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        proba = self._forward(X)
-        # A probability that rounds to exactly 0 or 1 (a logit beyond about
-        # +-37 in float64) is returned as the nearest representable value
-        # inside (0, 1), so that log(predict_proba) stays finite.
+        Z = self._forward(X, logits=True)
+        if self.out_activation_ == "softmax":
+            proba = self._network().output_from_logits(Z)
+        elif self.n_outputs_ == 1:
+            # Both columns from the logit: 1 - expit(z) would lose every digit
+            # of the smaller probability once expit(z) rounds to 1.
+            proba = expit(np.hstack([-Z, Z]))
+        else:
+            proba = expit(Z)
         finfo = np.finfo(proba.dtype)
-        np.clip(proba, finfo.tiny, 1 - finfo.epsneg, out=proba)
-        if self.n_outputs_ == 1:
-            return np.hstack([1 - proba, proba])
-        return proba
+        return np.clip(proba, finfo.tiny, 1 - finfo.epsneg, out=proba)
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`.
@@ -588,7 +608,7 @@ class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
         if self.loss == "poisson" and np.any(Y < 0):
             raise ValueError(
                 "loss='poisson' requires non-negative targets y; got a minimum of "
-                f"{Y.min()!r}. Use loss='squared_error' or shift the targets."
+                f"{float(Y.min())!r}. Use loss='squared_error' or shift the targets."
             )
         return X, Y, y
 

@@ -410,7 +410,9 @@ class Network:
         if sample_weight is None:
             loss = float(losses.mean())
         else:
-            loss = float(np.dot(sample_weight, losses) / sample_weight.sum())
+            weight = sample_weight.sum()
+            # A batch without weight has no data term (and, for 'sum', no step).
+            loss = float(np.dot(sample_weight, losses) / weight) if weight else 0.0
 
         # Canonical link: d loss_i / d z_i = f(z_i) - y_i. Scaling row i by c_i
         # here carries the reduction through every layer's matrix product.
