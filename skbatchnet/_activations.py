@@ -52,8 +52,9 @@ def tanh_derivative(A, delta):
 
 def relu_derivative(A, delta):
     """f'(z) = 1 if f(z) > 0 else 0 (the subgradient 0 at the kink)."""
-    delta[A <= 0] = 0
-    return delta
+    # A multiply by the mask streams through memory once; a masked
+    # assignment (delta[A <= 0] = 0) is several times slower on large batches.
+    return np.multiply(delta, A > 0, out=delta)
 
 
 ACTIVATIONS = {

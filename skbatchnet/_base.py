@@ -7,6 +7,7 @@ roll back on failure) -> ``_fit_stochastic`` (epochs) -> ``_run_epoch``
 """
 
 import copy
+import math
 import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
@@ -29,17 +30,6 @@ from .backprop import REDUCTIONS, Network
 from .batching import Minibatcher, resolve_batch_size
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
-
-
-def _pack(arrays):
-    return np.concatenate([a.ravel() for a in arrays]).astype(np.float64, copy=False)
-
-
-def _unpack(x, arrays):
-    start = 0
-    for a in arrays:
-        a[...] = x[start : start + a.size].reshape(a.shape)
-        start += a.size
 
 
 class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
@@ -170,6 +160,16 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             loss=self._network_loss(),
         )
 
+    def _training_network(self):
+        """A network whose parameters ``coefs_`` and ``intercepts_`` now view.
+
+        Training updates the network's one parameter vector in place; the
+        fitted attributes are rebound to views of it, so they follow.
+        """
+        net = self._network()
+        self.coefs_, self.intercepts_ = net.coefs, net.intercepts
+        return net
+
     def _forward(self, X, logits=False):
         """Network outputs for new data (the logits with ``logits=True``)."""
         check_is_fitted(self)
@@ -297,15 +297,14 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
         ``batch_size`` and ``gradient_reduction`` do not apply: every
         evaluation is the exact ``E`` and ``grad E`` on all the data.
         """
-        net = self._network()
-        params = self.coefs_ + self.intercepts_
+        net = self._training_network()
         workspace = net.workspace(X.shape[0])
         total = X.shape[0] if sample_weight is None else float(sample_weight.sum())
         last = {}
 
         def fun(x):
-            _unpack(x, params)
-            loss, coef_grads, intercept_grads = net.batch_gradient(
+            net.parameters[...] = x
+            loss, _, _ = net.batch_gradient(
                 X,
                 Y,
                 sample_weight,
@@ -314,7 +313,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
                 workspace=workspace,
             )
             last["loss"] = loss
-            return loss, _pack(coef_grads + intercept_grads)
+            return loss, workspace.gradient.astype(np.float64)
 
         def callback(xk):
             self.loss_curve_.append(last["loss"])
@@ -323,7 +322,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
 
         result = scipy.optimize.minimize(
             fun,
-            _pack(params),
+            net.parameters.astype(np.float64),
             method="L-BFGS-B",
             jac=True,
             callback=callback,
@@ -333,7 +332,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
                 "gtol": self.tol,
             },
         )
-        _unpack(result.x, params)
+        net.parameters[...] = result.x
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = float(result.fun)
         self.best_loss_ = min(self.loss_curve_ + [self.loss_])
@@ -395,9 +394,9 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
         return train, val
 
     def _fit_stochastic(self, X, Y, y, sample_weight, incremental):
-        params = self.coefs_ + self.intercepts_
+        net = self._training_network()
         if not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = self._make_optimizer(params)
+            self._optimizer = self._make_optimizer([net.parameters])
         if self.early_stopping:
             (X, Y, _, sample_weight), validation = self._split_validation(
                 X, Y, y, sample_weight
@@ -416,7 +415,6 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
         )
         epochs = batcher.iter_epochs(n_samples)
         total = n_samples if sample_weight is None else float(sample_weight.sum())
-        net = self._network()
         workspaces = {}
 
         if not incremental:
@@ -424,7 +422,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
         for _ in range(1 if incremental else self.max_iter):
             try:
                 loss, seen = self._run_epoch(
-                    net, params, X, Y, sample_weight, next(epochs), total, workspaces
+                    net, X, Y, sample_weight, next(epochs), total, workspaces
                 )
             except KeyboardInterrupt:
                 warnings.warn("Training interrupted by user.", stacklevel=2)
@@ -456,10 +454,11 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
                 )
 
         if validation is not None and hasattr(self, "_best_coefs"):
-            for current, best in zip(params, self._best_coefs + self._best_intercepts):
-                current[...] = best
+            best = self._best_coefs + self._best_intercepts
+            for current, value in zip(self.coefs_ + self.intercepts_, best):
+                current[...] = value
 
-    def _run_epoch(self, net, params, X, Y, sample_weight, batches, total, workspaces):
+    def _run_epoch(self, net, X, Y, sample_weight, batches, total, workspaces):
         """One pass of minibatch steps; returns the epoch loss and rows seen.
 
         The epoch loss weights each batch's estimate of E by the batch's share
@@ -482,7 +481,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             workspace = workspaces.get(n)
             if workspace is None:
                 workspace = workspaces[n] = net.workspace(n)
-            loss, coef_grads, intercept_grads = net.batch_gradient(
+            loss, _, _ = net.batch_gradient(
                 X_batch,
                 Y_batch,
                 w_batch,
@@ -491,7 +490,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
                 reduction=reduction,
                 workspace=workspace,
             )
-            if not np.isfinite(loss):
+            if not math.isfinite(loss):
                 raise ValueError(
                     f"The loss became non-finite in epoch {self.n_iter_ + 1}, batch "
                     f"{number}, at learning rate {self._optimizer.learning_rate:g}. "
@@ -499,7 +498,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
                     "StandardScaler), or use gradient_reduction='mean' instead of "
                     "'sum'."
                 )
-            self._optimizer.step(params, coef_grads + intercept_grads)
+            self._optimizer.step([net.parameters], [workspace.gradient])
             loss_sum += weight * loss
             weight_sum += weight
             seen += n

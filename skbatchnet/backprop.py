@@ -137,6 +137,22 @@ def _as_2d_target(y, dtype):
     return y.reshape(-1, 1) if y.ndim == 1 else y
 
 
+def _views(flat, shapes):
+    """Consecutive views of ``flat`` with the given shapes."""
+    views, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        views.append(flat[start : start + size].reshape(shape))
+        start += size
+    return views
+
+
+def _parameter_shapes(layer_units):
+    """Weights first, then biases: the order of scikit-learn's packed vector."""
+    coefs = list(pairwise(layer_units))
+    return coefs, [(u,) for u in layer_units[1:]]
+
+
 class Workspace:
     """Buffers for forward and backward passes on batches of one size.
 
@@ -153,6 +169,13 @@ class Workspace:
         Rows per batch.
     dtype : numpy dtype
         Floating dtype of the network.
+
+    Attributes
+    ----------
+    gradient : ndarray of shape (n_parameters,)
+        The reduced gradient as one vector, laid out like
+        :attr:`Network.parameters`; ``coef_grads`` and ``intercept_grads`` are
+        views into it.
     """
 
     def __init__(self, layer_units, n_samples, dtype):
@@ -160,9 +183,13 @@ class Workspace:
         self.activations = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
         self.output = np.empty((n_samples, layer_units[-1]), dtype)
         self.deltas = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
-        self.coef_grads = [np.empty(shape, dtype) for shape in pairwise(layer_units)]
-        self.intercept_grads = [np.empty(u, dtype) for u in layer_units[1:]]
-        self.penalty = [np.empty(shape, dtype) for shape in pairwise(layer_units)]
+        coef_shapes, intercept_shapes = _parameter_shapes(layer_units)
+        n_coefs = sum(a * b for a, b in coef_shapes)
+        self.gradient = np.empty(n_coefs + sum(layer_units[1:]), dtype)
+        views = _views(self.gradient, coef_shapes + intercept_shapes)
+        self.coef_grads = views[: len(coef_shapes)]
+        self.intercept_grads = views[len(coef_shapes) :]
+        self.penalty = np.empty(n_coefs, dtype)
 
 
 class Network:
@@ -170,7 +197,11 @@ class Network:
 
     The parameters use scikit-learn's layout: ``coefs[l]`` has shape
     ``(fan_in, fan_out)`` and maps layer ``l`` to layer ``l + 1``;
-    ``intercepts[l]`` has shape ``(fan_out,)``.
+    ``intercepts[l]`` has shape ``(fan_out,)``. The network copies them into
+    one contiguous vector, :attr:`parameters` (all weights, then all biases,
+    as scikit-learn packs them), of which ``coefs`` and ``intercepts`` are
+    views: an optimizer then updates every parameter with a handful of
+    vector operations, and the L2 penalty touches one slice.
 
     Parameters
     ----------
@@ -206,8 +237,15 @@ class Network:
                 "coefs and intercepts must be non-empty lists of the same length, "
                 f"got {len(coefs)} and {len(intercepts)}."
             )
-        self.coefs = list(coefs)
-        self.intercepts = list(intercepts)
+        dtype = np.result_type(*coefs)
+        shapes = [np.shape(W) for W in coefs] + [np.shape(b) for b in intercepts]
+        self.n_coefs = sum(int(np.prod(shape)) for shape in shapes[: len(coefs)])
+        self.parameters = np.empty(sum(int(np.prod(sh)) for sh in shapes), dtype)
+        views = _views(self.parameters, shapes)
+        for view, value in zip(views, list(coefs) + list(intercepts)):
+            view[...] = value
+        self.coefs = views[: len(coefs)]
+        self.intercepts = views[len(coefs) :]
         self.activation = activation
         self.loss = loss
 
@@ -334,7 +372,8 @@ class Network:
 
     def penalty(self):
         """``||W||^2``, the squared norm of all weights (biases excluded)."""
-        return float(sum(np.dot(W.ravel(), W.ravel()) for W in self.coefs))
+        W = self.parameters[: self.n_coefs]
+        return float(np.dot(W, W))
 
     def objective(self, X, y, sample_weight=None, *, alpha=0.0):
         """The objective ``E`` on the data given (taken as the whole set).
@@ -437,11 +476,10 @@ class Network:
 
         if alpha:
             # sum_i c_i (alpha / S) W = (alpha / S) (sum_i c_i) W
+            W = self.parameters[: self.n_coefs]
             scale = alpha * c_total / float(total_weight)
-            for W, grad, tmp in zip(self.coefs, ws.coef_grads, ws.penalty):
-                np.multiply(W, scale, out=tmp)
-                grad += tmp
-            loss += 0.5 * alpha * self.penalty() / float(total_weight)
+            ws.gradient[: self.n_coefs] += np.multiply(W, scale, out=ws.penalty)
+            loss += 0.5 * alpha * float(np.dot(W, W)) / float(total_weight)
         return loss, ws.coef_grads, ws.intercept_grads
 
     def per_example_gradients(self, X, y, *, alpha=0.0, total_weight=None):

@@ -1,0 +1,565 @@
+"""Plots of how training went: loss curves of fitted estimators.
+
+matplotlib is an optional dependency (the ``plot`` extra): this module imports
+without it and asks for it only when something is drawn.
+
+Examples
+--------
+>>> import matplotlib
+>>> matplotlib.use("Agg")
+>>> from sklearn.datasets import make_classification
+>>> from skbatchnet import BatchMLPClassifier
+>>> from skbatchnet.plotting import LossCurveDisplay
+>>> X, y = make_classification(n_samples=120, random_state=0)
+>>> fits = [
+...     BatchMLPClassifier(batch_size=b, max_iter=15, random_state=0).fit(X, y)
+...     for b in (8, "full")
+... ]
+>>> display = LossCurveDisplay.from_estimator(fits, x_axis="samples")
+>>> # Both runs see the 120 training rows once per epoch:
+>>> for line in display.lines_:
+...     print(line.get_label(), line.get_xdata()[:3])
+batch_size=8, gradient_reduction='mean' [120 240 360]
+batch_size=120 ('full'), gradient_reduction='mean' [120 240 360]
+>>> import matplotlib.pyplot as plt
+>>> plt.close(display.figure_)
+"""
+
+import math
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["LossCurveDisplay"]
+
+_X_AXES = ("epochs", "steps", "samples")
+_LOG_SCALES = ("auto", "x", "y", "both")
+_INSTALL_HINT = 'pip install "skbatchnet[plot]"'
+
+
+def _import_pyplot(caller):
+    """Return ``matplotlib.pyplot``, or say how to install matplotlib."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            f"{caller} requires matplotlib, which is not installed. Install it "
+            f"with `{_INSTALL_HINT}` (or `pip install matplotlib`)."
+        ) from exc
+    return plt
+
+
+# -- reading fitted estimators ---------------------------------------------------
+
+
+def _final_estimator(estimator):
+    """The estimator that holds the curves: the last step of a Pipeline."""
+    while isinstance(estimator, Pipeline):
+        estimator = estimator[-1]
+    return estimator
+
+
+def _check_estimator(estimator):
+    final = _final_estimator(estimator)
+    check_is_fitted(final)
+    if not hasattr(final, "loss_curve_"):
+        raise TypeError(
+            f"{type(final).__name__} has no loss_curve_; LossCurveDisplay plots "
+            "estimators that record one, such as BatchMLPClassifier and "
+            "BatchMLPRegressor."
+        )
+    return final
+
+
+def _is_lbfgs(estimator):
+    return getattr(estimator, "solver", None) == "lbfgs"
+
+
+def _steps_per_epoch(rows, batch_size, drop_last):
+    """Optimizer steps in an epoch that showed the solver ``rows`` rows.
+
+    ``rows`` counts the rows that were actually used (``t_`` per epoch), not
+    the size of the training set, and ``batch_size`` is ``batch_size_``, which
+    is never larger than the training set:
+
+    - ``drop_last=False``: every row is seen and the last batch may be short,
+      so there are ``ceil(rows / batch_size)`` steps.
+    - ``drop_last=True``: the short last batch is dropped and its rows are not
+      counted in ``t_``, so ``rows`` is already a multiple of ``batch_size``
+      and ``rows // batch_size`` is the number of steps (a set no larger than
+      one batch is one whole batch).
+    - ``drop_last='merge'``: every row is seen, and the short last batch joins
+      the one before it, so there are ``rows // batch_size`` steps, at least
+      one.
+    """
+    if drop_last is False:
+        return math.ceil(rows / batch_size)
+    return max(1, int(rows // batch_size))
+
+
+def _curve_x(estimator, x_axis):
+    """x values of each point of ``estimator.loss_curve_``."""
+    n_points = len(estimator.loss_curve_)
+    points = np.arange(1, n_points + 1)
+    if x_axis == "epochs":
+        return points
+    if _is_lbfgs(estimator):
+        if x_axis == "steps":
+            # One L-BFGS iteration is one step on the whole-set objective.
+            return points
+        raise ValueError(
+            "x_axis='samples' is not meaningful for solver='lbfgs', which "
+            "evaluates the whole training set (possibly several times) at each "
+            "iteration. Use x_axis='epochs' or 'steps', which both count L-BFGS "
+            "iterations."
+        )
+    batch_size = getattr(estimator, "batch_size_", None)
+    seen = getattr(estimator, "t_", None)
+    if batch_size is None or seen is None:
+        raise TypeError(
+            f"x_axis={x_axis!r} needs the fitted attributes batch_size_ and t_, "
+            f"which {type(estimator).__name__} does not have. Use x_axis='epochs'."
+        )
+    if n_points == 0:
+        return points
+    rows, remainder = divmod(int(seen), n_points)
+    if remainder:
+        rows = seen / n_points
+        warnings.warn(
+            f"The {type(estimator).__name__}'s epochs did not all see the same "
+            f"number of rows (t_={seen} over {n_points} epochs), as happens after "
+            "partial_fit on chunks of different sizes or a warm start on other "
+            "data; the x-axis uses the average number of rows per epoch and is "
+            "approximate.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if x_axis == "samples":
+        return points * rows
+    drop_last = getattr(estimator, "drop_last", False)
+    return points * _steps_per_epoch(rows, batch_size, drop_last)
+
+
+def _default_label(estimator):
+    if _is_lbfgs(estimator):
+        return "solver='lbfgs'"
+    resolved = getattr(estimator, "batch_size_", None)
+    requested = getattr(estimator, "batch_size", None)
+    if resolved is None:
+        parts = [f"batch_size={requested!r}"]
+    elif requested is None or (
+        not isinstance(requested, str) and requested == resolved
+    ):
+        parts = [f"batch_size={resolved}"]
+    else:
+        # 'auto', 'full' or an integer larger than the data set.
+        parts = [f"batch_size={resolved} ({requested!r})"]
+    reduction = getattr(estimator, "gradient_reduction", None)
+    if reduction is not None:
+        parts.append(f"gradient_reduction={reduction!r}")
+    drop_last = getattr(estimator, "drop_last", False)
+    if drop_last is not False:
+        parts.append(f"drop_last={drop_last!r}")
+    return ", ".join(parts)
+
+
+def _x_label(estimators, x_axis):
+    if x_axis == "samples":
+        return "Samples seen"
+    n_lbfgs = sum(_is_lbfgs(e) for e in estimators)
+    if n_lbfgs == len(estimators):
+        return "L-BFGS iterations"
+    name = "Epochs" if x_axis == "epochs" else "Optimizer steps"
+    return f"{name} (L-BFGS: iterations)" if n_lbfgs else name
+
+
+def _estimators_and_labels(estimator, labels):
+    if isinstance(estimator, Mapping):
+        if labels is not None:
+            raise ValueError(
+                "Pass labels either as the keys of a dict of estimators or as "
+                "labels=, not both."
+            )
+        return list(estimator.values()), [str(key) for key in estimator]
+    if isinstance(estimator, (list, tuple)):
+        estimators = list(estimator)
+    else:
+        estimators = [estimator]
+        if isinstance(labels, str):
+            labels = [labels]
+    if not estimators:
+        raise ValueError("No estimator to plot: the list of estimators is empty.")
+    if labels is not None:
+        if isinstance(labels, str) or len(labels) != len(estimators):
+            raise ValueError(
+                f"labels must be a list with one label per estimator "
+                f"({len(estimators)}), got {labels!r}."
+            )
+        labels = [str(label) for label in labels]
+    return estimators, labels
+
+
+def _disambiguate(labels):
+    """Number labels that several curves share, so the legend tells them apart."""
+    counts = {label: labels.count(label) for label in labels}
+    return [
+        f"{label} [{i}]" if counts[label] > 1 else label
+        for i, label in enumerate(labels)
+    ]
+
+
+# -- the display -------------------------------------------------------------------
+
+
+class LossCurveDisplay:
+    """Loss curves of one or several fitted estimators.
+
+    Compares how training went, for example at different batch sizes. Build it
+    with :meth:`from_estimator`, which also draws it; the constructor only
+    stores data (to plot curves recorded elsewhere) and :meth:`plot` draws
+    them.
+
+    Parameters
+    ----------
+    loss_curves : list of array-like of shape (n_points_i,)
+        Training loss of each curve, for example ``estimator.loss_curve_``.
+
+    x : list of array-like of shape (n_points_i,)
+        Position on the x-axis of each point of each curve.
+
+    labels : list of str, default=None
+        Legend entry of each curve. None draws the curves without labels (and
+        calls them "training" and "validation" when a validation curve is
+        drawn).
+
+    validation_loss_curves : list of array-like or None, default=None
+        Validation loss of each curve, or None for a curve without one. A
+        validation curve may be shorter than its training curve; it is drawn
+        at the last ``len(validation)`` positions of the curve's ``x``.
+
+    x_label : str, default="Epochs"
+        Label of the x-axis.
+
+    y_label : str, default="Loss"
+        Label of the y-axis.
+
+    Attributes
+    ----------
+    figure_ : matplotlib Figure
+        Figure containing the curves.
+
+    ax_ : matplotlib Axes
+        Axes with the curves.
+
+    lines_ : list of matplotlib Line2D
+        The training curve of each entry of ``loss_curves``, in order.
+
+    validation_lines_ : list of (matplotlib Line2D or None) or None
+        The validation curve drawn for each entry of ``loss_curves`` (None for
+        a curve without one), or None when no curve has a validation curve.
+        A validation line has the color of its training line and is dashed.
+
+    See Also
+    --------
+    LossCurveDisplay.from_estimator : Plot the loss curves of fitted estimators.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from skbatchnet.plotting import LossCurveDisplay
+    >>> display = LossCurveDisplay(
+    ...     loss_curves=[[0.9, 0.5, 0.4], [0.7, 0.3]],
+    ...     x=[[1, 2, 3], [2, 4]],
+    ...     labels=["run A", "run B"],
+    ...     x_label="Optimizer steps",
+    ... )
+    >>> display = display.plot(log_scale=False)
+    >>> display.lines_[1].get_xdata()
+    array([2, 4])
+    >>> display.ax_.get_xlabel()
+    'Optimizer steps'
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close(display.figure_)
+    """
+
+    def __init__(
+        self,
+        *,
+        loss_curves,
+        x,
+        labels=None,
+        validation_loss_curves=None,
+        x_label="Epochs",
+        y_label="Loss",
+    ):
+        self.loss_curves = loss_curves
+        self.x = x
+        self.labels = labels
+        self.validation_loss_curves = validation_loss_curves
+        self.x_label = x_label
+        self.y_label = y_label
+
+    def _validated_data(self):
+        curves = [np.asarray(c, dtype=float) for c in self.loss_curves]
+        xs = [np.asarray(x) for x in self.x]
+        n = len(curves)
+        if len(xs) != n:
+            raise ValueError(
+                f"x must have one entry per loss curve ({n}), got {len(xs)}."
+            )
+        for i, (curve, x) in enumerate(zip(curves, xs)):
+            if curve.ndim != 1 or x.shape != curve.shape:
+                raise ValueError(
+                    f"Curve {i}: loss curve and x must be 1-D and of equal length, "
+                    f"got shapes {curve.shape} and {x.shape}."
+                )
+        labels = self.labels
+        if labels is not None:
+            if isinstance(labels, str) or len(labels) != n:
+                raise ValueError(
+                    f"labels must be a list with one label per curve ({n}), "
+                    f"got {labels!r}."
+                )
+            labels = [str(label) for label in labels]
+        validations = self.validation_loss_curves
+        if validations is not None:
+            if len(validations) != n:
+                raise ValueError(
+                    "validation_loss_curves must have one entry (or None) per "
+                    f"loss curve ({n}), got {len(validations)}."
+                )
+            validations = [
+                None if v is None else np.asarray(v, dtype=float) for v in validations
+            ]
+            for i, (v, x) in enumerate(zip(validations, xs)):
+                if v is not None and (v.ndim != 1 or v.size > x.size):
+                    raise ValueError(
+                        f"Curve {i}: the validation curve must be 1-D and no "
+                        f"longer than x ({x.size}), got shape {v.shape}."
+                    )
+        return curves, xs, labels, validations
+
+    def plot(self, ax=None, *, x_axis=None, log_scale="auto", **kwargs):
+        """Draw the curves.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            Axes to draw on; None creates a new figure and axes.
+
+        x_axis : str, default=None
+            Label of the x-axis; None uses ``x_label``.
+
+        log_scale : bool or {"auto", "x", "y", "both"}, default="auto"
+            Which axes are logarithmic: ``"x"``, ``"y"``, ``"both"`` (same as
+            True) or neither (False). ``"auto"`` makes the x-axis logarithmic
+            when the curves end more than a factor 10 apart on it (as optimizer
+            steps of ``batch_size=1`` and ``'full'`` do) and keeps the y-axis
+            linear.
+
+        **kwargs : dict
+            Keyword arguments of :meth:`matplotlib.axes.Axes.plot`, applied to
+            every line. Validation lines take the color of their training line
+            and are dashed.
+
+        Returns
+        -------
+        display : LossCurveDisplay
+            The display, with ``figure_``, ``ax_``, ``lines_`` and
+            ``validation_lines_`` set.
+        """
+        plt = _import_pyplot(f"{type(self).__name__}.plot")
+        if log_scale is True:
+            log_scale = "both"
+        elif log_scale is False:
+            log_scale = "none"
+        elif log_scale not in _LOG_SCALES:
+            raise ValueError(
+                'log_scale must be a bool or one of "auto", "x", "y", "both", '
+                f"got {log_scale!r}."
+            )
+        curves, xs, labels, validations = self._validated_data()
+        if ax is None:
+            _, ax = plt.subplots()
+
+        lines, validation_lines = [], []
+        for i, (curve, x) in enumerate(zip(curves, xs)):
+            validation = None if validations is None else validations[i]
+            if labels is not None:
+                label = labels[i]
+                validation_label = f"{label} (validation)"
+            else:
+                label = None if validation is None else "training"
+                validation_label = "validation"
+            (line,) = ax.plot(x, curve, **{"label": label, **kwargs})
+            lines.append(line)
+            if validation is None:
+                validation_lines.append(None)
+                continue
+            validation_kwargs = {
+                "label": validation_label,
+                **kwargs,
+                "color": line.get_color(),
+                "linestyle": "--",
+            }
+            validation_kwargs.pop("ls", None)
+            validation_kwargs.pop("c", None)
+            x_validation = x[x.size - validation.size :]
+            (validation_line,) = ax.plot(x_validation, validation, **validation_kwargs)
+            validation_lines.append(validation_line)
+
+        if log_scale == "auto":
+            ends = [x[-1] for x in xs if x.size]
+            log_x = bool(ends) and min(ends) > 0 and max(ends) / min(ends) > 10
+            log_scale = "x" if log_x else "none"
+        if log_scale in ("x", "both"):
+            ax.set_xscale("log")
+        if log_scale in ("y", "both"):
+            ax.set_yscale("log")
+        ax.set_xlabel(self.x_label if x_axis is None else x_axis)
+        ax.set_ylabel(self.y_label)
+        if any(not line.get_label().startswith("_") for line in ax.get_lines()):
+            ax.legend()
+
+        self.ax_ = ax
+        self.figure_ = ax.figure
+        self.lines_ = lines
+        has_validation = any(v is not None for v in validation_lines)
+        self.validation_lines_ = validation_lines if has_validation else None
+        return self
+
+    @classmethod
+    def from_estimator(
+        cls,
+        estimator,
+        *,
+        x_axis="epochs",
+        labels=None,
+        ax=None,
+        validation=True,
+        log_scale="auto",
+        **kwargs,
+    ):
+        """Plot the loss curves of one or several fitted estimators.
+
+        Parameters
+        ----------
+        estimator : estimator, list of estimators or dict of str to estimator
+            Fitted :class:`~skbatchnet.BatchMLPClassifier` or
+            :class:`~skbatchnet.BatchMLPRegressor` objects, or Pipelines that
+            end in one. A dict gives the label of each estimator as its key.
+
+        x_axis : {"epochs", "steps", "samples"}, default="epochs"
+            What the x-axis counts, cumulatively over training: epochs (passes
+            over the data), optimizer steps (minibatches), or training samples
+            seen. Steps and samples put runs with different batch sizes on a
+            fair footing: the same number of epochs is many more steps at
+            ``batch_size=1`` than with ``'full'``, but the same samples seen.
+            For ``solver='lbfgs'``, "epochs" and "steps" count L-BFGS
+            iterations and "samples" raises a ValueError.
+
+        labels : str or list of str, default=None
+            Legend entry of each estimator. None describes each estimator's
+            ``batch_size_`` and ``gradient_reduction`` (and ``drop_last`` when
+            not False); labels shared by several estimators are numbered with
+            the estimator's position.
+
+        ax : matplotlib Axes, default=None
+            Axes to draw on; None creates a new figure and axes.
+
+        validation : bool, default=True
+            Also draw ``validation_loss_curve_`` (dashed, in the color of the
+            training curve) for estimators fitted with ``early_stopping=True``.
+
+        log_scale : bool or {"auto", "x", "y", "both"}, default="auto"
+            Logarithmic axes, see :meth:`plot`.
+
+        **kwargs : dict
+            Keyword arguments of :meth:`matplotlib.axes.Axes.plot`.
+
+        Returns
+        -------
+        display : LossCurveDisplay
+            The display, drawn.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If an estimator is not fitted.
+
+        Notes
+        -----
+        The training curve is ``loss_curve_``: each epoch's estimate of the
+        penalized objective. The validation curve is the mean loss on the
+        held-out set, without the penalty.
+
+        The estimators do not store the size of their training set, so the
+        "steps" and "samples" axes are computed from ``t_`` (training rows
+        seen), ``batch_size_`` and ``drop_last``: an epoch saw
+        ``rows = t_ / len(loss_curve_)`` rows and took ``ceil(rows /
+        batch_size_)`` steps (``rows // batch_size_`` with
+        ``drop_last=True``, whose dropped rows ``t_`` does not count, or
+        ``'merge'``). This is exact for an estimator trained from scratch by
+        ``fit``, or by ``partial_fit`` on chunks of one size. After a warm
+        start on other data, a change of ``batch_size`` or ``solver``, or
+        ``partial_fit`` on chunks of different sizes, it is an approximation
+        (a warning is raised when the epochs did not see equal numbers of
+        rows). A batch of zero total sample weight counts as a step although
+        the solver skips it.
+
+        Examples
+        --------
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> from sklearn.datasets import make_regression
+        >>> from sklearn.pipeline import make_pipeline
+        >>> from sklearn.preprocessing import StandardScaler
+        >>> from skbatchnet import BatchMLPRegressor
+        >>> from skbatchnet.plotting import LossCurveDisplay
+        >>> X, y = make_regression(n_samples=100, n_features=5, random_state=0)
+        >>> fits = {
+        ...     f"batch_size={b}": make_pipeline(
+        ...         StandardScaler(),
+        ...         BatchMLPRegressor(batch_size=b, max_iter=10, random_state=0),
+        ...     ).fit(X, y / 100)
+        ...     for b in (10, 30)
+        ... }
+        >>> display = LossCurveDisplay.from_estimator(fits, x_axis="steps")
+        >>> display.lines_[0].get_xdata()  # 10 steps per epoch
+        array([ 10,  20,  30,  40,  50,  60,  70,  80,  90, 100])
+        >>> display.lines_[1].get_xdata()  # ceil(100 / 30) = 4 steps per epoch
+        array([ 4,  8, 12, 16, 20, 24, 28, 32, 36, 40])
+        >>> display.ax_.get_xlabel()
+        'Optimizer steps'
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
+        """
+        _import_pyplot(f"{cls.__name__}.from_estimator")
+        if x_axis not in _X_AXES:
+            raise ValueError(
+                f"x_axis must be one of {_X_AXES}, got {x_axis!r}."
+            )
+        estimators, labels = _estimators_and_labels(estimator, labels)
+        estimators = [_check_estimator(e) for e in estimators]
+        if labels is None:
+            labels = _disambiguate([_default_label(e) for e in estimators])
+        xs = [_curve_x(e, x_axis) for e in estimators]
+        validations = None
+        if validation:
+            validations = [
+                getattr(e, "validation_loss_curve_", None) for e in estimators
+            ]
+            if all(v is None for v in validations):
+                validations = None
+        display = cls(
+            loss_curves=[list(e.loss_curve_) for e in estimators],
+            x=xs,
+            labels=labels,
+            validation_loss_curves=validations,
+            x_label=_x_label(estimators, x_axis),
+        )
+        return display.plot(ax=ax, log_scale=log_scale, **kwargs)
