@@ -38,82 +38,14 @@ from numbers import Real
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn import get_config
 from sklearn.utils import check_random_state
 
 from ._activations import ACTIVATIONS, DERIVATIVES
 from ._losses import LOSSES
+from .reduction import REDUCTIONS, reduction_coefficients
 
 __all__ = ["Network", "Workspace", "reduction_coefficients", "REDUCTIONS"]
-
-
-def _mean_coefficients(sample_weight, n_samples):
-    if sample_weight is None:
-        return 1.0 / n_samples, 1.0
-    total = sample_weight.sum()
-    if not total > 0:
-        raise ValueError(
-            "The 'mean' reduction divides by the batch's total sample weight, "
-            "which is 0 for this batch. Give the batch a positive weight or "
-            "skip it."
-        )
-    return sample_weight / total, 1.0
-
-
-def _sum_coefficients(sample_weight, n_samples):
-    if sample_weight is None:
-        return 1.0, float(n_samples)
-    return sample_weight, float(sample_weight.sum())
-
-
-REDUCTIONS = {"mean": _mean_coefficients, "sum": _sum_coefficients}
-
-
-def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
-    """Coefficients ``c_i`` such that the reduced gradient is ``sum_i c_i g_i``.
-
-    This is the one place where per-example gradients ``g_i`` become a
-    minibatch gradient:
-
-    - ``'mean'``: ``c_i = s_i / sum_j s_j``, so the step follows
-      ``sum_i s_i g_i / sum_i s_i``, an unbiased estimate of the gradient of
-      the whole-set objective;
-    - ``'sum'``: ``c_i = s_i``, so the step follows ``sum_i s_i g_i`` and grows
-      with the batch (the linear learning-rate scaling rule).
-
-    Without sample weights ``s_i = 1``.
-
-    Parameters
-    ----------
-    sample_weight : ndarray of shape (n_samples,) or None
-        Non-negative weights of the examples in the batch.
-    n_samples : int
-        Number of examples in the batch.
-    reduction : {'mean', 'sum'}, default='mean'
-        How per-example gradients are combined.
-
-    Returns
-    -------
-    coefficients : float or ndarray of shape (n_samples,)
-        A scalar when every example has the same coefficient.
-    total : float
-        ``sum_i c_i``: 1 for ``'mean'``, the batch's total weight for ``'sum'``.
-        It multiplies the penalty term ``(alpha / S) W`` of the reduced gradient.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> reduction_coefficients(np.array([1.0, 3.0]), 2, "mean")
-    (array([0.25, 0.75]), 1.0)
-    >>> reduction_coefficients(None, 4, "sum")
-    (1.0, 4.0)
-    """
-    try:
-        coefficients = REDUCTIONS[reduction]
-    except KeyError:
-        raise ValueError(
-            f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}."
-        ) from None
-    return coefficients(sample_weight, n_samples)
 
 
 def _dot(A, W, out):
@@ -190,6 +122,51 @@ class Workspace:
         self.coef_grads = views[: len(coef_shapes)]
         self.intercept_grads = views[len(coef_shapes) :]
         self.penalty = np.empty(n_coefs, dtype)
+        self._accumulator = None
+
+    def rows(self, n_rows):
+        """``(activations, output, deltas)`` for a batch of ``n_rows`` rows.
+
+        Buffers hold rows contiguously, so a shorter batch (a short last
+        batch, the last chunk of a large one) uses views of their first rows.
+        """
+        if n_rows == self.n_samples:
+            return self.activations, self.output, self.deltas
+        if n_rows > self.n_samples:
+            raise ValueError(
+                f"The workspace holds batches of at most {self.n_samples} rows; "
+                f"got {n_rows}."
+            )
+        return (
+            [A[:n_rows] for A in self.activations],
+            self.output[:n_rows],
+            [D[:n_rows] for D in self.deltas],
+        )
+
+    def accumulator(self):
+        """A second gradient vector, for summing chunks of a large batch."""
+        if self._accumulator is None:
+            self._accumulator = np.empty_like(self.gradient)
+        return self._accumulator
+
+
+def chunk_rows(layer_units, dtype, working_memory=None):
+    """Rows per chunk so that a chunk's buffers fit in ``working_memory``.
+
+    A row of a batch needs, per layer after the input, an activation and a
+    delta, plus the output: ``2 * sum(units) + n_outputs`` floats. The budget
+    is scikit-learn's ``working_memory`` setting (in MiB), as for its other
+    chunked computations.
+
+    Examples
+    --------
+    >>> chunk_rows([100, 256, 1], np.float64, working_memory=1)
+    255
+    """
+    if working_memory is None:
+        working_memory = get_config()["working_memory"]
+    row_bytes = np.dtype(dtype).itemsize * (2 * sum(layer_units[1:]) + layer_units[-1])
+    return max(1, int(working_memory * 2**20 // row_bytes))
 
 
 class Network:
@@ -305,9 +282,19 @@ class Network:
         """Name of the output activation fixed by the loss."""
         return LOSSES[self.loss].out_activation
 
+    def chunk_rows(self):
+        """Rows processed at once, from scikit-learn's ``working_memory``."""
+        return chunk_rows(self.layer_units, self.dtype)
+
     def workspace(self, n_samples):
-        """Buffers for batches of ``n_samples`` rows (see :class:`Workspace`)."""
-        return Workspace(self.layer_units, n_samples, self.dtype)
+        """Buffers for batches of up to ``n_samples`` rows (:class:`Workspace`).
+
+        A batch larger than :meth:`chunk_rows` is computed in chunks, so its
+        buffers never exceed one chunk.
+        """
+        return Workspace(
+            self.layer_units, min(n_samples, self.chunk_rows()), self.dtype
+        )
 
     def _forward(self, X, activations):
         """Fill ``activations`` (one buffer per layer after the input).
@@ -331,6 +318,9 @@ class Network:
     def forward(self, X):
         """Predictions ``f(Z)`` of the output layer, in freshly allocated memory.
 
+        Computed in chunks of :meth:`chunk_rows` rows, with buffers of its own,
+        so concurrent calls never share memory.
+
         Parameters
         ----------
         X : {ndarray, sparse matrix} of shape (n_samples, n_features)
@@ -345,8 +335,16 @@ class Network:
     def decision_function(self, X):
         """Raw output pre-activations ``Z`` (logits), freshly allocated."""
         n = X.shape[0]
-        activations = [np.empty((n, u), self.dtype) for u in self.layer_units[1:]]
-        return self._forward(X, activations)
+        out = np.empty((n, self.layer_units[-1]), self.dtype)
+        chunk = self.chunk_rows()
+        activations = [
+            np.empty((min(n, chunk), u), self.dtype) for u in self.layer_units[1:-1]
+        ]
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            buffers = [A[: stop - start] for A in activations] + [out[start:stop]]
+            self._forward(X[start:stop], buffers)
+        return out
 
     def output_from_logits(self, Z):
         """The output activation ``f(Z)``, in new memory."""
@@ -406,6 +404,11 @@ class Network:
         come from :func:`reduction_coefficients`. With ``reduction='mean'``
         and the batch being the whole set this is ``grad E``.
 
+        A batch with more rows than :meth:`chunk_rows` is computed chunk by
+        chunk and the chunks' gradients summed: the reduced gradient is a sum
+        over examples, so the result equals the one-pass computation up to
+        rounding while memory stays bounded by ``working_memory``.
+
         Parameters
         ----------
         X : {ndarray, sparse matrix} of shape (n_samples, n_features)
@@ -434,45 +437,31 @@ class Network:
         """
         n = X.shape[0]
         ws = workspace if workspace is not None else self.workspace(n)
-        if ws.n_samples != n:
-            raise ValueError(
-                f"The workspace holds batches of {ws.n_samples} rows; X has {n}."
-            )
         Y = _as_2d_target(y, self.dtype)
         c, c_total = reduction_coefficients(sample_weight, n, reduction)
+        weight = n if sample_weight is None else float(sample_weight.sum())
         if total_weight is None:
-            total_weight = n if sample_weight is None else sample_weight.sum()
+            total_weight = weight
 
-        output_loss = LOSSES[self.loss]
-        Z = self._forward(X, ws.activations)
-        losses = output_loss.per_example(Y, Z)
-        if sample_weight is None:
-            loss = float(losses.mean())
+        if n <= ws.n_samples:
+            loss_sum = self._backward(X, Y, c, sample_weight, ws)
         else:
-            weight = sample_weight.sum()
-            # A batch without weight has no data term (and, for 'sum', no step).
-            loss = float(np.dot(sample_weight, losses) / weight) if weight else 0.0
-
-        # Canonical link: d loss_i / d z_i = f(z_i) - y_i. Scaling row i by c_i
-        # here carries the reduction through every layer's matrix product.
-        delta = ws.deltas[-1]
-        np.subtract(output_loss.activation(Z, ws.output), Y, out=delta)
-        if isinstance(c, Real):
-            if c != 1.0:
-                delta *= c
-        else:
-            delta *= c[:, None]
-
-        derivative = DERIVATIVES[self.activation]
-        inputs = [X] + ws.activations[:-1]
-        for layer in range(len(self.coefs) - 1, -1, -1):
-            delta = ws.deltas[layer]
-            _dot_transposed(inputs[layer], delta, ws.coef_grads[layer])
-            delta.sum(axis=0, out=ws.intercept_grads[layer])
-            if layer > 0:
-                below = ws.deltas[layer - 1]
-                np.matmul(delta, self.coefs[layer].T, out=below)
-                derivative(inputs[layer], below)
+            total = ws.accumulator()
+            total[...] = 0
+            loss_sum = 0.0
+            for start in range(0, n, ws.n_samples):
+                rows = slice(start, min(start + ws.n_samples, n))
+                loss_sum += self._backward(
+                    X[rows],
+                    Y[rows],
+                    c if isinstance(c, Real) else c[rows],
+                    None if sample_weight is None else sample_weight[rows],
+                    ws,
+                )
+                total += ws.gradient
+            ws.gradient[...] = total
+        # A batch without weight has no data term (and, for 'sum', no step).
+        loss = loss_sum / weight if weight else 0.0
 
         if alpha:
             # sum_i c_i (alpha / S) W = (alpha / S) (sum_i c_i) W
@@ -482,39 +471,54 @@ class Network:
             loss += 0.5 * alpha * float(np.dot(W, W)) / float(total_weight)
         return loss, ws.coef_grads, ws.intercept_grads
 
-    def per_example_gradients(self, X, y, *, alpha=0.0, total_weight=None):
-        """Materialize each example's gradient ``g_i`` (for small batches).
+    def _backward(self, X, Y, c, sample_weight, ws, gradients=True):
+        """Forward and backward pass of one chunk into ``ws``.
 
-        Memory grows as ``n_samples * n_parameters``: this is for inspection
-        and teaching. Sample weights are not applied: they enter through the
-        reduction, ``sum_i c_i g_i``.
-
-        Parameters
-        ----------
-        X : {ndarray, sparse matrix} of shape (n_samples, n_features)
-        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-        alpha : float, default=0.0
-        total_weight : float, default=None
-            ``S``; defaults to ``n_samples``.
-
-        Returns
-        -------
-        coef_grads : list of ndarray of shape (n_samples, fan_in, fan_out)
-        intercept_grads : list of ndarray of shape (n_samples, fan_out)
+        Fills the deltas (``d loss_i / d z`` of every layer, row i scaled by
+        ``c_i``) and, with ``gradients``, ``ws.gradient`` with
+        ``sum_i c_i grad(loss_i)``. Returns ``sum_i s_i loss_i``.
         """
-        n = X.shape[0]
-        if total_weight is None:
-            total_weight = n
-        # With sum reduction and unit weights c_i = 1, so the workspace's
-        # deltas are exactly the per-example output errors, unscaled.
-        ws = self.workspace(n)
-        self.batch_gradient(X, y, reduction="sum", workspace=ws)
-        inputs = [X.toarray() if sp.issparse(X) else X] + ws.activations[:-1]
-        coef_grads = []
-        for A, D, W in zip(inputs, ws.deltas, self.coefs):
-            G = np.einsum("ni,nj->nij", A, D)
-            if alpha:
-                G += (alpha / float(total_weight)) * W
-            coef_grads.append(G)
-        intercept_grads = [D.copy() for D in ws.deltas]
-        return coef_grads, intercept_grads
+        activations, output, deltas = ws.rows(X.shape[0])
+        output_loss = LOSSES[self.loss]
+        Z = self._forward(X, activations)
+        losses = output_loss.per_example(Y, Z)
+        loss_sum = float(
+            losses.sum() if sample_weight is None else sample_weight @ losses
+        )
+
+        # Canonical link: d loss_i / d z_i = f(z_i) - y_i. Scaling row i by c_i
+        # here carries the reduction through every layer's matrix product.
+        delta = np.subtract(output_loss.activation(Z, output), Y, out=deltas[-1])
+        if isinstance(c, Real):
+            if c != 1.0:
+                delta *= c
+        else:
+            delta *= c[:, None]
+
+        derivative = DERIVATIVES[self.activation]
+        for layer in range(len(self.coefs) - 1, -1, -1):
+            delta = deltas[layer]
+            inputs = X if layer == 0 else activations[layer - 1]
+            if gradients:
+                _dot_transposed(inputs, delta, ws.coef_grads[layer])
+                delta.sum(axis=0, out=ws.intercept_grads[layer])
+            if layer > 0:
+                below = np.matmul(delta, self.coefs[layer].T, out=deltas[layer - 1])
+                derivative(inputs, below)
+        return loss_sum
+
+    def per_example_gradients(self, X, y, *, alpha=0.0, total_weight=None):
+        """Each example's gradient, materialized; see
+        :func:`skbatchnet.per_example.per_example_gradients`."""
+        from .per_example import per_example_gradients
+
+        return per_example_gradients(self, X, y, alpha=alpha, total_weight=total_weight)
+
+    def per_example_gradient_norms(self, X, y, *, alpha=0.0, total_weight=None):
+        """Norms of the per-example gradients, without forming them; see
+        :func:`skbatchnet.per_example.per_example_gradient_norms`."""
+        from .per_example import per_example_gradient_norms
+
+        return per_example_gradient_norms(
+            self, X, y, alpha=alpha, total_weight=total_weight
+        )

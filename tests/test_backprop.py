@@ -282,10 +282,19 @@ def test_workspace_reuse_matches_fresh_allocation():
             a is b for a, b in zip(cg_ws + ig_ws, ws.coef_grads + ws.intercept_grads)
         )
         assert not any(np.shares_memory(a, b) for a, b in zip(cg, cg_ws))
-    with pytest.raises(ValueError, match="workspace"):
-        net.batch_gradient(X[:5], Y[:5], workspace=ws)
-    with pytest.raises(ValueError, match="workspace"):
-        net.batch_gradient(X, Y, workspace=net.workspace(9))
+
+
+@pytest.mark.parametrize("rows", [3, 5, 8, 9])
+def test_workspace_of_any_size_gives_the_same_gradient(rows):
+    """A shorter batch uses the first rows of the buffers; a longer one is
+    computed through the workspace chunk by chunk and the chunks summed."""
+    net, X, Y, sw = make_problem("log_loss", 3, "relu", n=8, seed=4)
+    for reduction in ("mean", "sum"):
+        kwargs = dict(alpha=0.4, total_weight=30.0, reduction=reduction)
+        fresh = net.batch_gradient(X, Y, sw, **kwargs)
+        reused = net.batch_gradient(X, Y, sw, workspace=net.workspace(rows), **kwargs)
+        assert reused[0] == pytest.approx(fresh[0], rel=1e-12)
+        assert_grads_close(reused[1] + reused[2], fresh[1] + fresh[2], rtol=1e-12)
 
 
 # ---- 4. reduction_coefficients ----

@@ -1,0 +1,80 @@
+"""The reduction: how per-example gradients become one minibatch gradient.
+
+Every step of training follows ``sum_i c_i g_i`` over the batch, with the
+coefficients ``c_i`` given here. Because the result is linear in the
+per-example gradients, the backward pass applies ``c_i`` to each example's
+output error once and then needs one matrix product per layer for the whole
+batch (see :mod:`skbatchnet.backprop`).
+"""
+
+__all__ = ["REDUCTIONS", "reduction_coefficients"]
+
+
+def _mean_coefficients(sample_weight, n_samples):
+    if sample_weight is None:
+        return 1.0 / n_samples, 1.0
+    total = sample_weight.sum()
+    if not total > 0:
+        raise ValueError(
+            "The 'mean' reduction divides by the batch's total sample weight, "
+            "which is 0 for this batch. Give the batch a positive weight or "
+            "skip it."
+        )
+    return sample_weight / total, 1.0
+
+
+def _sum_coefficients(sample_weight, n_samples):
+    if sample_weight is None:
+        return 1.0, float(n_samples)
+    return sample_weight, float(sample_weight.sum())
+
+
+REDUCTIONS = {"mean": _mean_coefficients, "sum": _sum_coefficients}
+
+
+def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
+    """Coefficients ``c_i`` such that the reduced gradient is ``sum_i c_i g_i``.
+
+    This is the one place where per-example gradients ``g_i`` become a
+    minibatch gradient:
+
+    - ``'mean'``: ``c_i = s_i / sum_j s_j``, so the step follows
+      ``sum_i s_i g_i / sum_i s_i``, an unbiased estimate of the gradient of
+      the whole-set objective;
+    - ``'sum'``: ``c_i = s_i``, so the step follows ``sum_i s_i g_i`` and grows
+      with the batch (the linear learning-rate scaling rule).
+
+    Without sample weights ``s_i = 1``.
+
+    Parameters
+    ----------
+    sample_weight : ndarray of shape (n_samples,) or None
+        Non-negative weights of the examples in the batch.
+    n_samples : int
+        Number of examples in the batch.
+    reduction : {'mean', 'sum'}, default='mean'
+        How per-example gradients are combined.
+
+    Returns
+    -------
+    coefficients : float or ndarray of shape (n_samples,)
+        A scalar when every example has the same coefficient.
+    total : float
+        ``sum_i c_i``: 1 for ``'mean'``, the batch's total weight for ``'sum'``.
+        It multiplies the penalty term ``(alpha / S) W`` of the reduced gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reduction_coefficients(np.array([1.0, 3.0]), 2, "mean")
+    (array([0.25, 0.75]), 1.0)
+    >>> reduction_coefficients(None, 4, "sum")
+    (1.0, 4.0)
+    """
+    try:
+        coefficients = REDUCTIONS[reduction]
+    except KeyError:
+        raise ValueError(
+            f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}."
+        ) from None
+    return coefficients(sample_weight, n_samples)

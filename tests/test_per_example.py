@@ -1,0 +1,112 @@
+"""Per-example gradient norms and memory-bounded (chunked) computation."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose
+from sklearn import config_context
+
+from skbatchnet.backprop import Network, chunk_rows
+from skbatchnet.per_example import per_example_gradient_norms, per_example_gradients
+
+LOSSES = {
+    "squared_error": lambda rng, n: rng.randn(n, 2),
+    "poisson": lambda rng, n: rng.poisson(2.0, (n, 2)).astype(float),
+    "binary_log_loss": lambda rng, n: (rng.rand(n, 3) > 0.5).astype(float),
+    "log_loss": lambda rng, n: np.eye(4)[rng.randint(0, 4, n)],
+}
+
+
+def _problem(loss, activation="tanh", n=12, seed=0, sparse=False):
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n, 5)
+    X[rng.rand(n, 5) < 0.4] = 0.0
+    Y = LOSSES[loss](rng, n)
+    units = [5, 6, 4, Y.shape[1]]
+    net = Network.initialize(units, activation=activation, loss=loss, random_state=seed)
+    return net, (sp.csr_matrix(X) if sparse else X), Y
+
+
+def _flat(grads, n):
+    coef_grads, intercept_grads = grads
+    return np.hstack([g.reshape(n, -1) for g in coef_grads + intercept_grads])
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("activation", ["identity", "logistic", "relu"])
+@pytest.mark.parametrize("alpha", [0.0, 0.7])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_norms_equal_materialized_gradients(loss, activation, alpha, sparse):
+    net, X, Y = _problem(loss, activation, sparse=sparse)
+    n = X.shape[0]
+    grads = per_example_gradients(net, X, Y, alpha=alpha, total_weight=30.0)
+    expected = np.linalg.norm(_flat(grads, n), axis=1)
+    norms = per_example_gradient_norms(net, X, Y, alpha=alpha, total_weight=30.0)
+    assert_allclose(norms, expected, rtol=1e-10)
+    method = net.per_example_gradient_norms(X, Y, alpha=alpha, total_weight=30.0)
+    assert_allclose(method, expected, rtol=1e-10)
+
+
+def test_norms_against_finite_differences():
+    """The norm of example i's gradient, from central differences of its own
+    term of the objective, loss_i + (alpha / 2S) ||W||^2."""
+    net, X, Y = _problem("log_loss", "tanh", n=4, seed=3)
+    alpha, S = 0.5, 10.0
+    theta = net.parameters.copy()
+    h = 1e-6
+
+    def term(i, parameters):
+        probe = Network(
+            [c.copy() for c in net.coefs],
+            [b.copy() for b in net.intercepts],
+            activation=net.activation,
+            loss=net.loss,
+        )
+        probe.parameters[...] = parameters
+        loss_i = probe.per_example_loss(X[i : i + 1], Y[i : i + 1])[0]
+        return loss_i + alpha / (2 * S) * probe.penalty()
+
+    norms = per_example_gradient_norms(net, X, Y, alpha=alpha, total_weight=S)
+    for i in range(X.shape[0]):
+        fd = np.empty_like(theta)
+        for j in range(theta.size):
+            step = np.zeros_like(theta)
+            step[j] = h
+            fd[j] = (term(i, theta + step) - term(i, theta - step)) / (2 * h)
+        assert norms[i] == pytest.approx(np.linalg.norm(fd), rel=1e-7)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_chunked_gradient_equals_unchunked(sparse, reduction):
+    net, X, Y = _problem("log_loss", "relu", n=300, seed=1, sparse=sparse)
+    w = np.random.RandomState(2).rand(300)
+    kwargs = dict(alpha=0.3, total_weight=500.0, reduction=reduction)
+    whole = net.batch_gradient(X, Y, w, **kwargs)
+    with config_context(working_memory=0.001):  # about 1 KiB: chunks of 6 rows
+        assert net.chunk_rows() < 10
+        chunked = net.batch_gradient(X, Y, w, **kwargs)
+        norms_chunked = net.per_example_gradient_norms(X, Y, alpha=0.3)
+        output_chunked = net.forward(X)
+    assert chunked[0] == pytest.approx(whole[0], rel=1e-12)
+    for a, b in zip(chunked[1] + chunked[2], whole[1] + whole[2]):
+        assert np.linalg.norm(a - b) <= 1e-12 * np.linalg.norm(b)
+    assert_allclose(
+        norms_chunked, net.per_example_gradient_norms(X, Y, alpha=0.3), rtol=1e-12
+    )
+    assert_allclose(output_chunked, net.forward(X), rtol=1e-12)
+
+
+def test_chunk_rows_follows_working_memory():
+    units = [100, 256, 1]
+    per_row = 8 * (2 * 257 + 1)
+    assert chunk_rows(units, np.float64, working_memory=64) == 64 * 2**20 // per_row
+    assert chunk_rows(units, np.float32, working_memory=64) == 64 * 2**20 // (
+        per_row // 2
+    )
+    assert chunk_rows(units, np.float64, working_memory=1e-9) == 1
+    with config_context(working_memory=2):
+        assert Network.initialize(units).chunk_rows() == 2 * 2**20 // per_row
+        assert (
+            Network.initialize(units).workspace(10**6).n_samples == 2 * 2**20 // per_row
+        )
