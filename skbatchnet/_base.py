@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._activations import ACTIVATIONS
+from ._callbacks import CALLBACK_STATE, CallbackSupportMixin
 from ._losses import LOSSES
 from ._optimizers import OPTIMIZERS
 from ._validation import check_hidden_layer_sizes, check_sample_weight
@@ -32,7 +33,39 @@ from .batching import Minibatcher, resolve_batch_size
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
-class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
+def _is_callback_state(key):
+    return key.startswith(CALLBACK_STATE)
+
+
+class _TaskReporter:
+    """Reports each epoch (L-BFGS iteration) to scikit-learn's callbacks.
+
+    Returns True when a callback asks training to stop.
+    """
+
+    def __init__(self, estimator, context, X, y, metadata):
+        self.estimator, self.context = estimator, context
+        self.X, self.y, self.metadata = X, y, metadata
+
+    def task(self, name, loss):
+        est, kwargs = self.estimator, dict(X=self.X, y=self.y, metadata=self.metadata)
+        task = self.context.subcontext(task_name=name)
+        task.call_on_fit_task_begin(estimator=est, **kwargs)
+        # Evaluated only if a callback asks for the fitted estimator; copies,
+        # because training goes on updating the live weights in place.
+        return task.call_on_fit_task_end(
+            estimator=est,
+            reconstruction_attributes=lambda: {
+                "coefs_": [c.copy() for c in est.coefs_],
+                "intercepts_": [b.copy() for b in est.intercepts_],
+                "loss_": loss,
+                "n_iter_": est.n_iter_,
+            },
+            **kwargs,
+        )
+
+
+class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
     """Base class for the minibatch MLP estimators; use the subclasses."""
 
     _parameter_constraints: dict = {
@@ -193,18 +226,23 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
         try:
             self._fit_unsafe(X, y, sample_weight, incremental, classes)
         except BaseException:
+            # The callback machinery's state is the current call's (its
+            # teardown still has to run), so it is kept as it is now.
+            callbacks = {k: v for k, v in vars(self).items() if _is_callback_state(k)}
             self.__dict__.clear()
             self.__dict__.update(backup)
+            self.__dict__.update(callbacks)
             raise
         return self
 
     def _snapshot(self):
-        """Deep copy of the fitted state; parameters are kept as they are."""
+        """Deep copy of the fitted state; parameters and callbacks kept as is."""
         params = self.get_params(deep=False)
         state = vars(self)
+        kept = {k for k in state if k in params or _is_callback_state(k)}
         # One deepcopy call, so objects shared between attributes stay shared.
-        fitted = copy.deepcopy({k: v for k, v in state.items() if k not in params})
-        return {k: state[k] if k in params else fitted[k] for k in state}
+        fitted = copy.deepcopy({k: v for k, v in state.items() if k not in kept})
+        return {k: state[k] if k in kept else fitted[k] for k in state}
 
     def _fit_unsafe(self, X, y, sample_weight, incremental, classes):
         hidden = check_hidden_layer_sizes(self.hidden_layer_sizes)
@@ -223,7 +261,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
                 f"y has {Y.shape[1]} outputs, but {type(self).__name__} was fitted "
                 f"with {self.n_outputs_}."
             )
-        sample_weight = check_sample_weight(sample_weight, X)
+        sample_weight = user_weight = check_sample_weight(sample_weight, X)
         class_weight = self._class_sample_weight(y, incremental)
         if class_weight is not None:
             class_weight = class_weight.astype(X.dtype, copy=False)
@@ -243,11 +281,20 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             # A warm start that switches early stopping on or off starts the
             # bookkeeping of the new criterion afresh.
             self._reset_stopping()
+        tasks = 1 if incremental else self.max_iter
+        # Callbacks score with the caller's weights, not the class weights.
+        metadata = None if user_weight is None else {"sample_weight": user_weight}
+        context = self._init_callback_context(max_subtasks=tasks)
+        context.call_on_fit_task_begin(estimator=self, X=X, y=y, metadata=metadata)
+        report = _TaskReporter(self, context, X, y, metadata)
         if self.solver == "lbfgs":
-            self._fit_lbfgs(X, Y, sample_weight)
+            self._fit_lbfgs(X, Y, sample_weight, report)
         else:
-            self._fit_stochastic(X, Y, y, sample_weight, incremental)
+            self._fit_stochastic(X, Y, y, sample_weight, incremental, report)
         self._check_finite_weights()
+        context.call_on_fit_task_end(
+            estimator=self, X=X, y=y, metadata=metadata, reconstruction_attributes={}
+        )
 
     def _initialize(self, Y, layer_units, dtype):
         self.n_iter_ = 0
@@ -291,7 +338,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
 
     # -- L-BFGS ------------------------------------------------------------------
 
-    def _fit_lbfgs(self, X, Y, sample_weight):
+    def _fit_lbfgs(self, X, Y, sample_weight, report):
         """Minimize the whole-set objective E with scipy's L-BFGS-B.
 
         ``batch_size`` and ``gradient_reduction`` do not apply: every
@@ -319,6 +366,9 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             self.loss_curve_.append(last["loss"])
             if self.verbose:
                 print(f"Iteration {len(self.loss_curve_)}, loss = {last['loss']:.8f}")
+            # scipy >= 1.11 would honour StopIteration; a stop request from a
+            # callback is not acted on here, to keep older scipy supported.
+            report.task("iteration", last["loss"])
 
         result = scipy.optimize.minimize(
             fun,
@@ -393,7 +443,7 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
             train, val = train + [None], val + [None]
         return train, val
 
-    def _fit_stochastic(self, X, Y, y, sample_weight, incremental):
+    def _fit_stochastic(self, X, Y, y, sample_weight, incremental, report):
         net = self._training_network()
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._make_optimizer([net.parameters])
@@ -435,6 +485,8 @@ class BaseBatchMLP(BaseEstimator, metaclass=ABCMeta):
                 print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
             self._update_no_improvement_count(net, validation, total)
             self._optimizer.iteration_ends(self.t_)
+            if report.task("epoch", loss):
+                break
 
             if self._no_improvement_count > self.n_iter_no_change:
                 what = "Validation score" if validation else "Training loss"

@@ -12,6 +12,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from ._base import BaseBatchMLP
+from ._callbacks import with_callbacks
 
 _SHARED_PARAMETERS = """\
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
@@ -394,6 +395,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             output = output.ravel()
         return self._label_binarizer.inverse_transform(output)
 
+    @with_callbacks
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the model to data X and labels y.
@@ -414,6 +416,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         return self._fit(X, y, sample_weight)
 
     @available_if(lambda est: est._check_solver())
+    @with_callbacks
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One pass of minibatch steps over the data given.
@@ -621,6 +624,7 @@ class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
             sample_weight=sample_weight,
         )
 
+    @with_callbacks
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the model to data X and targets y.
@@ -641,6 +645,7 @@ class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
         return self._fit(X, y, sample_weight)
 
     @available_if(lambda est: est._check_solver())
+    @with_callbacks
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One pass of minibatch steps over the data given.
