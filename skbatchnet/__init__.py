@@ -8,6 +8,7 @@ in :mod:`skbatchnet.backprop` and :mod:`skbatchnet.batching`.
 from ._mlp import BatchMLPClassifier, BatchMLPRegressor
 from .backprop import Network, reduction_coefficients
 from .batching import Minibatcher
+from .diagnostics import NoiseScale, gradient_noise_scale
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,8 @@ __all__ = [
     "BatchMLPRegressor",
     "Minibatcher",
     "Network",
+    "NoiseScale",
+    "gradient_noise_scale",
     "reduction_coefficients",
     "__version__",
 ]

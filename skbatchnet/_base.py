@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._activations import ACTIVATIONS
+from ._averaging import WeightAverage
 from ._callbacks import CALLBACK_STATE, CallbackSupportMixin
 from ._losses import LOSSES
 from ._optimizers import OPTIMIZERS
@@ -103,6 +104,7 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "gradient_reduction": [StrOptions(set(REDUCTIONS))],
         "drop_last": ["boolean", StrOptions({"merge"})],
+        "average": ["boolean", Interval(Integral, 1, None, closed="left")],
     }
 
     @abstractmethod
@@ -134,6 +136,7 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
         max_fun,
         gradient_reduction,
         drop_last,
+        average,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -160,6 +163,7 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
         self.max_fun = max_fun
         self.gradient_reduction = gradient_reduction
         self.drop_last = drop_last
+        self.average = average
 
     # -- hooks the subclasses fill in ------------------------------------
 
@@ -200,6 +204,10 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
         fitted attributes are rebound to views of it, so they follow.
         """
         net = self._network()
+        if hasattr(self, "_raw_parameters"):
+            # With weight averaging the fitted attributes hold the average;
+            # training continues from the raw weights.
+            net.parameters[...] = self._raw_parameters
         self.coefs_, self.intercepts_ = net.coefs, net.intercepts
         return net
 
@@ -303,7 +311,13 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
         self.n_layers_ = len(layer_units)
         self.out_activation_ = LOSSES[self._network_loss()].out_activation
         self.loss_curve_ = []
-        for attr in ("_optimizer", "_best_coefs", "_best_intercepts"):
+        for attr in (
+            "_optimizer",
+            "_best_coefs",
+            "_best_intercepts",
+            "_weight_average",
+            "_raw_parameters",
+        ):
             self.__dict__.pop(attr, None)
         self._reset_stopping()
         net = Network.initialize(
@@ -465,17 +479,28 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
         )
         epochs = batcher.iter_epochs(n_samples)
         total = n_samples if sample_weight is None else float(sample_weight.sum())
-        workspaces = {}
+        # One workspace serves every batch: a shorter one uses its first rows.
+        rows = max(stop - start for start, stop in batcher.bounds(n_samples))
+        workspace = net.workspace(rows)
+        averager = self._averager(net)
 
         if not incremental:
             self.n_iter_ = 0
         for _ in range(1 if incremental else self.max_iter):
+            checkpoint = self._checkpoint(net, averager)
             try:
                 loss, seen = self._run_epoch(
-                    net, X, Y, sample_weight, next(epochs), total, workspaces
+                    net, X, Y, sample_weight, next(epochs), total, workspace, averager
                 )
             except KeyboardInterrupt:
-                warnings.warn("Training interrupted by user.", stacklevel=2)
+                # Back to the end of the last completed epoch, so the weights
+                # agree with n_iter_ and loss_curve_.
+                net, averager = self._restore(net, checkpoint)
+                warnings.warn(
+                    f"Training interrupted by user; the model is kept as it was "
+                    f"after epoch {self.n_iter_}.",
+                    stacklevel=2,
+                )
                 break
             self.n_iter_ += 1
             self.t_ += seen
@@ -509,8 +534,48 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
             best = self._best_coefs + self._best_intercepts
             for current, value in zip(self.coefs_ + self.intercepts_, best):
                 current[...] = value
+        self._publish_average(net, averager)
 
-    def _run_epoch(self, net, X, Y, sample_weight, batches, total, workspaces):
+    def _averager(self, net):
+        """The running weight average (created, kept or dropped per ``average``)."""
+        if not self.average:
+            self.__dict__.pop("_weight_average", None)
+            self.__dict__.pop("_raw_parameters", None)
+            return None
+        averager = getattr(self, "_weight_average", None)
+        if averager is None or averager.mean.shape != net.parameters.shape:
+            start = 1 if self.average is True else int(self.average)
+            averager = WeightAverage(net.parameters.size, net.dtype, start)
+            self._weight_average = averager
+        return averager
+
+    def _publish_average(self, net, averager):
+        """Expose the averaged weights as ``coefs_``, keeping the raw ones."""
+        if averager is None or averager.n_averaged == 0:
+            self.__dict__.pop("_raw_parameters", None)
+            return
+        self._raw_parameters = net.parameters
+        mean = self._network()
+        mean.parameters[...] = averager.mean
+        self.coefs_, self.intercepts_ = mean.coefs, mean.intercepts
+
+    def _checkpoint(self, net, averager):
+        return (
+            net.parameters.copy(),
+            copy.deepcopy(self._optimizer),
+            copy.deepcopy(averager),
+            self._rng.get_state(),
+        )
+
+    def _restore(self, net, checkpoint):
+        parameters, self._optimizer, averager, rng_state = checkpoint
+        net.parameters[...] = parameters
+        self._rng.set_state(rng_state)
+        if averager is not None:
+            self._weight_average = averager
+        return net, averager
+
+    def _run_epoch(self, net, X, Y, sample_weight, batches, total, workspace, averager):
         """One pass of minibatch steps; returns the epoch loss and rows seen.
 
         The epoch loss weights each batch's estimate of E by the batch's share
@@ -530,9 +595,6 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
                     # A batch with no weight has no gradient to follow.
                     seen += n
                     continue
-            workspace = workspaces.get(n)
-            if workspace is None:
-                workspace = workspaces[n] = net.workspace(n)
             loss, _, _ = net.batch_gradient(
                 X_batch,
                 Y_batch,
@@ -551,6 +613,8 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
                     "'sum'."
                 )
             self._optimizer.step([net.parameters], [workspace.gradient])
+            if averager is not None:
+                averager.update(net.parameters, n)
             loss_sum += weight * loss
             weight_sum += weight
             seen += n

@@ -112,7 +112,19 @@ _SHARED_PARAMETERS = """\
     drop_last : bool or 'merge', default=False
         What happens to a last batch shorter than ``batch_size``: kept as a
         short step (False), dropped (True), or merged into the batch before
-        it (``'merge'``). A data set smaller than one batch is one batch.
+        it (``'merge'``, so every step has between ``batch_size`` and
+        ``2 * batch_size - 1`` rows). A data set smaller than one batch is one
+        batch.
+
+    average : bool or int, default=False
+        Weight averaging for ``'sgd'`` and ``'adam'``, as in scikit-learn's
+        ``SGDClassifier``: when True, ``coefs_`` and ``intercepts_`` (and so
+        ``predict``) hold the running mean of the weights after each step;
+        an int ``k`` starts the mean once ``k`` samples have been seen.
+        Training continues from the raw weights; the average carries over
+        ``partial_fit`` calls, ``warm_start`` fits and pickling. Ignored by
+        ``'lbfgs'``. With ``early_stopping``, the average is over the whole
+        run.
 """
 
 _SHARED_ATTRIBUTES = """\
@@ -280,6 +292,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         max_fun=15000,
         gradient_reduction="mean",
         drop_last=False,
+        average=False,
         class_weight=None,
     ):
         super().__init__(
@@ -308,6 +321,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             max_fun=max_fun,
             gradient_reduction=gradient_reduction,
             drop_last=drop_last,
+            average=average,
         )
         self.class_weight = class_weight
 
@@ -568,6 +582,7 @@ class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
         max_fun=15000,
         gradient_reduction="mean",
         drop_last=False,
+        average=False,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -595,6 +610,7 @@ class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
             max_fun=max_fun,
             gradient_reduction=gradient_reduction,
             drop_last=drop_last,
+            average=average,
         )
         self.loss = loss
 

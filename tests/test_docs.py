@@ -14,6 +14,9 @@ MODULES = [
     "skbatchnet._mlp",
     "skbatchnet.backprop",
     "skbatchnet.batching",
+    "skbatchnet.diagnostics",
+    "skbatchnet.per_example",
+    "skbatchnet.reduction",
 ]
 
 
