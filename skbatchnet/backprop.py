@@ -161,7 +161,7 @@ def chunk_rows(layer_units, dtype, working_memory=None):
     Examples
     --------
     >>> chunk_rows([100, 256, 1], np.float64, working_memory=1)
-    255
+    254
     """
     if working_memory is None:
         working_memory = get_config()["working_memory"]
