@@ -1,0 +1,391 @@
+"""Training speed of skbatchnet.BatchMLPClassifier against scikit-learn's MLP.
+
+Both libraries train the same architecture with the same solver, dtype,
+initialization and number of epochs on the same data, for every batch size in
+(1, 8, 32, 200, 1024, 'full'). The two are timed alternately (sklearn,
+skbatchnet, sklearn, skbatchnet, ...) and the median of the repeats is
+reported, so that load on the machine affects both alike. Only the ratios
+measured within one run are meaningful.
+
+For each batch size the table gives the training time in microseconds per
+sample per epoch, the ratio sklearn time / skbatchnet time, and a floor: the
+time the epoch's matrix products (about 6 * sum(fan_in * fan_out) floating
+point operations per sample) would take at the matrix-multiply rate measured
+in the same run.
+
+Run from the repository root::
+
+    python benchmarks/bench_training.py            # full run, < 5 minutes
+    python benchmarks/bench_training.py --quick    # smoke test
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import sklearn
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import skbatchnet
+from skbatchnet import BatchMLPClassifier
+
+N_FEATURES = 64
+HIDDEN_LAYER_SIZES = (128, 128)
+N_CLASSES = 10
+LAYER_UNITS = (N_FEATURES, *HIDDEN_LAYER_SIZES, N_CLASSES)
+BATCH_SIZES = (1, 8, 32, 200, 1024, "full")
+# Batch sizes whose rows train on a subsample, so that they finish in time.
+SMALL_BATCH_SIZES = (1, 8)
+# Minimum ratio sklearn time / skbatchnet time, for solver='sgd' in float64.
+TARGETS = {1: 3.0, 8: 2.5, 32: 2.0, 200: 1.5, 1024: 1.5, "full": 1.5}
+TARGET_SOLVER, TARGET_DTYPE = "sgd", "float64"
+LEARNING_RATE = 1e-3
+GEMM_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    n_samples: int  # rows for batch sizes 32 and up
+    n_small: int  # rows for batch sizes 1 and 8
+    epochs: int  # epochs per fit
+    repeats: int  # fits per library and batch size
+    gemm_repeats: int  # repetitions of the matrix-multiply measurement
+
+
+FULL = Settings(n_samples=20_000, n_small=2_000, epochs=2, repeats=3, gemm_repeats=20)
+QUICK = Settings(n_samples=2_048, n_small=256, epochs=1, repeats=1, gemm_repeats=5)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke-test run")
+    parser.add_argument("--solver", choices=["sgd", "adam", "both"], default="both")
+    parser.add_argument(
+        "--dtype", choices=["float64", "float32", "both"], default="both"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="fits per library and row"
+    )
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="limit the BLAS thread pools to this many threads (default: no limit)",
+    )
+    return parser.parse_args()
+
+
+def choices(value, both):
+    return both if value == "both" else (value,)
+
+
+def environment_lines():
+    """Versions, BLAS libraries and their thread counts, CPUs."""
+    blas = [
+        f"{pool['internal_api']} {pool.get('version')} ({pool['num_threads']} threads)"
+        for pool in threadpool_info()
+        if pool["user_api"] == "blas"
+    ]
+    return [
+        f"python {platform.python_version()}, numpy {np.__version__}, "
+        f"scikit-learn {sklearn.__version__}, skbatchnet {skbatchnet.__version__}",
+        f"BLAS: {', '.join(blas) or 'none found'}",
+        f"CPUs: {os.cpu_count()}",
+    ]
+
+
+def markdown_table(headers, rows):
+    """Rows of strings as a Markdown table with aligned columns."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells):
+        padded = (str(cell).ljust(width) for cell, width in zip(cells, widths))
+        return "| " + " | ".join(padded) + " |"
+
+    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(headers), separator, *(line(row) for row in rows)])
+
+
+def flops_per_sample():
+    """Floating-point operations of one forward and backward pass, per row.
+
+    Each layer costs three products of 2 * fan_in * fan_out operations per row:
+    the forward pass, the error sent back to the layer below, the weight
+    gradient.
+    """
+    return 6 * sum(a * b for a, b in zip(LAYER_UNITS[:-1], LAYER_UNITS[1:]))
+
+
+def matmul_rate(dtype, repeats):
+    """FLOP/s of np.matmul on the products of one batch-1024 training step.
+
+    The best of ``repeats`` timings of all the step's products: per layer
+    (B x fan_in) @ (fan_in x fan_out), (B x fan_out) @ (fan_out x fan_in) and
+    (fan_in x B) @ (B x fan_out).
+    """
+    rng = np.random.default_rng(0)
+    products = []
+    for fan_in, fan_out in zip(LAYER_UNITS[:-1], LAYER_UNITS[1:]):
+        A = rng.standard_normal((GEMM_BATCH, fan_in)).astype(dtype)
+        W = rng.standard_normal((fan_in, fan_out)).astype(dtype)
+        D = rng.standard_normal((GEMM_BATCH, fan_out)).astype(dtype)
+        products += [
+            (A, W, np.empty((GEMM_BATCH, fan_out), dtype)),
+            (D, W.T, np.empty((GEMM_BATCH, fan_in), dtype)),
+            (A.T, D, np.empty((fan_in, fan_out), dtype)),
+        ]
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for left, right, out in products:
+            np.matmul(left, right, out=out)
+        best = min(best, time.perf_counter() - start)
+    return GEMM_BATCH * flops_per_sample() / best
+
+
+def make_data(n_samples, dtype):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n_samples, N_FEATURES)).astype(dtype)
+    y = rng.integers(N_CLASSES, size=n_samples)
+    return X, y
+
+
+def model_params(solver, epochs):
+    """Settings shared by both libraries: exactly ``epochs`` epochs, no stopping."""
+    params = {
+        "hidden_layer_sizes": HIDDEN_LAYER_SIZES,
+        "solver": solver,
+        "learning_rate_init": LEARNING_RATE,
+        "max_iter": epochs,
+        "tol": 0.0,
+        "n_iter_no_change": np.inf,
+        "random_state": 0,
+    }
+    if solver == "sgd":
+        params.update(momentum=0.9, nesterovs_momentum=True)
+    return params
+
+
+def timed_fit(model, X, y):
+    """Seconds taken by ``model.fit(X, y)``; checks every epoch was run."""
+    start = time.perf_counter()
+    model.fit(X, y)
+    elapsed = time.perf_counter() - start
+    if model.n_iter_ != model.max_iter:
+        raise RuntimeError(
+            f"{type(model).__name__} ran {model.n_iter_} epochs, "
+            f"expected {model.max_iter}."
+        )
+    return elapsed
+
+
+def alternate(make_models, X, y, repeats):
+    """Median fit time of each model, fitting them in turn ``repeats`` times."""
+    times = [[] for _ in make_models]
+    for _ in range(repeats):
+        for make_model, recorded in zip(make_models, times):
+            recorded.append(timed_fit(make_model(), X, y))
+    return [statistics.median(recorded) for recorded in times]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    solver: str
+    dtype: str
+    batch_size: int | str
+    n_samples: int
+    sklearn_time: float  # median seconds per fit
+    our_time: float
+
+    @property
+    def ratio(self):
+        return self.sklearn_time / self.our_time
+
+
+def compare_batch_size(solver, dtype, batch_size, settings, repeats):
+    """Median fit times of both libraries at one batch size."""
+    small = batch_size in SMALL_BATCH_SIZES
+    n_samples = settings.n_small if small else settings.n_samples
+    X, y = make_data(n_samples, dtype)
+    params = model_params(solver, settings.epochs)
+    sklearn_batch = n_samples if batch_size == "full" else batch_size
+    sklearn_time, our_time = alternate(
+        [
+            lambda: MLPClassifier(batch_size=sklearn_batch, **params),
+            lambda: BatchMLPClassifier(batch_size=batch_size, **params),
+        ],
+        X,
+        y,
+        repeats,
+    )
+    return Measurement(solver, dtype, batch_size, n_samples, sklearn_time, our_time)
+
+
+HEADERS = [
+    "solver",
+    "dtype",
+    "batch",
+    "n",
+    "sklearn us",
+    "skbatchnet us",
+    "ratio",
+    "target",
+    "status",
+    "floor us",
+    "fraction of matmul rate",
+]
+
+
+def table_row(m, epochs, floor):
+    """The cells of one row of the results table (see HEADERS).
+
+    ``floor`` is the matrix-multiply floor in microseconds per sample per epoch.
+    """
+    sklearn_us = 1e6 * m.sklearn_time / (m.n_samples * epochs)
+    our_us = 1e6 * m.our_time / (m.n_samples * epochs)
+    if (m.solver, m.dtype) == (TARGET_SOLVER, TARGET_DTYPE):
+        target = TARGETS[m.batch_size]
+        target_cells = [f">= {target}", "ok" if m.ratio >= target else "below"]
+    else:
+        target_cells = ["-", "-"]
+    return [
+        m.solver,
+        m.dtype,
+        m.batch_size,
+        m.n_samples,
+        f"{sklearn_us:.2f}",
+        f"{our_us:.2f}",
+        f"{m.ratio:.2f}",
+        *target_cells,
+        f"{floor:.3f}",
+        f"{floor / our_us:.2f}",
+    ]
+
+
+def reduction_cost(solver, dtype, settings, repeats):
+    """Time of gradient_reduction='sum' over 'mean' at batch 200.
+
+    The learning rate of 'sum' is divided by the batch size, so both follow
+    the same trajectory.
+    """
+    batch_size = 200
+    X, y = make_data(settings.n_samples, dtype)
+    params = model_params(solver, settings.epochs)
+    mean_params = {**params, "gradient_reduction": "mean"}
+    sum_params = {
+        **params,
+        "gradient_reduction": "sum",
+        "learning_rate_init": LEARNING_RATE / batch_size,
+    }
+    mean_time, sum_time = alternate(
+        [
+            lambda: BatchMLPClassifier(batch_size=batch_size, **mean_params),
+            lambda: BatchMLPClassifier(batch_size=batch_size, **sum_params),
+        ],
+        X,
+        y,
+        repeats,
+    )
+    return sum_time / mean_time
+
+
+def warm_up(solvers, dtypes):
+    """One tiny fit of each library, so that first-call costs are not timed."""
+    for solver in solvers:
+        for dtype in dtypes:
+            X, y = make_data(256, dtype)
+            params = model_params(solver, 1)
+            MLPClassifier(batch_size=32, **params).fit(X, y)
+            BatchMLPClassifier(batch_size=32, **params).fit(X, y)
+
+
+def run(args):
+    settings = QUICK if args.quick else FULL
+    repeats = args.repeats or settings.repeats
+    solvers = choices(args.solver, ("sgd", "adam"))
+    dtypes = choices(args.dtype, ("float64", "float32"))
+
+    print("# skbatchnet training benchmark\n")
+    for line in environment_lines():
+        print(f"- {line}")
+    print(
+        f"- data: {settings.n_samples} rows ({settings.n_small} for batch sizes "
+        f"{', '.join(map(str, SMALL_BATCH_SIZES))}), {N_FEATURES} features, "
+        f"{N_CLASSES} classes; hidden_layer_sizes={HIDDEN_LAYER_SIZES}"
+    )
+    print(
+        f"- {settings.epochs} epochs per fit, median of {repeats} fits per "
+        "library, the libraries alternating"
+    )
+    print(f"- learning_rate_init={LEARNING_RATE}; sgd: momentum=0.9, Nesterov")
+
+    # The matrix-multiply rate is measured before and after the fits, and the
+    # better of the two is used, so that a burst of load does not lower it.
+    rates = {dtype: matmul_rate(dtype, settings.gemm_repeats) for dtype in dtypes}
+    warm_up(solvers, dtypes)
+
+    measured = {}
+    for solver in solvers:
+        for dtype in dtypes:
+            for batch_size in BATCH_SIZES:
+                m = compare_batch_size(solver, dtype, batch_size, settings, repeats)
+                measured[solver, dtype, batch_size] = m
+                print(
+                    f"{solver} {dtype} batch {batch_size}: ratio {m.ratio:.2f}",
+                    flush=True,
+                )
+
+    for dtype in dtypes:
+        rate = max(rates[dtype], matmul_rate(dtype, settings.gemm_repeats))
+        rates[dtype] = rate
+        print(
+            f"matmul rate ({dtype}, the products of a batch-{GEMM_BATCH} step, "
+            f"best of {2 * settings.gemm_repeats}): {rate / 1e9:.1f} GFLOP/s"
+        )
+    rows = [
+        table_row(m, settings.epochs, 1e6 * flops_per_sample() / rates[m.dtype])
+        for m in measured.values()
+    ]
+    print("\n## Results\n")
+    print(
+        "Times in microseconds per sample per epoch; ratio = sklearn / skbatchnet; "
+        "floor = matrix products at the matmul rate.\n"
+    )
+    print(markdown_table(HEADERS, rows))
+    print()
+
+    if len(dtypes) == 2:
+        for solver in solvers:
+            m64 = measured[solver, "float64", 1024]
+            m32 = measured[solver, "float32", 1024]
+            print(
+                f"float32/float64 speedup at batch 1024 ({solver}): skbatchnet "
+                f"{m64.our_time / m32.our_time:.2f}x, sklearn "
+                f"{m64.sklearn_time / m32.sklearn_time:.2f}x"
+            )
+    solver, dtype = solvers[0], dtypes[0]
+    cost = reduction_cost(solver, dtype, settings, repeats)
+    print(
+        f"reduction cost ({solver}, {dtype}, batch 200): "
+        f"time('sum') / time('mean') = {cost:.2f}"
+    )
+
+
+def main():
+    args = parse_args()
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    start = time.perf_counter()
+    with threadpool_limits(limits=args.blas_threads, user_api="blas"):
+        run(args)
+    print(f"total wall time: {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
