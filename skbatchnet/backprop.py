@@ -47,6 +47,9 @@ from .reduction import REDUCTIONS, reduction_coefficients
 
 __all__ = ["Network", "Workspace", "reduction_coefficients", "REDUCTIONS"]
 
+# Cache budget of one chunk of rows, in MiB (see Network.chunk_rows).
+_CACHE_MIB = 8
+
 
 def _dot(A, W, out):
     """``out = A @ W`` for dense or sparse ``A`` without an extra temporary."""
@@ -283,8 +286,18 @@ class Network:
         return LOSSES[self.loss].out_activation
 
     def chunk_rows(self):
-        """Rows processed at once, from scikit-learn's ``working_memory``."""
-        return chunk_rows(self.layer_units, self.dtype)
+        """Rows processed at once.
+
+        At most what fits in scikit-learn's ``working_memory``, and at most
+        what fits in about 8 MiB: past a few thousand rows matrix products do
+        not get faster, while activations that no longer fit in cache make
+        every elementwise pass (bias, activation, derivative) stream from
+        main memory.
+        """
+        return min(
+            chunk_rows(self.layer_units, self.dtype),
+            chunk_rows(self.layer_units, self.dtype, working_memory=_CACHE_MIB),
+        )
 
     def workspace(self, n_samples):
         """Buffers for batches of up to ``n_samples`` rows (:class:`Workspace`).

@@ -110,3 +110,6 @@ def test_chunk_rows_follows_working_memory():
         assert (
             Network.initialize(units).workspace(10**6).n_samples == 2 * 2**20 // per_row
         )
+    # With a large working_memory the cache budget (8 MiB) sets the chunk.
+    with config_context(working_memory=1024):
+        assert Network.initialize(units).chunk_rows() == 8 * 2**20 // per_row
