@@ -9,12 +9,14 @@ from ._mlp import BatchMLPClassifier, BatchMLPRegressor
 from .backprop import Network, reduction_coefficients
 from .batching import Minibatcher
 from .diagnostics import NoiseScale, gradient_noise_scale
+from .plotting import LossCurveDisplay
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchMLPClassifier",
     "BatchMLPRegressor",
+    "LossCurveDisplay",
     "Minibatcher",
     "Network",
     "NoiseScale",

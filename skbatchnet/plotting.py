@@ -19,8 +19,8 @@ Examples
 >>> # Both runs see the 120 training rows once per epoch:
 >>> for line in display.lines_:
 ...     print(line.get_label(), line.get_xdata()[:3])
-batch_size=8, gradient_reduction='mean' [120 240 360]
-batch_size=120 ('full'), gradient_reduction='mean' [120 240 360]
+batch_size=8 [120 240 360]
+batch_size=120 ('full') [120 240 360]
 >>> import matplotlib.pyplot as plt
 >>> plt.close(display.figure_)
 """
@@ -143,27 +143,42 @@ def _curve_x(estimator, x_axis):
     return points * _steps_per_epoch(rows, batch_size, drop_last)
 
 
-def _default_label(estimator):
-    if _is_lbfgs(estimator):
-        return "solver='lbfgs'"
-    resolved = getattr(estimator, "batch_size_", None)
-    requested = getattr(estimator, "batch_size", None)
-    if resolved is None:
-        parts = [f"batch_size={requested!r}"]
-    elif requested is None or (
-        not isinstance(requested, str) and requested == resolved
-    ):
-        parts = [f"batch_size={resolved}"]
-    else:
-        # 'auto', 'full' or an integer larger than the data set.
-        parts = [f"batch_size={resolved} ({requested!r})"]
-    reduction = getattr(estimator, "gradient_reduction", None)
-    if reduction is not None:
-        parts.append(f"gradient_reduction={reduction!r}")
-    drop_last = getattr(estimator, "drop_last", False)
-    if drop_last is not False:
-        parts.append(f"drop_last={drop_last!r}")
-    return ", ".join(parts)
+def _default_labels(estimators):
+    """Describe each estimator by its batch size, and by its solver, gradient
+    reduction and last-batch policy when these vary (or are not the default)
+    among the estimators plotted."""
+    stochastic = [e for e in estimators if not _is_lbfgs(e)]
+    show_solver = len({getattr(e, "solver", None) for e in stochastic}) > 1
+    show_reduction = any(
+        getattr(e, "gradient_reduction", "mean") != "mean" for e in stochastic
+    )
+    show_drop_last = any(
+        getattr(e, "drop_last", False) is not False for e in stochastic
+    )
+    labels = []
+    for estimator in estimators:
+        if _is_lbfgs(estimator):
+            labels.append("solver='lbfgs'")
+            continue
+        parts = [f"solver={estimator.solver!r}"] if show_solver else []
+        resolved = getattr(estimator, "batch_size_", None)
+        requested = getattr(estimator, "batch_size", None)
+        if resolved is None:
+            parts.append(f"batch_size={requested!r}")
+        elif requested is None or (
+            not isinstance(requested, str) and requested == resolved
+        ):
+            parts.append(f"batch_size={resolved}")
+        else:
+            # 'auto', 'full' or an integer larger than the data set.
+            parts.append(f"batch_size={resolved} ({requested!r})")
+        if show_reduction:
+            reduction = getattr(estimator, "gradient_reduction", "mean")
+            parts.append(f"gradient_reduction={reduction!r}")
+        if show_drop_last:
+            parts.append(f"drop_last={getattr(estimator, 'drop_last', False)!r}")
+        labels.append(", ".join(parts))
+    return _disambiguate(labels)
 
 
 def _x_label(estimators, x_axis):
@@ -260,7 +275,9 @@ class LossCurveDisplay:
     validation_lines_ : list of (matplotlib Line2D or None) or None
         The validation curve drawn for each entry of ``loss_curves`` (None for
         a curve without one), or None when no curve has a validation curve.
-        A validation line has the color of its training line and is dashed.
+        A validation line has the color of its training line, is dashed and
+        is labeled ``"<label> (validation)"``; with ``labels``, the legend
+        lists each run once and adds a gray key to the two line styles.
 
     See Also
     --------
@@ -422,8 +439,7 @@ class LossCurveDisplay:
             ax.set_yscale("log")
         ax.set_xlabel(self.x_label if x_axis is None else x_axis)
         ax.set_ylabel(self.y_label)
-        if any(not line.get_label().startswith("_") for line in ax.get_lines()):
-            ax.legend()
+        self._draw_legend(ax, validation_lines, key=labels is not None)
 
         self.ax_ = ax
         self.figure_ = ax.figure
@@ -431,6 +447,34 @@ class LossCurveDisplay:
         has_validation = any(v is not None for v in validation_lines)
         self.validation_lines_ = validation_lines if has_validation else None
         return self
+
+    @staticmethod
+    def _draw_legend(ax, validation_lines, key):
+        """Legend of the labeled artists on ``ax``.
+
+        With ``key``, the validation lines keep their labels (for
+        ``get_label``) but stay out of the legend, which would otherwise list
+        every run twice: a gray solid "training" and dashed "validation" entry
+        tell the line styles apart instead. Other labeled artists already on
+        ``ax`` stay in the legend.
+        """
+        from matplotlib.lines import Line2D
+
+        handles, texts = ax.get_legend_handles_labels()
+        drawn = [line for line in validation_lines if line is not None]
+        if key and drawn:
+            kept = [
+                (handle, text)
+                for handle, text in zip(handles, texts)
+                if not any(handle is line for line in drawn)
+            ]
+            handles = [handle for handle, _ in kept] + [
+                Line2D([], [], color="gray", linestyle="-"),
+                Line2D([], [], color="gray", linestyle="--"),
+            ]
+            texts = [text for _, text in kept] + ["training", "validation"]
+        if handles:
+            ax.legend(handles, texts)
 
     @classmethod
     def from_estimator(
@@ -463,10 +507,12 @@ class LossCurveDisplay:
             iterations and "samples" raises a ValueError.
 
         labels : str or list of str, default=None
-            Legend entry of each estimator. None describes each estimator's
-            ``batch_size_`` and ``gradient_reduction`` (and ``drop_last`` when
-            not False); labels shared by several estimators are numbered with
-            the estimator's position.
+            Legend entry of each estimator. None describes each estimator by
+            its ``batch_size_`` (and the requested ``batch_size`` when that
+            differs, such as ``'full'``), adding ``gradient_reduction``,
+            ``drop_last`` and ``solver`` when one of the estimators uses a
+            value other than the default or the solvers differ. Labels shared
+            by several estimators are numbered with the estimator's position.
 
         ax : matplotlib Axes, default=None
             Axes to draw on; None creates a new figure and axes.
@@ -540,13 +586,11 @@ class LossCurveDisplay:
         """
         _import_pyplot(f"{cls.__name__}.from_estimator")
         if x_axis not in _X_AXES:
-            raise ValueError(
-                f"x_axis must be one of {_X_AXES}, got {x_axis!r}."
-            )
+            raise ValueError(f"x_axis must be one of {_X_AXES}, got {x_axis!r}.")
         estimators, labels = _estimators_and_labels(estimator, labels)
         estimators = [_check_estimator(e) for e in estimators]
         if labels is None:
-            labels = _disambiguate([_default_label(e) for e in estimators])
+            labels = _default_labels(estimators)
         xs = [_curve_x(e, x_axis) for e in estimators]
         validations = None
         if validation:
