@@ -217,6 +217,9 @@ def _data_and_labels(estimator, X, y, reset):
         accept_sparse=["csr", "csc"],
         multi_output=True,
         dtype=(np.float64, np.float32),
+        # Rows are sliced at every step; C order also makes a whole-set batch
+        # sum in the same order as scikit-learn's gathered batches.
+        order="C",
         reset=reset,
     )
 
