@@ -1,88 +1,216 @@
 """Demo: a grid search over ``batch_size`` x ``gradient_reduction``.
 
-Run ``python -m skbatchnet`` (``--help`` for the options). It cross-validates
-``make_pipeline(StandardScaler(), BatchMLPClassifier(...))`` on scikit-learn's
-digits data for every combination of ``batch_size`` in ``[1, 16, 64, 'full']``
-and ``gradient_reduction`` in ``['mean', 'sum']``, and prints, for each
-combination, the mean CV accuracy, the mean fit time, the epochs run and the
-number of optimizer steps per fit.
+Run ``python -m skbatchnet`` (``--help`` for the options). For each data set
+it cross-validates a pipeline for every combination of ``batch_size`` in
+``[1, 16, 64, 'full']`` and ``gradient_reduction`` in ``['mean', 'sum']``:
 
-The epochs and steps are read off each fitted CV estimator by extra
-"scorers" (a scorer receives the fitted pipeline), so they cost no extra fits:
-``steps = n_iter_ * ceil(n_train / batch_size_)``, which is the number of
-minibatch updates with ``drop_last=False``.
+- digits (classification): ``StandardScaler`` + ``BatchMLPClassifier``,
+  scored by accuracy;
+- diabetes (regression): ``StandardScaler`` + ``BatchMLPRegressor``, the
+  regressor wrapped in a ``TransformedTargetRegressor`` that standardizes the
+  target (the raw target is in the hundreds, far from Adam's step size),
+  scored by R^2 on the original target.
+
+Each candidate's row of the results table (mean CV score, mean fit time,
+epochs and optimizer steps per fit) is printed as soon as its folds are done,
+then the best candidate. The epochs and steps are read off each fitted CV
+estimator by extra "scorers" (a scorer receives the fitted pipeline), so they
+cost no extra fits: ``steps = n_iter_ * ceil(n_train / batch_size_)``, the
+number of minibatch updates with ``drop_last=False``.
+
+Finally, when matplotlib is installed, one model per batch size is refitted
+on all of each data set and their loss curves, against the number of training
+samples seen, are saved to a PNG (one panel per data set).
 """
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from sklearn.datasets import load_digits
+from scipy.stats import rankdata
+from sklearn.base import clone, is_classifier
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.datasets import load_diabetes, load_digits
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import ParameterGrid, check_cv, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from . import BatchMLPClassifier, __version__
+from . import BatchMLPClassifier, BatchMLPRegressor, __version__
 
 BATCH_SIZES = [1, 16, 64, "full"]
 REDUCTIONS = ["mean", "sum"]
+DATASETS = ("digits", "diabetes")
 
-# Default run: about 25 fits, well under a minute on two cores.
+# Default run: 48 CV fits and 8 refits, about a minute on two cores.
 DEFAULTS = {"max_iter": 30, "cv": 3}
-# --quick: the same grid, few epochs and two folds (for the tests).
+# --quick: the same grids, few epochs and two folds (for the tests).
 QUICK = {"max_iter": 3, "cv": 2}
 
 HIDDEN_LAYER_SIZES = (64,)
 LEARNING_RATE_INIT = 1e-3
 RANDOM_STATE = 0
+# The loss curves are refitted with the default reduction; with Adam, 'sum'
+# draws nearly the same curves (see the note printed by the demo).
+PLOT_REDUCTION = "mean"
+DEFAULT_OUTPUT = "loss_curves.png"
 
-_MLP = "batchmlpclassifier"
+
+# -- the data sets -----------------------------------------------------------------
 
 
-def _mlp_and_n_train(pipeline):
-    """The fitted MLP of the pipeline and the number of rows it was fitted on."""
-    mlp = pipeline.named_steps[_MLP]
-    n_train = int(pipeline.named_steps["standardscaler"].n_samples_seen_)
-    return mlp, n_train
+@dataclass(frozen=True)
+class _Task:
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    pipeline: object
+    prefix: str  # parameter prefix of the MLP inside the pipeline
+    score_name: str  # column header and "mean CV <score_name>"
+    scoring: str  # scikit-learn scorer name
+    description: str
+    loss_label: str  # y-axis label of the loss-curve panel
+    log_loss: bool  # logarithmic y-axis for the loss curves
+
+
+def _mlp_params(max_iter):
+    return dict(
+        hidden_layer_sizes=HIDDEN_LAYER_SIZES,
+        solver="adam",
+        learning_rate_init=LEARNING_RATE_INIT,
+        max_iter=max_iter,
+        drop_last=False,
+        random_state=RANDOM_STATE,
+    )
+
+
+def _digits(max_iter):
+    X, y = load_digits(return_X_y=True)
+    return _Task(
+        name="digits",
+        X=X,
+        y=y,
+        pipeline=make_pipeline(
+            StandardScaler(), BatchMLPClassifier(**_mlp_params(max_iter))
+        ),
+        prefix="batchmlpclassifier__",
+        score_name="accuracy",
+        scoring="accuracy",
+        description=(
+            f"classification, {X.shape[0]} samples, {X.shape[1]} features, "
+            f"{np.unique(y).size} classes\n"
+            "  model: StandardScaler + BatchMLPClassifier, scored by accuracy"
+        ),
+        loss_label="Training loss (log loss)",
+        # From about 2 down to 1e-5: several decades.
+        log_loss=True,
+    )
+
+
+def _diabetes(max_iter):
+    X, y = load_diabetes(return_X_y=True)
+    regressor = TransformedTargetRegressor(
+        regressor=BatchMLPRegressor(**_mlp_params(max_iter)),
+        transformer=StandardScaler(),
+    )
+    return _Task(
+        name="diabetes",
+        X=X,
+        y=y,
+        pipeline=make_pipeline(StandardScaler(), regressor),
+        prefix="transformedtargetregressor__regressor__",
+        score_name="R^2",
+        scoring="r2",
+        description=(
+            f"regression, {X.shape[0]} samples, {X.shape[1]} features, target "
+            f"{y.min():.0f} to {y.max():.0f}\n"
+            "  model: StandardScaler + TransformedTargetRegressor(BatchMLPRegressor,\n"
+            "         transformer=StandardScaler()): the MLP fits the standardized\n"
+            "         target; R^2 is scored on the original one"
+        ),
+        loss_label="Training loss (squared error, standardized target)",
+        log_loss=False,
+    )
+
+
+_LOADERS = {"digits": _digits, "diabetes": _diabetes}
+
+
+# -- reading the fitted CV estimators ------------------------------------------------
+
+
+def _fitted_mlp(pipeline):
+    """The fitted MLP at the end of the pipeline (unwrapping the target transform)."""
+    final = pipeline[-1]
+    return getattr(final, "regressor_", final)
 
 
 def _epochs(pipeline, X, y):
     """Scorer returning the epochs run by the fitted MLP (X, y are unused)."""
-    mlp, _ = _mlp_and_n_train(pipeline)
-    return mlp.n_iter_
+    return _fitted_mlp(pipeline).n_iter_
 
 
 def _steps(pipeline, X, y):
     """Scorer returning the optimizer steps of the fit (X, y are unused).
 
     Each epoch has ``ceil(n_train / batch_size_)`` batches (the last one short,
-    ``drop_last=False``) and every batch is one step.
+    ``drop_last=False``) and every batch is one step. The pipeline's first
+    step, a StandardScaler, counted the training rows.
     """
-    mlp, n_train = _mlp_and_n_train(pipeline)
+    mlp = _fitted_mlp(pipeline)
+    n_train = int(pipeline[0].n_samples_seen_)
     return mlp.n_iter_ * math.ceil(n_train / mlp.batch_size_)
+
+
+# -- command line ----------------------------------------------------------------------
 
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m skbatchnet",
         description=(
-            "Grid search over batch_size x gradient_reduction for a "
-            "StandardScaler + BatchMLPClassifier pipeline on scikit-learn's "
-            "digits data; prints CV accuracy, fit time, epochs and optimizer "
-            "steps for every combination."
+            "Grid search over batch_size x gradient_reduction for MLP pipelines "
+            "on scikit-learn's digits (classification, BatchMLPClassifier) and "
+            "diabetes (regression, BatchMLPRegressor) data: prints, per data set, "
+            "the mean CV score, fit time, epochs and optimizer steps of every "
+            "combination, then plots the loss curves of one model per batch "
+            "size (needs matplotlib)."
         ),
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=[*DATASETS, "both"],
+        default="both",
+        help="data set(s) to run (default both)",
+    )
+    parser.add_argument(
+        "--output",
+        default=DEFAULT_OUTPUT,
+        metavar="PATH",
+        help=(
+            "PNG file for the loss curves (default ./loss_curves.png); written "
+            "only when matplotlib is installed"
+        ),
+    )
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        metavar="J",
+        help="parallel CV fits of a candidate, passed to cross_validate (default 1)",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help=(
             f"fast smoke run: max_iter={QUICK['max_iter']}, cv={QUICK['cv']} "
-            "(same grid; scores are not meaningful)"
+            "(same grids; scores are not meaningful)"
         ),
     )
     parser.add_argument(
@@ -97,14 +225,10 @@ def _parse_args(argv):
         type=int,
         default=None,
         metavar="K",
-        help=f"number of stratified CV folds (default {DEFAULTS['cv']})",
-    )
-    parser.add_argument(
-        "--n-jobs",
-        type=int,
-        default=1,
-        metavar="J",
-        help="parallel fits, passed to GridSearchCV (default 1)",
+        help=(
+            f"number of CV folds (default {DEFAULTS['cv']}; stratified for "
+            "digits, unshuffled KFold for diabetes)"
+        ),
     )
     parser.add_argument(
         "--version", action="version", version=f"skbatchnet {__version__}"
@@ -119,7 +243,26 @@ def _parse_args(argv):
         parser.error("--max-iter must be at least 1")
     if args.cv < 2:
         parser.error("--cv must be at least 2")
+    if args.n_jobs == 0:
+        parser.error("--n-jobs must not be 0")
+    args.output = os.fspath(args.output)
+    directory = os.path.dirname(os.path.abspath(args.output))
+    # Fail now rather than after the grid search.
+    if not os.path.isdir(directory):
+        parser.error(f"--output: directory {directory!r} does not exist")
+    args.datasets = list(DATASETS) if args.dataset == "both" else [args.dataset]
     return args
+
+
+def _have_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- the results table -----------------------------------------------------------------
 
 
 def _count(value):
@@ -128,121 +271,197 @@ def _count(value):
     return f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}"
 
 
-def _table(results):
-    columns = [
+def _columns(score_name):
+    return [
         ("batch_size", ">10"),
         ("reduction", "<9"),
-        ("accuracy", ">8"),
+        (score_name, ">8"),
         ("+/- sd", ">7"),
         ("fit time [s]", ">12"),
         ("epochs", ">6"),
         ("steps/fit", ">9"),
-        ("rank", ">4"),
     ]
-    header = "  ".join(f"{name:{spec}}" for name, spec in columns)
-    lines = [header, "-" * len(header)]
-    for i, params in enumerate(results["params"]):
-        row = [
-            str(params[f"{_MLP}__batch_size"]),
-            params[f"{_MLP}__gradient_reduction"],
-            f"{results['mean_test_accuracy'][i]:.4f}",
-            f"{results['std_test_accuracy'][i]:.4f}",
-            f"{results['mean_fit_time'][i]:.2f}",
-            _count(results["mean_test_epochs"][i]),
-            _count(results["mean_test_steps"][i]),
-            str(results["rank_test_accuracy"][i]),
-        ]
-        lines.append(
-            "  ".join(f"{cell:{spec}}" for cell, (_, spec) in zip(row, columns))
-        )
-    return "\n".join(lines)
+
+
+def _format_row(cells, columns):
+    return "  ".join(f"{cell:{spec}}" for cell, (_, spec) in zip(cells, columns))
 
 
 def _describe(params):
-    return (
-        f"batch_size={params[f'{_MLP}__batch_size']!r}, "
-        f"gradient_reduction={params[f'{_MLP}__gradient_reduction']!r}"
+    return ", ".join(f"{key}={value!r}" for key, value in params.items())
+
+
+def _evaluate(task, params, cv, n_jobs):
+    """Cross-validate one candidate; the fold means of its scores and fit time."""
+    pipeline = clone(task.pipeline).set_params(
+        **{task.prefix + key: value for key, value in params.items()}
     )
+    results = cross_validate(
+        pipeline,
+        task.X,
+        task.y,
+        cv=cv,
+        scoring={"score": task.scoring, "epochs": _epochs, "steps": _steps},
+        n_jobs=n_jobs,
+        error_score="raise",
+    )
+    return {
+        "score": float(np.mean(results["test_score"])),
+        "sd": float(np.std(results["test_score"])),
+        "fit_time": float(np.mean(results["fit_time"])),
+        "epochs": float(np.mean(results["test_epochs"])),
+        "steps": float(np.mean(results["test_steps"])),
+    }
+
+
+def _grid_search(task, args):
+    """Print a row per candidate as its CV is done, then the best candidate."""
+    cv = check_cv(args.cv, task.y, classifier=is_classifier(task.pipeline))
+    candidates = list(
+        ParameterGrid({"batch_size": BATCH_SIZES, "gradient_reduction": REDUCTIONS})
+    )
+    print(
+        f"== {task.name}: {task.description}\n"
+        f"  cv:    {args.cv}-fold {type(cv).__name__}, {len(candidates)} "
+        f"candidates, {len(candidates) * args.cv} fits\n"
+    )
+    columns = _columns(task.score_name)
+    header = "  ".join(f"{name:{spec}}" for name, spec in columns)
+    print(header)
+    print("-" * len(header))
+    sys.stdout.flush()
+
+    start = time.perf_counter()
+    scores = []
+    for params in candidates:
+        result = _evaluate(task, params, cv, args.n_jobs)
+        scores.append(result["score"])
+        cells = [
+            str(params["batch_size"]),
+            params["gradient_reduction"],
+            f"{result['score']:.4f}",
+            f"{result['sd']:.4f}",
+            f"{result['fit_time']:.2f}",
+            _count(result["epochs"]),
+            _count(result["steps"]),
+        ]
+        print(_format_row(cells, columns), flush=True)
+
+    # Ranked as GridSearchCV ranks: ties share the best rank, and the first
+    # of the best is "best".
+    ranks = rankdata(-np.asarray(scores), method="min")
+    best = int(np.argmin(ranks))
+    print(
+        f"\nbest: {_describe(candidates[best])} "
+        f"(mean CV {task.score_name} {scores[best]:.4f})"
+    )
+    for i in np.flatnonzero(ranks == ranks[best]):
+        if i != best:
+            print(f"      tied with {_describe(candidates[i])}")
+    print(f"{task.name} done in {time.perf_counter() - start:.1f} s\n", flush=True)
+
+
+# -- the loss curves -------------------------------------------------------------------
+
+
+def _refit_per_batch_size(task):
+    """One pipeline per batch size, fitted on all of the data set."""
+    fits = []
+    for batch_size in BATCH_SIZES:
+        pipeline = clone(task.pipeline).set_params(
+            **{
+                task.prefix + "batch_size": batch_size,
+                task.prefix + "gradient_reduction": PLOT_REDUCTION,
+            }
+        )
+        fits.append(_fitted_mlp(pipeline.fit(task.X, task.y)))
+    return fits
+
+
+def _plot_loss_curves(tasks, fitted, args):
+    # No pyplot figure manager: the Figure draws straight to the file, whatever
+    # the backend (and without a display).
+    from matplotlib.figure import Figure
+
+    from .plotting import LossCurveDisplay
+
+    figure = Figure(figsize=(6.4 * len(tasks), 5.2), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(tasks)))
+    for ax, task, mlps in zip(axes, tasks, fitted):
+        LossCurveDisplay.from_estimator(
+            mlps, x_axis="samples", ax=ax, log_scale="y" if task.log_loss else False
+        )
+        ax.set_title(f"{task.name}: {type(mlps[0]).__name__}, {len(task.y)} samples")
+        ax.set_ylabel(task.loss_label)
+        ax.grid(True, alpha=0.3)
+    figure.suptitle(
+        "Training loss against samples seen (a point per epoch)\n"
+        "one fit per batch_size on the whole data set, "
+        f"gradient_reduction={PLOT_REDUCTION!r}\n"
+        f"hidden_layer_sizes={HIDDEN_LAYER_SIZES}, Adam, "
+        f"learning_rate_init={LEARNING_RATE_INIT:g}, max_iter={args.max_iter}"
+    )
+    figure.savefig(args.output, dpi=100)
+
+
+def _loss_curves(tasks, args):
+    if not _have_matplotlib():
+        print(
+            "matplotlib not installed: pip install 'skbatchnet[plot]' to get "
+            f"{os.path.basename(args.output)}"
+        )
+        return
+    print(
+        "loss curves: refitting one model per batch_size on all of each data set",
+        flush=True,
+    )
+    start = time.perf_counter()
+    fitted = [_refit_per_batch_size(task) for task in tasks]
+    _plot_loss_curves(tasks, fitted, args)
+    print(f"wrote {args.output} ({time.perf_counter() - start:.1f} s)", flush=True)
+
+
+# -- main ------------------------------------------------------------------------------
 
 
 def main(argv=None):
     """Run the demo; ``argv`` defaults to ``sys.argv[1:]``. Returns 0."""
     args = _parse_args(argv)
     start = time.perf_counter()
+    tasks = [_LOADERS[name](args.max_iter) for name in args.datasets]
 
-    X, y = load_digits(return_X_y=True)
-    pipeline = make_pipeline(
-        StandardScaler(),
-        BatchMLPClassifier(
-            hidden_layer_sizes=HIDDEN_LAYER_SIZES,
-            solver="adam",
-            learning_rate_init=LEARNING_RATE_INIT,
-            max_iter=args.max_iter,
-            drop_last=False,
-            random_state=RANDOM_STATE,
-        ),
-    )
-    grid = {
-        f"{_MLP}__batch_size": BATCH_SIZES,
-        f"{_MLP}__gradient_reduction": REDUCTIONS,
-    }
-    search = GridSearchCV(
-        pipeline,
-        grid,
-        scoring={"accuracy": "accuracy", "epochs": _epochs, "steps": _steps},
-        # Only the table and the best parameters are needed: no final refit.
-        refit=False,
-        cv=args.cv,
-        n_jobs=args.n_jobs,
-        error_score="raise",
-    )
-
-    n_candidates = len(BATCH_SIZES) * len(REDUCTIONS)
-    quick = " (--quick)" if args.quick else ""
+    quick = " (--quick: scores are not meaningful)" if args.quick else ""
     print(
-        "skbatchnet demo: GridSearchCV over batch_size x gradient_reduction\n"
-        f"  data:  digits, {X.shape[0]} samples, {X.shape[1]} features, "
-        f"{np.unique(y).size} classes\n"
-        f"  cv:    {args.cv}-fold stratified, {n_candidates} candidates, "
-        f"{n_candidates * args.cv} fits{quick}\n"
-        "  model: StandardScaler + BatchMLPClassifier(\n"
-        f"           hidden_layer_sizes={HIDDEN_LAYER_SIZES}, solver='adam', "
+        "skbatchnet demo: grid search over batch_size x gradient_reduction"
+        f"{quick}\n"
+        f"  grid:  batch_size in {BATCH_SIZES} x gradient_reduction in "
+        f"{REDUCTIONS}\n"
+        f"  MLP:   hidden_layer_sizes={HIDDEN_LAYER_SIZES}, solver='adam', "
         f"learning_rate_init={LEARNING_RATE_INIT:g},\n"
-        f"           max_iter={args.max_iter}, random_state={RANDOM_STATE})\n"
+        f"         max_iter={args.max_iter}, random_state={RANDOM_STATE}\n"
         "  note:  'sum' makes each step's gradient batch-size times larger than\n"
         "         'mean'. Adam divides by a running RMS of the gradient, so it is\n"
         "         nearly insensitive to that scale: 'mean' and 'sum' differ only\n"
         "         through epsilon and the short last batch of an epoch (and not\n"
         "         at all for batch_size=1).\n"
-        "  columns: means over the CV folds (one BLAS thread per fit); steps/fit\n"
-        "  = epochs * ceil(n_train / batch_size_) of each fitted CV model.\n"
+        "  rows:  printed as each candidate's CV is done; means over the folds\n"
+        "         (one BLAS thread per fit); steps/fit = epochs *\n"
+        "         ceil(n_train / batch_size_) of each fitted CV model.\n",
+        flush=True,
     )
-    sys.stdout.flush()
 
     # Silenced here only: with few epochs, most fits stop at max_iter.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        # The matrices are small (at most ~1200 x 64): a multithreaded BLAS
+        # The matrices are small (at most ~1800 x 64): a multithreaded BLAS
         # gains nothing on them and, on a busy machine, its spinning threads
         # can slow a full-batch fit tenfold. (Parallel workers, --n-jobs > 1,
         # get their own limits from joblib.)
         with threadpool_limits(limits=1, user_api="blas"):
-            search.fit(X, y)
+            for task in tasks:
+                _grid_search(task, args)
+            _loss_curves(tasks, args)
 
-    results = search.cv_results_
-    print(_table(results))
-    print()
-
-    ranks = np.asarray(results["rank_test_accuracy"])
-    best = int(np.argmin(ranks))  # the first of the best, as GridSearchCV does
-    params = results["params"]
-    ties = [params[i] for i in np.flatnonzero(ranks == ranks[best]) if i != best]
-    print(
-        f"best: {_describe(params[best])} "
-        f"(mean CV accuracy {results['mean_test_accuracy'][best]:.4f})"
-    )
-    for tie in ties:
-        print(f"      tied with {_describe(tie)}")
     print(f"total time: {time.perf_counter() - start:.1f} s")
     return 0
 
