@@ -34,6 +34,12 @@ from .batching import Minibatcher, resolve_batch_size
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
+def _beyond_range(X, dtype):
+    """Whether X holds values too large for ``dtype``."""
+    values = X.data if sp.issparse(X) else X
+    return values.size > 0 and np.abs(values).max() > np.finfo(dtype).max
+
+
 def _is_callback_state(key):
     return key.startswith(CALLBACK_STATE)
 
@@ -212,27 +218,48 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
         return net
 
     def _forward(self, X, logits=False):
-        """Network outputs for new data (the logits with ``logits=True``)."""
+        """Network outputs for new data (the logits with ``logits=True``).
+
+        Finite for any finite input: logits that overflow the float range are
+        clipped to it (a NaN from inf - inf becomes 0), and a float32 model
+        computes in float64 when X holds values float32 cannot represent.
+        """
         check_is_fitted(self)
-        X = validate_data(
-            self,
-            X,
-            accept_sparse=["csr", "csc"],
-            dtype=(np.float64, np.float32),
-            reset=False,
-        )
-        X = X.astype(self.coefs_[0].dtype, copy=False)
-        net = self._network()
-        return net.decision_function(X) if logits else net.forward(X)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            X = validate_data(
+                self,
+                X,
+                accept_sparse=["csr", "csc"],
+                dtype=(np.float64, np.float32),
+                reset=False,
+            )
+            dtype = self.coefs_[0].dtype
+            net = self._network()
+            if X.dtype != dtype and _beyond_range(X, dtype):
+                net = Network(
+                    [c.astype(X.dtype) for c in self.coefs_],
+                    [b.astype(X.dtype) for b in self.intercepts_],
+                    activation=self.activation,
+                    loss=self._network_loss(),
+                )
+            Z = net.decision_function(X.astype(net.dtype, copy=False))
+            big = np.finfo(dtype).max  # the model's range, as Z is cast to it
+            np.nan_to_num(Z, copy=False, nan=0.0, posinf=big, neginf=-big)
+            np.clip(Z, -big, big, out=Z)
+            out = Z if logits else net.output_from_logits(Z)
+            return out.astype(dtype, copy=False)
 
     # -- fitting ---------------------------------------------------------------
 
     def _fit(self, X, y, sample_weight=None, *, incremental=False, classes=None):
         # Every failure, from bad input to a diverged loss or an interrupted
         # L-BFGS run, restores the estimator exactly as it was.
-        backup = self._snapshot()
+        backup, generators = self._snapshot()
         try:
-            self._fit_unsafe(X, y, sample_weight, incremental, classes)
+            # Overflow on extreme inputs is reported by the divergence checks,
+            # with remedies, rather than as numpy RuntimeWarnings.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self._fit_unsafe(X, y, sample_weight, incremental, classes)
         except BaseException:
             # The callback machinery's state is the current call's (its
             # teardown still has to run), so it is kept as it is now.
@@ -240,17 +267,33 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
             self.__dict__.clear()
             self.__dict__.update(backup)
             self.__dict__.update(callbacks)
+            for generator, state in generators:
+                generator.set_state(state)
             raise
         return self
 
     def _snapshot(self):
-        """Deep copy of the fitted state; parameters and callbacks kept as is."""
+        """The fitted state, deep-copied, and the random generators' states.
+
+        Parameters and the callback machinery are kept by reference. Random
+        generators (``random_state`` when it is a RandomState instance, and
+        the stream training draws from, often the same object) are kept by
+        reference too and their states recorded, so a rollback rewinds the
+        very objects the caller holds.
+        """
         params = self.get_params(deep=False)
         state = vars(self)
+        generators = {
+            id(g): g
+            for g in (self.random_state, state.get("_rng"))
+            if isinstance(g, np.random.RandomState)
+        }
         kept = {k for k in state if k in params or _is_callback_state(k)}
+        kept.add("_rng")
         # One deepcopy call, so objects shared between attributes stay shared.
         fitted = copy.deepcopy({k: v for k, v in state.items() if k not in kept})
-        return {k: state[k] if k in kept else fitted[k] for k in state}
+        backup = {k: state[k] if k in kept else fitted[k] for k in state}
+        return backup, [(g, g.get_state()) for g in generators.values()]
 
     def _fit_unsafe(self, X, y, sample_weight, incremental, classes):
         hidden = check_hidden_layer_sizes(self.hidden_layer_sizes)
@@ -344,10 +387,18 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
 
     def _check_finite_weights(self):
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            # The loss is checked before every step, so only the very last
+            # step of training can get here.
+            where = f"the last step of epoch {self.n_iter_}"
+            if self.solver == "lbfgs":
+                where = f"L-BFGS iteration {self.n_iter_}"
+            elif hasattr(self, "_optimizer"):
+                where += f", at learning rate {self._optimizer.learning_rate:g}"
             raise ValueError(
-                "Training produced non-finite weights. Lower learning_rate_init, "
-                "scale the inputs (for example with StandardScaler), or use "
-                "gradient_reduction='mean' instead of 'sum'."
+                f"The weights became non-finite in {where}. Lower "
+                "learning_rate_init, scale the inputs (for example with "
+                "StandardScaler), or use gradient_reduction='mean' instead of "
+                "'sum'."
             )
 
     # -- L-BFGS ------------------------------------------------------------------
@@ -455,6 +506,14 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
             )
         if sample_weight is None:
             train, val = train + [None], val + [None]
+        elif not (train[-1].sum() > 0 and val[-1].sum() > 0):
+            side = "held-out" if train[-1].sum() > 0 else "training"
+            raise ValueError(
+                f"With early_stopping=True the {side} part of the data has zero "
+                "total sample weight. Give more examples a positive weight, "
+                "change validation_fraction or random_state, or set "
+                "early_stopping=False."
+            )
         return train, val
 
     def _fit_stochastic(self, X, Y, y, sample_weight, incremental, report):
@@ -605,25 +664,32 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
                 workspace=workspace,
             )
             if not math.isfinite(loss):
-                raise ValueError(
-                    f"The loss became non-finite in epoch {self.n_iter_ + 1}, batch "
-                    f"{number}, at learning rate {self._optimizer.learning_rate:g}. "
-                    "Lower learning_rate_init, scale the inputs (for example with "
-                    "StandardScaler), or use gradient_reduction='mean' instead of "
-                    "'sum'."
-                )
+                raise self._divergence("loss", number)
             self._optimizer.step([net.parameters], [workspace.gradient])
             if averager is not None:
                 averager.update(net.parameters, n)
             loss_sum += weight * loss
             weight_sum += weight
             seen += n
+        # The loss check above sees each step's result only at the next step;
+        # this catches an epoch's last step, once per epoch.
+        if not np.isfinite(net.parameters).all():
+            raise self._divergence("weights", number)
         if weight_sum == 0:
             # No batch carried weight (drop_last=True can drop every weighted
             # row): no step was taken and no batch estimates the objective, so
             # evaluate it exactly on the training data instead.
             return net.objective(X, Y, sample_weight, alpha=self.alpha), seen
         return loss_sum / weight_sum, seen
+
+    def _divergence(self, what, batch):
+        return ValueError(
+            f"Training diverged: the {what} became non-finite in epoch "
+            f"{self.n_iter_ + 1}, batch {batch}, at learning rate "
+            f"{self._optimizer.learning_rate:g}. Lower learning_rate_init, scale "
+            "the inputs (for example with StandardScaler), or use "
+            "gradient_reduction='mean' instead of 'sum'."
+        )
 
     def _update_no_improvement_count(self, net, validation, total):
         if validation is None:

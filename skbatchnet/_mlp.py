@@ -485,14 +485,17 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         proba : ndarray of shape (n_samples, n_classes)
         """
         Z = self._forward(X, logits=True)
-        if self.out_activation_ == "softmax":
-            proba = self._network().output_from_logits(Z)
-        elif self.n_outputs_ == 1:
-            # Both columns from the logit: 1 - expit(z) would lose every digit
-            # of the smaller probability once expit(z) rounds to 1.
-            proba = expit(np.hstack([-Z, Z]))
-        else:
-            proba = expit(Z)
+        # Logits at the edge of the float range overflow z - max(z) to -inf,
+        # whose exp is the right answer, 0.
+        with np.errstate(over="ignore"):
+            if self.out_activation_ == "softmax":
+                proba = self._network().output_from_logits(Z)
+            elif self.n_outputs_ == 1:
+                # Both columns from the logit: 1 - expit(z) would lose every
+                # digit of the smaller probability once expit(z) rounds to 1.
+                proba = expit(np.hstack([-Z, Z]))
+            else:
+                proba = expit(Z)
         finfo = np.finfo(proba.dtype)
         return np.clip(proba, finfo.tiny, 1 - finfo.epsneg, out=proba)
 
