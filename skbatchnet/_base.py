@@ -6,7 +6,9 @@ roll back on failure) -> ``_fit_stochastic`` (epochs) -> ``_run_epoch``
 :mod:`skbatchnet.backprop`; this module only moves arrays and counters.
 """
 
+import contextlib
 import copy
+import functools
 import math
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -21,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import ThreadpoolController  # a requirement of scikit-learn
 
 from ._activations import ACTIVATIONS
 from ._averaging import WeightAverage
@@ -32,6 +35,23 @@ from .backprop import REDUCTIONS, Network
 from .batching import Minibatcher, resolve_batch_size
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+# Below this many rows per batch the matrix products are too small to gain
+# from BLAS threads, whose start-up and synchronization then dominate (badly
+# so on a busy machine); training runs them on one thread, as scikit-learn's
+# KMeans does for its small products.
+_SMALL_BATCH_ROWS = 64
+
+
+@functools.cache
+def _threadpools():
+    return ThreadpoolController()
+
+
+def _blas_threads_for(rows):
+    if rows >= _SMALL_BATCH_ROWS:
+        return contextlib.nullcontext()
+    return _threadpools().limit(limits=1, user_api="blas")
 
 
 def _beyond_range(X, dtype):
@@ -545,6 +565,45 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
 
         if not incremental:
             self.n_iter_ = 0
+        with _blas_threads_for(rows):
+            averager = self._epochs(
+                net,
+                X,
+                Y,
+                sample_weight,
+                epochs,
+                total,
+                workspace,
+                averager,
+                validation,
+                incremental,
+                report,
+            )
+        if validation is not None and hasattr(self, "_best_coefs"):
+            best = self._best_coefs + self._best_intercepts
+            for current, value in zip(self.coefs_ + self.intercepts_, best):
+                current[...] = value
+        self._publish_average(net, averager)
+
+    def _epochs(
+        self,
+        net,
+        X,
+        Y,
+        sample_weight,
+        epochs,
+        total,
+        workspace,
+        averager,
+        validation,
+        incremental,
+        report,
+    ):
+        """The epoch loop: steps, bookkeeping, stopping rules.
+
+        Returns the weight average in force at the end (an interruption
+        restores the one of the last completed epoch).
+        """
         for _ in range(1 if incremental else self.max_iter):
             checkpoint = self._checkpoint(net, averager)
             try:
@@ -588,12 +647,7 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
                     ConvergenceWarning,
                     stacklevel=2,
                 )
-
-        if validation is not None and hasattr(self, "_best_coefs"):
-            best = self._best_coefs + self._best_intercepts
-            for current, value in zip(self.coefs_ + self.intercepts_, best):
-                current[...] = value
-        self._publish_average(net, averager)
+        return averager
 
     def _averager(self, net):
         """The running weight average (created, kept or dropped per ``average``)."""
