@@ -12,6 +12,7 @@ import functools
 import math
 import warnings
 from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -62,6 +63,17 @@ def _beyond_range(X, dtype):
 
 def _is_callback_state(key):
     return key.startswith(CALLBACK_STATE)
+
+
+@dataclass
+class _TrainingData:
+    """What one fit trains on: rows, targets, weights, S, the held-out part."""
+
+    X: object
+    Y: np.ndarray
+    sample_weight: object
+    total: float
+    validation: object
 
 
 class _TaskReporter:
@@ -565,19 +577,10 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
 
         if not incremental:
             self.n_iter_ = 0
+        data = _TrainingData(X, Y, sample_weight, total, validation)
         with _blas_threads_for(rows):
             averager = self._epochs(
-                net,
-                X,
-                Y,
-                sample_weight,
-                epochs,
-                total,
-                workspace,
-                averager,
-                validation,
-                incremental,
-                report,
+                net, data, epochs, workspace, averager, incremental, report
             )
         if validation is not None and hasattr(self, "_best_coefs"):
             best = self._best_coefs + self._best_intercepts
@@ -585,20 +588,7 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
                 current[...] = value
         self._publish_average(net, averager)
 
-    def _epochs(
-        self,
-        net,
-        X,
-        Y,
-        sample_weight,
-        epochs,
-        total,
-        workspace,
-        averager,
-        validation,
-        incremental,
-        report,
-    ):
+    def _epochs(self, net, data, epochs, workspace, averager, incremental, report):
         """The epoch loop: steps, bookkeeping, stopping rules.
 
         Returns the weight average in force at the end (an interruption
@@ -608,7 +598,7 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
             checkpoint = self._checkpoint(net, averager)
             try:
                 loss, seen = self._run_epoch(
-                    net, X, Y, sample_weight, next(epochs), total, workspace, averager
+                    net, data, next(epochs), workspace, averager
                 )
             except KeyboardInterrupt:
                 # Back to the end of the last completed epoch, so the weights
@@ -626,13 +616,13 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
             self.loss_curve_.append(loss)
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
-            self._update_no_improvement_count(net, validation, total)
+            self._update_no_improvement_count(net, data.validation)
             self._optimizer.iteration_ends(self.t_)
             if report.task("epoch", loss):
                 break
 
             if self._no_improvement_count > self.n_iter_no_change:
-                what = "Validation score" if validation else "Training loss"
+                what = "Validation score" if data.validation else "Training loss"
                 msg = (
                     f"{what} did not improve more than tol={self.tol:f} for "
                     f"{self.n_iter_no_change} consecutive epochs."
@@ -688,12 +678,13 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
             self._weight_average = averager
         return net, averager
 
-    def _run_epoch(self, net, X, Y, sample_weight, batches, total, workspace, averager):
+    def _run_epoch(self, net, data, batches, workspace, averager):
         """One pass of minibatch steps; returns the epoch loss and rows seen.
 
         The epoch loss weights each batch's estimate of E by the batch's share
         of the total weight seen, so it is comparable across batch sizes.
         """
+        X, Y, sample_weight, total = data.X, data.Y, data.sample_weight, data.total
         loss_sum, weight_sum, seen = 0.0, 0.0, 0
         reduction = self.gradient_reduction
         for number, batch in enumerate(batches, start=1):
@@ -745,7 +736,7 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
             "gradient_reduction='mean' instead of 'sum'."
         )
 
-    def _update_no_improvement_count(self, net, validation, total):
+    def _update_no_improvement_count(self, net, validation):
         if validation is None:
             if self.loss_curve_[-1] > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1
