@@ -12,8 +12,9 @@ example carries its share of the penalty, so its gradient is::
     g_i = grad(loss_i) + (alpha / S) W.
 
 A minibatch step combines the ``g_i`` of the batch with a *reduction*
-(:func:`reduction_coefficients`): ``'mean'`` gives ``sum_i s_i g_i / sum_i s_i``,
-an unbiased estimate of ``grad E``; ``'sum'`` gives ``sum_i s_i g_i``. Because
+(:func:`~skbatchnet.reduction.reduction_coefficients`): ``'mean'`` gives
+``sum_i s_i g_i / sum_i s_i``, an unbiased estimate of ``grad E``; ``'sum'``
+gives ``sum_i s_i g_i``. Because
 the reduced gradient is a weighted sum ``sum_i c_i g_i``, the backward pass
 scales each example's output error by ``c_i`` once and then needs one matrix
 product per layer for the whole batch, instead of one backprop per example.
@@ -195,6 +196,19 @@ class Network:
             default='squared_error'
         Output loss; it fixes the output activation (identity, exp, logistic,
         softmax).
+
+    Attributes
+    ----------
+    parameters : ndarray of shape (n_parameters,)
+        All weights, then all biases, in one vector.
+    coefs : list of ndarray
+        Views of ``parameters``, one weight matrix per layer.
+    intercepts : list of ndarray
+        Views of ``parameters``, one bias vector per layer.
+    n_coefs : int
+        Number of weights (the penalized leading part of ``parameters``).
+    activation, loss : str
+        As given.
 
     Examples
     --------
@@ -414,8 +428,9 @@ class Network:
         """Loss and reduced gradient of one batch: ``sum_i c_i g_i``.
 
         ``g_i = grad(loss_i) + (alpha / S) W`` and the coefficients ``c_i``
-        come from :func:`reduction_coefficients`. With ``reduction='mean'``
-        and the batch being the whole set this is ``grad E``.
+        come from :func:`~skbatchnet.reduction.reduction_coefficients`. With
+        ``reduction='mean'`` and the batch being the whole set this is
+        ``grad E``.
 
         A batch with more rows than :meth:`chunk_rows` is computed chunk by
         chunk and the chunks' gradients summed: the reduced gradient is a sum

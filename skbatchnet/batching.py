@@ -61,7 +61,7 @@ class Minibatcher:
         the whole set.
     gradient_reduction : {'mean', 'sum'}, default='mean'
         How the per-example gradients of a batch become one step, see
-        :func:`skbatchnet.backprop.reduction_coefficients`.
+        :func:`skbatchnet.reduction.reduction_coefficients`.
     shuffle : bool, default=True
         Draw a new order of the examples at every epoch.
     drop_last : bool or 'merge', default=False
