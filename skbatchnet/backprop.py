@@ -499,12 +499,17 @@ class Network:
             loss += 0.5 * alpha * float(np.dot(W, W)) / float(total_weight)
         return loss, ws.coef_grads, ws.intercept_grads
 
-    def _backward(self, X, Y, c, sample_weight, ws, gradients=True):
+    def _backward(self, X, Y, c, sample_weight, ws, gradients=True, cross=None):
         """Forward and backward pass of one chunk into ``ws``.
 
         Fills the deltas (``d loss_i / d z`` of every layer, row i scaled by
         ``c_i``) and, with ``gradients``, ``ws.gradient`` with
         ``sum_i c_i grad(loss_i)``. Returns ``sum_i s_i loss_i``.
+
+        With ``cross`` (a list, one entry per layer), stores for every layer
+        above the input ``a_i^T W d_i`` row by row: ``W d_i`` is the error
+        sent to the layer below before the activation's derivative is
+        applied, so it costs a row-wise dot product, not a matrix product.
         """
         activations, output, deltas = ws.rows(X.shape[0])
         output_loss = LOSSES[self.loss]
@@ -532,6 +537,8 @@ class Network:
                 delta.sum(axis=0, out=ws.intercept_grads[layer])
             if layer > 0:
                 below = np.matmul(delta, self.coefs[layer].T, out=deltas[layer - 1])
+                if cross is not None:
+                    cross[layer] = np.einsum("ij,ij->i", inputs, below)
                 derivative(inputs, below)
         return loss_sum
 

@@ -35,6 +35,13 @@ from .backprop import Workspace, _as_2d_target
 __all__ = ["per_example_gradients", "per_example_gradient_norms"]
 
 
+def _row_dots(A, B):
+    """Row-wise dot products of ``A`` (dense or sparse) and dense ``B``."""
+    if sp.issparse(A):
+        return np.asarray(A.multiply(B).sum(axis=1)).ravel()
+    return np.einsum("ij,ij->i", A, B)
+
+
 def _row_squared_norms(A):
     if sp.issparse(A):
         return np.asarray(A.multiply(A).sum(axis=1)).ravel()
@@ -78,7 +85,9 @@ def per_example_gradients(network, X, y, *, alpha=0.0, total_weight=None):
     return coef_grads, [D.copy() for D in ws.deltas]
 
 
-def per_example_gradient_norms(network, X, y, *, alpha=0.0, total_weight=None):
+def per_example_gradient_norms(
+    network, X, y, *, alpha=0.0, total_weight=None, workspace=None
+):
     """Euclidean norm of each example's full gradient ``g_i``, never formed.
 
     Exact up to rounding (see the module docstring for the identity), for
@@ -92,6 +101,8 @@ def per_example_gradient_norms(network, X, y, *, alpha=0.0, total_weight=None):
     alpha : float, default=0.0
     total_weight : float, default=None
         ``S``, the weight of the whole training set; defaults to ``n_samples``.
+    workspace : Workspace, default=None
+        Buffers to reuse across calls (see :meth:`Network.workspace`).
 
     Returns
     -------
@@ -100,12 +111,13 @@ def per_example_gradient_norms(network, X, y, *, alpha=0.0, total_weight=None):
     n = X.shape[0]
     k = alpha / float(n if total_weight is None else total_weight)
     Y = _as_2d_target(y, network.dtype)
-    ws = network.workspace(n)
+    ws = workspace if workspace is not None else network.workspace(n)
     norms = np.empty(n, network.dtype)
     for start in range(0, n, ws.n_samples):
         rows = slice(start, min(start + ws.n_samples, n))
         X_chunk = X[rows]
-        network._backward(X_chunk, Y[rows], 1.0, None, ws, False)
+        cross = [None] * len(network.coefs) if k else None
+        network._backward(X_chunk, Y[rows], 1.0, None, ws, False, cross)
         activations, _, deltas = ws.rows(X_chunk.shape[0])
         squared = np.zeros(X_chunk.shape[0], network.dtype)
         for layer, (W, D) in enumerate(zip(network.coefs, deltas)):
@@ -113,7 +125,8 @@ def per_example_gradient_norms(network, X, y, *, alpha=0.0, total_weight=None):
             d2 = np.einsum("ij,ij->i", D, D)
             squared += d2 * (_row_squared_norms(A) + 1.0)  # weights and bias
             if k:
-                cross = np.einsum("ij,ij->i", np.asarray(A @ W), D)
-                squared += 2 * k * cross + k * k * float(np.vdot(W, W))
+                if layer == 0:  # the input layer sends no error below
+                    cross[0] = _row_dots(A, D @ W.T)
+                squared += 2 * k * cross[layer] + k * k * float(np.vdot(W, W))
         norms[rows] = np.sqrt(np.maximum(squared, 0))
     return norms
