@@ -20,20 +20,17 @@ Run from the repository root::
 """
 
 import argparse
-import os
-import platform
 import statistics
 import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import sklearn
+from _report import environment_lines, markdown_table
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
-import skbatchnet
 from skbatchnet import BatchMLPClassifier
 
 N_FEATURES = 64
@@ -84,33 +81,6 @@ def parse_args():
 
 def choices(value, both):
     return both if value == "both" else (value,)
-
-
-def environment_lines():
-    """Versions, BLAS libraries and their thread counts, CPUs."""
-    blas = [
-        f"{pool['internal_api']} {pool.get('version')} ({pool['num_threads']} threads)"
-        for pool in threadpool_info()
-        if pool["user_api"] == "blas"
-    ]
-    return [
-        f"python {platform.python_version()}, numpy {np.__version__}, "
-        f"scikit-learn {sklearn.__version__}, skbatchnet {skbatchnet.__version__}",
-        f"BLAS: {', '.join(blas) or 'none found'}",
-        f"CPUs: {os.cpu_count()}",
-    ]
-
-
-def markdown_table(headers, rows):
-    """Rows of strings as a Markdown table with aligned columns."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-
-    def line(cells):
-        padded = (str(cell).ljust(width) for cell, width in zip(cells, widths))
-        return "| " + " | ".join(padded) + " |"
-
-    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(headers), separator, *(line(row) for row in rows)])
 
 
 def flops_per_sample():
