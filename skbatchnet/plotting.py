@@ -25,13 +25,14 @@ batch_size=120 ('full') [120 240 360]
 >>> plt.close(display.figure_)
 """
 
-import math
 import warnings
 from collections.abc import Mapping
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
+
+from .batching import Minibatcher
 
 __all__ = ["LossCurveDisplay"]
 
@@ -78,28 +79,6 @@ def _is_lbfgs(estimator):
     return getattr(estimator, "solver", None) == "lbfgs"
 
 
-def _steps_per_epoch(rows, batch_size, drop_last):
-    """Optimizer steps in an epoch that showed the solver ``rows`` rows.
-
-    ``rows`` counts the rows that were actually used (``t_`` per epoch), not
-    the size of the training set, and ``batch_size`` is ``batch_size_``, which
-    is never larger than the training set:
-
-    - ``drop_last=False``: every row is seen and the last batch may be short,
-      so there are ``ceil(rows / batch_size)`` steps.
-    - ``drop_last=True``: the short last batch is dropped and its rows are not
-      counted in ``t_``, so ``rows`` is already a multiple of ``batch_size``
-      and ``rows // batch_size`` is the number of steps (a set no larger than
-      one batch is one whole batch).
-    - ``drop_last='merge'``: every row is seen, and the short last batch joins
-      the one before it, so there are ``rows // batch_size`` steps, at least
-      one.
-    """
-    if drop_last is False:
-        return math.ceil(rows / batch_size)
-    return max(1, int(rows // batch_size))
-
-
 def _curve_x(estimator, x_axis):
     """x values of each point of ``estimator.loss_curve_``."""
     n_points = len(estimator.loss_curve_)
@@ -139,8 +118,13 @@ def _curve_x(estimator, x_axis):
         )
     if x_axis == "samples":
         return points * rows
-    drop_last = getattr(estimator, "drop_last", False)
-    return points * _steps_per_epoch(rows, batch_size, drop_last)
+    # The minibatcher, which made the batches, counts them. ``rows`` counts
+    # the rows the solver actually used (t_ per epoch), so with
+    # drop_last=True it already excludes the dropped rows and is a multiple
+    # of batch_size_ (or one whole batch); with False or 'merge' every row
+    # is used. An average over unequal epochs is rounded (already warned).
+    batcher = Minibatcher(batch_size, drop_last=getattr(estimator, "drop_last", False))
+    return points * len(batcher.bounds(max(1, round(rows))))
 
 
 def _default_labels(estimators):
