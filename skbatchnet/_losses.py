@@ -51,33 +51,47 @@ def _softmax(Z, out):
     return out
 
 
-def _squared_error(Y, Z):
-    R = Z - Y
+# Each ``*_error(Y, Z, out)`` writes the output error ``f(Z) - Y`` into ``out``
+# and returns the per-example losses, sharing the work the two have in common
+# (the exponentials, the log-sum-exp): training needs both at every step.
+
+
+def _squared_error_error(Y, Z, out):
+    R = np.subtract(Z, Y, out=out)
     return 0.5 * np.einsum("ij,ij->i", R, R)
 
 
-def _poisson(Y, Z):
-    with np.errstate(over="ignore"):
-        terms = np.exp(Z)
-    terms -= Y * Z
-    terms += xlogy(Y, Y)
-    terms -= Y
-    return terms.sum(axis=1)
+def _poisson_error(Y, Z, out):
+    predicted = _exp(Z, out)
+    losses = np.einsum("ij->i", predicted)
+    losses -= np.einsum("ij,ij->i", Y, Z)
+    losses += np.einsum("ij->i", xlogy(Y, Y) - Y)
+    predicted -= Y
+    return losses
 
 
-def _binary_log_loss(Y, Z):
-    terms = np.logaddexp(0, Z)
-    terms -= Y * Z
-    return terms.sum(axis=1)
+def _binary_log_loss_error(Y, Z, out):
+    losses = np.einsum("ij->i", np.logaddexp(0, Z))
+    losses -= np.einsum("ij,ij->i", Y, Z)
+    _logistic(Z, out)
+    out -= Y
+    return losses
 
 
-def _log_loss(Y, Z):
+def _log_loss_error(Y, Z, out):
     m = Z.max(axis=1, keepdims=True)
-    lse = np.log(np.exp(Z - m).sum(axis=1)) + m[:, 0]
-    # sum_k y_k is 1 for one-hot rows; keeping it makes the formula exact for
-    # any non-negative targets, matching the gradient f(z) * sum(y) - y only
-    # when rows sum to one, which is the only case the estimators produce.
-    return lse * Y.sum(axis=1) - np.einsum("ij,ij->i", Y, Z)
+    np.subtract(Z, m, out=out)
+    np.exp(out, out=out)
+    # Normalized as scikit-learn does (same summation order, same rounding).
+    sums = np.add.reduce(out, axis=1)
+    out /= sums[:, None]
+    out -= Y
+    # log sum_k exp(z_k) - sum_k y_k z_k: its gradient is exactly softmax(z) - y
+    # (written above) for any targets; the estimators' one-hot rows are one case.
+    losses = np.log(sums, out=sums)
+    losses += m[:, 0]
+    losses -= np.einsum("ij,ij->i", Y, Z)
+    return losses
 
 
 @dataclass(frozen=True)
@@ -93,21 +107,28 @@ class OutputLoss:
         ``out_activation_``.
     activation : callable
         ``activation(Z, out)`` writes ``f(Z)`` into ``out`` and returns it.
-    per_example : callable
-        ``per_example(Y, Z)`` returns the loss of each row, shape (n,).
+    error : callable
+        ``error(Y, Z, out)`` writes ``d loss_i / d z_i = f(Z) - Y`` into
+        ``out`` and returns the loss of each row, shape (n,).
     """
 
     name: str
     out_activation: str
     activation: Callable
-    per_example: Callable
+    error: Callable
+
+    def per_example(self, Y, Z):
+        """The loss of each row, shape (n,)."""
+        return self.error(Y, Z, np.empty_like(Z))
 
 
 LOSSES = {
-    "squared_error": OutputLoss("squared_error", "identity", _identity, _squared_error),
-    "poisson": OutputLoss("poisson", "exp", _exp, _poisson),
-    "binary_log_loss": OutputLoss(
-        "binary_log_loss", "logistic", _logistic, _binary_log_loss
+    "squared_error": OutputLoss(
+        "squared_error", "identity", _identity, _squared_error_error
     ),
-    "log_loss": OutputLoss("log_loss", "softmax", _softmax, _log_loss),
+    "poisson": OutputLoss("poisson", "exp", _exp, _poisson_error),
+    "binary_log_loss": OutputLoss(
+        "binary_log_loss", "logistic", _logistic, _binary_log_loss_error
+    ),
+    "log_loss": OutputLoss("log_loss", "softmax", _softmax, _log_loss_error),
 }

@@ -3,6 +3,11 @@
 The updates are scikit-learn's (same formulas, same order of floating-point
 operations, so the same seed gives the same trajectory), written in place
 with buffers allocated once, so a step allocates no parameter-sized arrays.
+
+``step(params, grads)`` consumes ``grads``: the gradient buffers serve as
+scratch space once read. Training recomputes them at every step anyway, and
+one buffer fewer per parameter vector keeps a small network's optimizer state
+in cache, which at batch size 1 is most of the cost of a step.
 """
 
 import numpy as np
@@ -24,6 +29,12 @@ class SGD(_Optimizer):
 
     ``v <- momentum * v - lr * g``; the step is ``v`` or, with Nesterov,
     ``momentum * v - lr * g``.
+
+    With Nesterov momentum the state kept is ``momentum * v`` rather than
+    ``v``: the step needs ``momentum * v`` right after ``v`` is updated, and
+    the next update needs the very same product, so storing it saves a pass
+    over the parameters and a buffer. Each rounded intermediate is the one
+    scikit-learn computes, so the trajectory is unchanged.
 
     Parameters
     ----------
@@ -54,21 +65,21 @@ class SGD(_Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
         self.power_t = power_t
+        # v, or momentum * v with Nesterov momentum (see the class docstring).
         self.velocities = [np.zeros_like(p) for p in params]
-        self._scaled = [np.empty_like(p) for p in params]
-        self._step = [np.empty_like(p) for p in params] if nesterov else None
 
     def step(self, params, grads):
+        """Update ``params`` in place; overwrites ``grads``."""
         lr, mu = self.learning_rate, self.momentum
-        for i, (p, g, v) in enumerate(zip(params, grads, self.velocities)):
-            scaled = np.multiply(g, lr, out=self._scaled[i])
-            v *= mu
-            v -= scaled
+        for p, g, v in zip(params, grads, self.velocities):
+            scaled = np.multiply(g, lr, out=g)
             if self.nesterov:
-                update = np.multiply(v, mu, out=self._step[i])
-                update -= scaled
-                p += update
+                v -= scaled  # v_new = (mu * v) - lr * g
+                v *= mu  # mu * v_new: kept for the next step, and
+                p += np.subtract(v, scaled, out=g)  # the step mu * v_new - lr * g
             else:
+                v *= mu
+                v -= scaled
                 p += v
 
     def iteration_ends(self, time_step):
@@ -108,10 +119,10 @@ class Adam(_Optimizer):
         self.t = 0
         self.ms = [np.zeros_like(p) for p in params]
         self.vs = [np.zeros_like(p) for p in params]
-        self._a = [np.empty_like(p) for p in params]
-        self._b = [np.empty_like(p) for p in params]
+        self._scratch = [np.empty_like(p) for p in params]
 
     def step(self, params, grads):
+        """Update ``params`` in place; overwrites ``grads``."""
         self.t += 1
         b1, b2 = self.beta_1, self.beta_2
         self.learning_rate = (
@@ -119,16 +130,16 @@ class Adam(_Optimizer):
         )
         # A Python float keeps float32 parameters in float32 arithmetic.
         neg_lr = -float(self.learning_rate)
-        for p, g, m, v, a, b in zip(params, grads, self.ms, self.vs, self._a, self._b):
-            m *= b1
-            m += np.multiply(g, 1 - b1, out=a)
+        for p, g, m, v, a in zip(params, grads, self.ms, self.vs, self._scratch):
             sq = np.multiply(g, g, out=a)
+            m *= b1
+            m += np.multiply(g, 1 - b1, out=g)
             sq *= 1 - b2
             v *= b2
             v += sq
             denom = np.sqrt(v, out=a)
             denom += self.epsilon
-            update = np.multiply(m, neg_lr, out=b)
+            update = np.multiply(m, neg_lr, out=g)
             update /= denom
             p += update
 

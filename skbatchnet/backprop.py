@@ -60,16 +60,21 @@ def _dot(A, W, out):
     return np.matmul(A, W, out=out)
 
 
-def _dot_transposed(A, delta, out):
+def _dense_dot_transposed(A, delta, out):
     """``out = A.T @ delta``: the weight gradient of one layer, summed over rows."""
-    if sp.issparse(A):
-        out[...] = A.T @ delta
-        return out
     if A.shape[0] == 1:
         # An outer product: np.matmul takes a slow non-BLAS path when the
         # inner dimension is 1 (about 4x slower than np.dot at batch_size=1).
         return np.dot(A.T, delta, out=out)
     return np.matmul(A.T, delta, out=out)
+
+
+def _dot_transposed(A, delta, out):
+    """:func:`_dense_dot_transposed` for dense or sparse ``A``."""
+    if sp.issparse(A):
+        out[...] = A.T @ delta
+        return out
+    return _dense_dot_transposed(A, delta, out)
 
 
 def _as_2d_target(y, dtype):
@@ -121,7 +126,6 @@ class Workspace:
     def __init__(self, layer_units, n_samples, dtype):
         self.n_samples = n_samples
         self.activations = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
-        self.output = np.empty((n_samples, layer_units[-1]), dtype)
         self.deltas = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
         coef_shapes, intercept_shapes = _parameter_shapes(layer_units)
         n_coefs = sum(a * b for a, b in coef_shapes)
@@ -133,13 +137,13 @@ class Workspace:
         self._accumulator = None
 
     def rows(self, n_rows):
-        """``(activations, output, deltas)`` for a batch of ``n_rows`` rows.
+        """``(activations, deltas)`` for a batch of ``n_rows`` rows.
 
         Buffers hold rows contiguously, so a shorter batch (a short last
         batch, the last chunk of a large one) uses views of their first rows.
         """
         if n_rows == self.n_samples:
-            return self.activations, self.output, self.deltas
+            return self.activations, self.deltas
         if n_rows > self.n_samples:
             raise ValueError(
                 f"The workspace holds batches of at most {self.n_samples} rows; "
@@ -147,7 +151,6 @@ class Workspace:
             )
         return (
             [A[:n_rows] for A in self.activations],
-            self.output[:n_rows],
             [D[:n_rows] for D in self.deltas],
         )
 
@@ -162,18 +165,18 @@ def chunk_rows(layer_units, dtype, working_memory=None):
     """Rows per chunk so that a chunk's buffers fit in ``working_memory``.
 
     A row of a batch needs, per layer after the input, an activation and a
-    delta, plus the output: ``2 * sum(units) + n_outputs`` floats. The budget
+    delta: ``2 * sum(units)`` floats. The budget
     is scikit-learn's ``working_memory`` setting (in MiB), as for its other
     chunked computations.
 
     Examples
     --------
     >>> chunk_rows([100, 256, 1], np.float64, working_memory=1)
-    254
+    255
     """
     if working_memory is None:
         working_memory = get_config()["working_memory"]
-    row_bytes = np.dtype(dtype).itemsize * (2 * sum(layer_units[1:]) + layer_units[-1])
+    row_bytes = np.dtype(dtype).itemsize * 2 * sum(layer_units[1:])
     return max(1, int(working_memory * 2**20 // row_bytes))
 
 
@@ -334,17 +337,17 @@ class Network:
         pre-activation ``Z``, from which losses are computed stably.
         """
         hidden = ACTIVATIONS[self.activation]
-        A = X
-        last = len(self.coefs) - 1
-        for layer, (W, b, out) in enumerate(
-            zip(self.coefs, self.intercepts, activations)
+        # Only the input can be sparse; every later product is dense.
+        _dot(X, self.coefs[0], activations[0])
+        for W, b, A, out in zip(
+            self.coefs[1:], self.intercepts, activations, activations[1:]
         ):
-            _dot(A, W, out)
-            out += b
-            if layer != last:
-                hidden(out)
-            A = out
-        return A
+            A += b
+            hidden(A)
+            np.matmul(A, W, out=out)
+        Z = activations[-1]
+        Z += self.intercepts[-1]
+        return Z
 
     def forward(self, X):
         """Predictions ``f(Z)`` of the output layer, in freshly allocated memory.
@@ -515,35 +518,36 @@ class Network:
         sent to the layer below before the activation's derivative is
         applied, so it costs a row-wise dot product, not a matrix product.
         """
-        activations, output, deltas = ws.rows(X.shape[0])
-        output_loss = LOSSES[self.loss]
+        activations, deltas = ws.rows(X.shape[0])
         Z = self._forward(X, activations)
-        losses = output_loss.per_example(Y, Z)
-        loss_sum = float(
-            losses.sum() if sample_weight is None else sample_weight @ losses
-        )
-
-        # Canonical link: d loss_i / d z_i = f(z_i) - y_i. Scaling row i by c_i
-        # here carries the reduction through every layer's matrix product.
-        delta = np.subtract(output_loss.activation(Z, output), Y, out=deltas[-1])
-        if isinstance(c, Real):
-            if c != 1.0:
-                delta *= c
+        # Canonical link: d loss_i / d z_i = f(z_i) - y_i, written with the
+        # losses in one go. Scaling row i by c_i here carries the reduction
+        # through every layer's matrix product.
+        delta = deltas[-1]
+        losses = LOSSES[self.loss].error(Y, Z, delta)
+        if sample_weight is None:
+            loss_sum = float(np.add.reduce(losses))
         else:
+            loss_sum = float(np.dot(sample_weight, losses))
+        if isinstance(c, np.ndarray):
             delta *= c[:, None]
+        elif c != 1.0:
+            delta *= c
 
         derivative = DERIVATIVES[self.activation]
-        for layer in range(len(self.coefs) - 1, -1, -1):
-            delta = deltas[layer]
-            inputs = X if layer == 0 else activations[layer - 1]
+        for layer in range(len(self.coefs) - 1, 0, -1):
+            below = deltas[layer - 1]
+            inputs = activations[layer - 1]
             if gradients:
-                _dot_transposed(inputs, delta, ws.coef_grads[layer])
-                delta.sum(axis=0, out=ws.intercept_grads[layer])
-            if layer > 0:
-                below = np.matmul(delta, self.coefs[layer].T, out=deltas[layer - 1])
-                if cross is not None:
-                    cross[layer] = np.einsum("ij,ij->i", inputs, below)
-                derivative(inputs, below)
+                _dense_dot_transposed(inputs, delta, ws.coef_grads[layer])
+                np.add.reduce(delta, axis=0, out=ws.intercept_grads[layer])
+            np.matmul(delta, self.coefs[layer].T, out=below)
+            if cross is not None:
+                cross[layer] = np.einsum("ij,ij->i", inputs, below)
+            delta = derivative(inputs, below)
+        if gradients:
+            _dot_transposed(X, delta, ws.coef_grads[0])
+            np.add.reduce(delta, axis=0, out=ws.intercept_grads[0])
         return loss_sum
 
     def per_example_gradients(self, X, y, *, alpha=0.0, total_weight=None):

@@ -118,7 +118,7 @@ def per_example_gradient_norms(
         X_chunk = X[rows]
         cross = [None] * len(network.coefs) if k else None
         network._backward(X_chunk, Y[rows], 1.0, None, ws, False, cross)
-        activations, _, deltas = ws.rows(X_chunk.shape[0])
+        activations, deltas = ws.rows(X_chunk.shape[0])
         squared = np.zeros(X_chunk.shape[0], network.dtype)
         for layer, (W, D) in enumerate(zip(network.coefs, deltas)):
             A = X_chunk if layer == 0 else activations[layer - 1]

@@ -99,7 +99,7 @@ def test_chunked_gradient_equals_unchunked(sparse, reduction):
 
 def test_chunk_rows_follows_working_memory():
     units = [100, 256, 1]
-    per_row = 8 * (2 * 257 + 1)
+    per_row = 8 * 2 * 257
     assert chunk_rows(units, np.float64, working_memory=64) == 64 * 2**20 // per_row
     assert chunk_rows(units, np.float32, working_memory=64) == 64 * 2**20 // (
         per_row // 2
