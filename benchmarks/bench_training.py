@@ -40,9 +40,15 @@ LAYER_UNITS = (N_FEATURES, *HIDDEN_LAYER_SIZES, N_CLASSES)
 BATCH_SIZES = (1, 8, 32, 200, 1024, "full")
 # Batch sizes whose rows train on a subsample, so that they finish in time.
 SMALL_BATCH_SIZES = (1, 8)
-# Minimum ratio sklearn time / skbatchnet time, for solver='sgd' in float64.
+# Minimum ratio sklearn time / skbatchnet time, for solver='sgd' in float64;
+# adam (float64) has the same targets within ADAM_TOLERANCE.
 TARGETS = {1: 3.0, 8: 2.5, 32: 2.0, 200: 1.5, 1024: 1.5, "full": 1.5}
-TARGET_SOLVER, TARGET_DTYPE = "sgd", "float64"
+TARGET_DTYPE = "float64"
+ADAM_TOLERANCE = 0.9
+# At batch 1024 (sgd, float64): minimum fraction of the matrix-multiply rate,
+# and minimum float32 speedup over float64.
+TARGET_MATMUL_FRACTION = 0.7
+TARGET_FLOAT32_SPEEDUP = 1.7
 LEARNING_RATE = 1e-3
 GEMM_BATCH = 1024
 
@@ -213,6 +219,18 @@ HEADERS = [
 ]
 
 
+def ratio_target(m):
+    """The minimum ratio for this row, or None when no target applies."""
+    if m.dtype != TARGET_DTYPE:
+        return None
+    target = TARGETS[m.batch_size]
+    return target if m.solver == "sgd" else ADAM_TOLERANCE * target
+
+
+def status(value, target):
+    return "ok" if value >= target else "below"
+
+
 def table_row(m, epochs, floor):
     """The cells of one row of the results table (see HEADERS).
 
@@ -220,11 +238,11 @@ def table_row(m, epochs, floor):
     """
     sklearn_us = 1e6 * m.sklearn_time / (m.n_samples * epochs)
     our_us = 1e6 * m.our_time / (m.n_samples * epochs)
-    if (m.solver, m.dtype) == (TARGET_SOLVER, TARGET_DTYPE):
-        target = TARGETS[m.batch_size]
-        target_cells = [f">= {target}", "ok" if m.ratio >= target else "below"]
-    else:
+    target = ratio_target(m)
+    if target is None:
         target_cells = ["-", "-"]
+    else:
+        target_cells = [f">= {target:.3g}", status(m.ratio, target)]
     return [
         m.solver,
         m.dtype,
@@ -296,15 +314,22 @@ def run(args):
     )
     print(f"- learning_rate_init={LEARNING_RATE}; sgd: momentum=0.9, Nesterov")
 
-    # The matrix-multiply rate is measured before and after the fits, and the
-    # better of the two is used, so that a burst of load does not lower it.
-    rates = {dtype: matmul_rate(dtype, settings.gemm_repeats) for dtype in dtypes}
+    # The machine's speed drifts during a run (other tenants, clock changes):
+    # the matrix-multiply rate is sampled before every row and at the end, and
+    # the best sample is the rate, so that a slow moment does not lower it and
+    # make the floor look easy to reach.
+    rates = {dtype: 0.0 for dtype in dtypes}
+
+    def sample_rate(dtype):
+        rates[dtype] = max(rates[dtype], matmul_rate(dtype, settings.gemm_repeats))
+
     warm_up(solvers, dtypes)
 
     measured = {}
     for solver in solvers:
         for dtype in dtypes:
             for batch_size in BATCH_SIZES:
+                sample_rate(dtype)
                 m = compare_batch_size(solver, dtype, batch_size, settings, repeats)
                 measured[solver, dtype, batch_size] = m
                 print(
@@ -313,11 +338,11 @@ def run(args):
                 )
 
     for dtype in dtypes:
-        rate = max(rates[dtype], matmul_rate(dtype, settings.gemm_repeats))
-        rates[dtype] = rate
+        sample_rate(dtype)
         print(
             f"matmul rate ({dtype}, the products of a batch-{GEMM_BATCH} step, "
-            f"best of {2 * settings.gemm_repeats}): {rate / 1e9:.1f} GFLOP/s"
+            f"best of {settings.gemm_repeats} timings before each row and at the "
+            f"end): {rates[dtype] / 1e9:.1f} GFLOP/s"
         )
     rows = [
         table_row(m, settings.epochs, 1e6 * flops_per_sample() / rates[m.dtype])
@@ -331,13 +356,24 @@ def run(args):
     print(markdown_table(HEADERS, rows))
     print()
 
+    if ("sgd", "float64", 1024) in measured:
+        m = measured["sgd", "float64", 1024]
+        floor = flops_per_sample() * m.n_samples * settings.epochs / rates["float64"]
+        fraction = floor / m.our_time
+        print(
+            f"fraction of the matmul rate at batch 1024 (sgd, float64): "
+            f"{fraction:.2f} (target >= {TARGET_MATMUL_FRACTION}: "
+            f"{status(fraction, TARGET_MATMUL_FRACTION)})"
+        )
     if len(dtypes) == 2:
         for solver in solvers:
             m64 = measured[solver, "float64", 1024]
             m32 = measured[solver, "float32", 1024]
+            speedup = m64.our_time / m32.our_time
             print(
                 f"float32/float64 speedup at batch 1024 ({solver}): skbatchnet "
-                f"{m64.our_time / m32.our_time:.2f}x, sklearn "
+                f"{speedup:.2f}x (target >= {TARGET_FLOAT32_SPEEDUP}: "
+                f"{status(speedup, TARGET_FLOAT32_SPEEDUP)}), sklearn "
                 f"{m64.sklearn_time / m32.sklearn_time:.2f}x"
             )
     solver, dtype = solvers[0], dtypes[0]

@@ -342,7 +342,6 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         _check_label_types(y, "y")
         if classes is not None:
             _check_label_types(np.asarray(classes), "classes")
-        seen = unique_labels(y)
         if first_pass:
             binarizer = LabelBinarizer()
             if incremental and not type_of_target(y).startswith("multilabel"):
@@ -352,7 +351,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                         "the list of all labels, for example np.unique(y_all)."
                     )
                 binarizer.fit(classes)
-                unseen = np.setdiff1d(seen, binarizer.classes_)
+                unseen = np.setdiff1d(unique_labels(y), binarizer.classes_)
                 if unseen.size:
                     raise ValueError(
                         f"y has labels {unseen.tolist()} that are not in classes="
@@ -377,6 +376,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                     f"classes={np.unique(classes).tolist()} differs from the classes "
                     f"of the first call, {self.classes_.tolist()}."
                 )
+            seen = unique_labels(y)
             unseen = np.setdiff1d(seen, self.classes_)
             if self.warm_start and not incremental and set(seen) != set(self.classes_):
                 raise ValueError(
