@@ -134,6 +134,10 @@ class Workspace:
         self.coef_grads = views[: len(coef_shapes)]
         self.intercept_grads = views[len(coef_shapes) :]
         self.penalty = np.empty(n_coefs, dtype)
+        # Bias gradients are column sums of the deltas, ones @ delta: a BLAS
+        # product is several times quicker than a numpy reduction along rows,
+        # and runs on every BLAS thread.
+        self.ones = np.ones(n_samples, dtype)
         self._accumulator = None
 
     def rows(self, n_rows):
@@ -519,6 +523,7 @@ class Network:
         applied, so it costs a row-wise dot product, not a matrix product.
         """
         activations, deltas = ws.rows(X.shape[0])
+        ones = ws.ones[: X.shape[0]]
         Z = self._forward(X, activations)
         # Canonical link: d loss_i / d z_i = f(z_i) - y_i, written with the
         # losses in one go. Scaling row i by c_i here carries the reduction
@@ -540,14 +545,14 @@ class Network:
             inputs = activations[layer - 1]
             if gradients:
                 _dense_dot_transposed(inputs, delta, ws.coef_grads[layer])
-                np.add.reduce(delta, axis=0, out=ws.intercept_grads[layer])
+                np.dot(ones, delta, out=ws.intercept_grads[layer])
             np.matmul(delta, self.coefs[layer].T, out=below)
             if cross is not None:
                 cross[layer] = np.einsum("ij,ij->i", inputs, below)
             delta = derivative(inputs, below)
         if gradients:
             _dot_transposed(X, delta, ws.coef_grads[0])
-            np.add.reduce(delta, axis=0, out=ws.intercept_grads[0])
+            np.dot(ones, delta, out=ws.intercept_grads[0])
         return loss_sum
 
     def per_example_gradients(self, X, y, *, alpha=0.0, total_weight=None):

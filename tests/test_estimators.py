@@ -316,6 +316,32 @@ def test_target_types():
     assert binary.predict(X).dtype == bool
 
 
+@pytest.mark.parametrize(
+    "classes, y",
+    [
+        ([0, 1, 2], [2, 0, 1, 1]),
+        ([-3, 7, 10, 11], [11, -3, 11]),
+        ([1.0, 2.0, 3.0], np.array([3.0, 1.0])),
+        (["cat", "dog", "eel"], ["eel", "cat", "eel"]),
+        (np.array(["b", "a", "c"], dtype=object), np.array(["a", "c"], dtype=object)),
+        ([0, 1], [1, 0, 1]),  # binary: one column
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_targets_encoded_as_label_binarizer_does(classes, y, dtype):
+    # The oracle is scikit-learn's LabelBinarizer, whose encoding the fast
+    # multiclass path replaces; classes may include labels absent from y
+    # (partial_fit's `classes`).
+    from sklearn.preprocessing import LabelBinarizer
+
+    from skbatchnet._mlp import _one_hot
+
+    binarizer = LabelBinarizer().fit(classes)
+    Y = _one_hot(binarizer, y, dtype)
+    assert Y.dtype == dtype
+    np.testing.assert_array_equal(Y, binarizer.transform(y))
+
+
 def test_zero_sample_weight_equals_dropping_rows():
     X, y, _ = _data()
     keep = np.arange(40) % 3 != 0
