@@ -349,17 +349,16 @@ def test_plain_dask_partial_fit_per_block_matches_sequential(client, kind):
     with distributed.get_task_stream(client) as tasks:
         fitted = model.compute()
 
-    # One task per block, run on the workers one after the other.
+    # One task per block, each on a worker of the cluster.
     steps = {t["key"]: t for t in tasks.data if t["key"] in keys}
     assert sorted(steps) == sorted(keys)
     assert {t["worker"] for t in steps.values()} <= set(
         client.scheduler_info()["workers"]
     )
-    starts = [
-        min(s["start"] for s in steps[key]["startstops"] if s["action"] == "compute")
-        for key in keys
-    ]
-    assert starts == sorted(starts)
+    # The order of the blocks is not checked through the task stream's start
+    # times: the scheduler shifts each worker's clock by an estimated offset,
+    # off by milliseconds, so tasks on two workers can appear out of order.
+    # The weights below depend on the order and match the sequential fit.
 
     X_blocks, y_blocks = _numpy_blocks(X, dX), _numpy_blocks(y, dX)
     expected = _sequential_partial_fit(
