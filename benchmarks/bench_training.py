@@ -63,7 +63,7 @@ class Settings:
     gemm_repeats: int  # repetitions of the matrix-multiply measurement
 
 
-FULL = Settings(n_samples=20_000, n_small=2_000, epochs=2, repeats=3, gemm_repeats=20)
+FULL = Settings(n_samples=20_000, n_small=2_000, epochs=2, repeats=5, gemm_repeats=20)
 QUICK = Settings(n_samples=2_048, n_small=256, epochs=1, repeats=1, gemm_repeats=5)
 
 

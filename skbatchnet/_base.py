@@ -275,9 +275,10 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
                     loss=self._network_loss(),
                 )
             Z = net.decision_function(X.astype(net.dtype, copy=False))
-            big = np.finfo(dtype).max  # the model's range, as Z is cast to it
-            np.nan_to_num(Z, copy=False, nan=0.0, posinf=big, neginf=-big)
-            np.clip(Z, -big, big, out=Z)
+            if net.dtype != dtype or not np.isfinite(Z).all():
+                big = np.finfo(dtype).max  # the model's range, as Z is cast to it
+                np.nan_to_num(Z, copy=False, nan=0.0, posinf=big, neginf=-big)
+                np.clip(Z, -big, big, out=Z)
             out = Z if logits else net.output_from_logits(Z)
             return out.astype(dtype, copy=False)
 

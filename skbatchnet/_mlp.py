@@ -13,6 +13,7 @@ from sklearn.utils.validation import column_or_1d, validate_data
 
 from ._base import BaseBatchMLP
 from ._callbacks import with_callbacks
+from ._losses import LOSSES
 
 _SHARED_PARAMETERS = """\
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
@@ -503,7 +504,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         # whose exp is the right answer, 0.
         with np.errstate(over="ignore"):
             if self.out_activation_ == "softmax":
-                proba = self._network().output_from_logits(Z)
+                proba = LOSSES["log_loss"].activation(Z, Z)
             elif self.n_outputs_ == 1:
                 # Both columns from the logit: 1 - expit(z) would lose every
                 # digit of the smaller probability once expit(z) rounds to 1.

@@ -34,6 +34,7 @@ Examples
 True
 """
 
+import math
 from itertools import pairwise
 from numbers import Real
 
@@ -81,7 +82,7 @@ def _views(flat, shapes):
     """Consecutive views of ``flat`` with the given shapes."""
     views, start = [], 0
     for shape in shapes:
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         views.append(flat[start : start + size].reshape(shape))
         start += size
     return views
@@ -239,8 +240,10 @@ class Network:
             )
         dtype = np.result_type(*coefs)
         shapes = [np.shape(W) for W in coefs] + [np.shape(b) for b in intercepts]
-        self.n_coefs = sum(int(np.prod(shape)) for shape in shapes[: len(coefs)])
-        self.parameters = np.empty(sum(int(np.prod(sh)) for sh in shapes), dtype)
+        # math.prod: numpy's prod costs microseconds per tiny tuple, and
+        # prediction builds a network on every call.
+        self.n_coefs = sum(math.prod(shape) for shape in shapes[: len(coefs)])
+        self.parameters = np.empty(sum(math.prod(sh) for sh in shapes), dtype)
         views = _views(self.parameters, shapes)
         for view, value in zip(views, list(coefs) + list(intercepts)):
             view[...] = value
