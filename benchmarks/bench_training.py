@@ -15,7 +15,7 @@ in the same run.
 
 Run from the repository root::
 
-    python benchmarks/bench_training.py            # full run, < 5 minutes
+    python benchmarks/bench_training.py            # full run, about 2 minutes
     python benchmarks/bench_training.py --quick    # smoke test
 """
 
