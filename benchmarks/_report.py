@@ -2,10 +2,13 @@
 
 import os
 import platform
+import time
+import warnings
 
 import numpy as np
 import sklearn
-from threadpoolctl import threadpool_info
+from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import skbatchnet
 
@@ -35,3 +38,16 @@ def markdown_table(headers, rows):
 
     separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
     return "\n".join([line(headers), separator, *(line(row) for row in rows)])
+
+
+def run_timed(run, args):
+    """``run(args)`` under the ``--blas-threads`` limit, then its wall time.
+
+    The fits run a fixed number of epochs on purpose, so scikit-learn's
+    ConvergenceWarning says nothing and is silenced.
+    """
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    start = time.perf_counter()
+    with threadpool_limits(limits=args.blas_threads, user_api="blas"):
+        run(args)
+    print(f"total wall time: {time.perf_counter() - start:.1f} s")

@@ -17,13 +17,10 @@ Run from the repository root::
 import argparse
 import statistics
 import time
-import warnings
 
 import numpy as np
-from _report import environment_lines, markdown_table
-from sklearn.exceptions import ConvergenceWarning
+from _report import environment_lines, markdown_table, run_timed
 from sklearn.neural_network import MLPClassifier
-from threadpoolctl import threadpool_limits
 
 from skbatchnet import BatchMLPClassifier
 
@@ -176,12 +173,7 @@ def run(args):
 
 
 def main():
-    args = parse_args()
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)
-    start = time.perf_counter()
-    with threadpool_limits(limits=args.blas_threads, user_api="blas"):
-        run(args)
-    print(f"total wall time: {time.perf_counter() - start:.1f} s")
+    run_timed(run, parse_args())
 
 
 if __name__ == "__main__":

@@ -44,10 +44,22 @@ def _logistic(Z, out):
     return expit(Z, out=out)
 
 
-def _softmax(Z, out):
-    np.subtract(Z, Z.max(axis=1, keepdims=True), out=out)
+def _normalized_exp(Z, out):
+    """Softmax of ``Z`` into ``out``, keeping what the log-sum-exp needs.
+
+    Returns the row maxima ``m`` and the row sums of ``exp(z - m)``.
+    """
+    m = Z.max(axis=1, keepdims=True)
+    np.subtract(Z, m, out=out)
     np.exp(out, out=out)
-    out /= out.sum(axis=1, keepdims=True)
+    # Normalized as scikit-learn does (same summation order, same rounding).
+    sums = np.add.reduce(out, axis=1)
+    out /= sums[:, None]
+    return m[:, 0], sums
+
+
+def _softmax(Z, out):
+    _normalized_exp(Z, out)
     return out
 
 
@@ -79,17 +91,12 @@ def _binary_log_loss_error(Y, Z, out):
 
 
 def _log_loss_error(Y, Z, out):
-    m = Z.max(axis=1, keepdims=True)
-    np.subtract(Z, m, out=out)
-    np.exp(out, out=out)
-    # Normalized as scikit-learn does (same summation order, same rounding).
-    sums = np.add.reduce(out, axis=1)
-    out /= sums[:, None]
+    m, sums = _normalized_exp(Z, out)
     out -= Y
     # log sum_k exp(z_k) - sum_k y_k z_k: its gradient is exactly softmax(z) - y
     # (written above) for any targets; the estimators' one-hot rows are one case.
     losses = np.log(sums, out=sums)
-    losses += m[:, 0]
+    losses += m
     losses -= np.einsum("ij,ij->i", Y, Z)
     return losses
 
