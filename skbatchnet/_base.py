@@ -6,9 +6,7 @@ roll back on failure) -> ``_fit_stochastic`` (epochs) -> ``_run_epoch``
 :mod:`skbatchnet.backprop`; this module only moves arrays and counters.
 """
 
-import contextlib
 import copy
-import functools
 import math
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -24,7 +22,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import ThreadpoolController  # a requirement of scikit-learn
 
 from ._activations import ACTIVATIONS
 from ._averaging import WeightAverage
@@ -36,23 +33,6 @@ from .backprop import REDUCTIONS, Network
 from .batching import Minibatcher, resolve_batch_size
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
-
-# Below this many rows per batch the matrix products are too small to gain
-# from BLAS threads, whose start-up and synchronization then dominate (badly
-# so on a busy machine); training runs them on one thread, as scikit-learn's
-# KMeans does for its small products.
-_SMALL_BATCH_ROWS = 64
-
-
-@functools.cache
-def _threadpools():
-    return ThreadpoolController()
-
-
-def _blas_threads_for(rows):
-    if rows >= _SMALL_BATCH_ROWS:
-        return contextlib.nullcontext()
-    return _threadpools().limit(limits=1, user_api="blas")
 
 
 def _beyond_range(X, dtype):
@@ -579,7 +559,7 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
         if not incremental:
             self.n_iter_ = 0
         data = _TrainingData(X, Y, sample_weight, total, validation)
-        with _blas_threads_for(rows):
+        with workspace.blas_threads():
             averager = self._epochs(
                 net, data, epochs, workspace, averager, incremental, report
             )
@@ -688,6 +668,7 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
         X, Y, sample_weight, total = data.X, data.Y, data.sample_weight, data.total
         loss_sum, weight_sum, seen = 0.0, 0.0, 0
         reduction = self.gradient_reduction
+        optimizer = self._optimizer
         for number, batch in enumerate(batches, start=1):
             X_batch, Y_batch = X[batch], Y[batch]
             n = X_batch.shape[0]
@@ -707,11 +688,12 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
                 alpha=self.alpha,
                 total_weight=total,
                 reduction=reduction,
+                scale=optimizer.gradient_scale,
                 workspace=workspace,
             )
             if not math.isfinite(loss):
                 raise self._divergence("loss", number)
-            self._optimizer.step([net.parameters], [workspace.gradient])
+            optimizer.step([net.parameters], [workspace.gradient])
             if averager is not None:
                 averager.update(net.parameters, n)
             loss_sum += weight * loss

@@ -34,14 +34,18 @@ Examples
 True
 """
 
+import contextlib
+import functools
 import math
 from itertools import pairwise
 from numbers import Real
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.blas import get_blas_funcs
 from sklearn import get_config
 from sklearn.utils import check_random_state
+from threadpoolctl import ThreadpoolController  # a requirement of scikit-learn
 
 from ._activations import ACTIVATIONS, DERIVATIVES
 from ._losses import LOSSES
@@ -52,6 +56,18 @@ __all__ = ["Network", "Workspace", "reduction_coefficients", "REDUCTIONS"]
 # Cache budget of one chunk of rows, in MiB (see Network.chunk_rows).
 _CACHE_MIB = 8
 
+# Below this many rows per batch the matrix products are too small to gain
+# from BLAS threads, whose start-up and synchronization then dominate (badly
+# so on a busy machine); such batches run on one BLAS thread
+# (Workspace.blas_threads), as scikit-learn's KMeans does for its small
+# products.
+SMALL_BATCH_ROWS = 64
+
+
+@functools.cache
+def _threadpools():
+    return ThreadpoolController()
+
 
 def _dot(A, W, out):
     """``out = A @ W`` for dense or sparse ``A`` without an extra temporary."""
@@ -61,10 +77,18 @@ def _dot(A, W, out):
     return np.matmul(A, W, out=out)
 
 
-def _dot_transposed(A, delta, out):
-    """``out = A.T @ delta``: the weight gradient of one layer, summed over rows."""
-    if sp.issparse(A):
-        out[...] = A.T @ delta
+def _weight_gradient(A, delta, out, gemm=None, beta=0.0):
+    """``out = A.T @ delta + beta * out``: one layer's weight gradient.
+
+    ``A`` is dense. Without ``gemm`` (a scipy BLAS gemm) ``beta`` must be 0
+    and numpy does the product. With it, the product is done in place: in
+    Fortran order it reads ``out.T = delta.T @ A``, and each of those
+    operands is a transposed view of a C-contiguous buffer, so gemm reads and
+    writes them where they are, adding onto what ``out`` holds (the weight
+    decay) when ``beta=1``.
+    """
+    if gemm is not None:
+        gemm(1.0, delta.T, A.T, beta=beta, c=out.T, trans_b=True, overwrite_c=True)
         return out
     if A.shape[0] == 1:
         # An outer product: np.matmul takes a slow non-BLAS path when the
@@ -130,6 +154,17 @@ class Workspace:
         self.coef_grads = views[: len(coef_shapes)]
         self.intercept_grads = views[len(coef_shapes) :]
         self.penalty = np.empty(n_coefs, dtype)
+        # Small batches run on one BLAS thread (blas_threads), so scipy's
+        # gemm can be used without its thread pool contending with numpy's
+        # on the same cores. Its ``C = A.T @ delta + C`` adds each layer's
+        # gradient onto the weight decay in one pass, and on a few rows it
+        # is several times quicker than np.dot, whose outer-product path is
+        # slow (at one row: 2.5 vs 6.3 us for a 128 x 128 layer).
+        self.gemm = (
+            get_blas_funcs("gemm", dtype=dtype)
+            if n_samples < SMALL_BATCH_ROWS
+            else None
+        )
         # Bias gradients are column sums of the deltas, ones @ delta: a BLAS
         # product is several times quicker than a numpy reduction along rows,
         # and runs on every BLAS thread.
@@ -153,6 +188,16 @@ class Workspace:
             [A[:n_rows] for A in self.activations],
             [D[:n_rows] for D in self.deltas],
         )
+
+    def blas_threads(self):
+        """The BLAS thread limit to train in: one thread for small batches.
+
+        A context manager, entered once around a training loop (entering it
+        costs far more than a step).
+        """
+        if self.gemm is None:
+            return contextlib.nullcontext()
+        return _threadpools().limit(limits=1, user_api="blas")
 
     def accumulator(self):
         """A second gradient vector, for summing chunks of a large batch."""
@@ -435,6 +480,7 @@ class Network:
         alpha=0.0,
         total_weight=None,
         reduction="mean",
+        scale=1.0,
         workspace=None,
     ):
         """Loss and reduced gradient of one batch: ``sum_i c_i g_i``.
@@ -461,6 +507,11 @@ class Network:
             sets each example's share of the penalty. Defaults to this batch's
             total weight, i.e. the batch is taken as the whole set.
         reduction : {'mean', 'sum'}, default='mean'
+        scale : float, default=1.0
+            Returns ``scale`` times the reduced gradient (the loss is not
+            scaled). The factor joins the coefficients ``c_i``, so it costs
+            nothing: an optimizer whose update starts by scaling the gradient
+            (SGD by its learning rate) saves a pass over the parameters.
         workspace : Workspace, default=None
             Buffers to write into (see :class:`Workspace`); by default the
             returned arrays are freshly allocated.
@@ -479,15 +530,19 @@ class Network:
         ws = workspace if workspace is not None else self.workspace(n)
         Y = _as_2d_target(y, self.dtype)
         c, c_total = reduction_coefficients(sample_weight, n, reduction)
+        if scale != 1.0:
+            c, c_total = c * scale, c_total * scale
         weight = n if sample_weight is None else float(sample_weight.sum())
         if total_weight is None:
             total_weight = weight
+        # The penalty's part of the reduced gradient:
+        # sum_i c_i (alpha / S) W = (alpha / S) (sum_i c_i) W.
+        decay = alpha * c_total / float(total_weight) if alpha else 0.0
 
         if n <= ws.n_samples:
-            loss_sum = self._backward(X, Y, c, sample_weight, ws)
+            loss_sum = self._backward(X, Y, c, sample_weight, ws, decay=decay)
         else:
             total = ws.accumulator()
-            total[...] = 0
             loss_sum = 0.0
             for start in range(0, n, ws.n_samples):
                 rows = slice(start, min(start + ws.n_samples, n))
@@ -497,26 +552,29 @@ class Network:
                     c if isinstance(c, Real) else c[rows],
                     None if sample_weight is None else sample_weight[rows],
                     ws,
+                    decay=0.0 if start else decay,  # the penalty counts once
                 )
-                total += ws.gradient
+                if start:
+                    total += ws.gradient
+                else:
+                    total[...] = ws.gradient
             ws.gradient[...] = total
         # A batch without weight has no data term (and, for 'sum', no step).
         loss = loss_sum / weight if weight else 0.0
-
         if alpha:
-            # sum_i c_i (alpha / S) W = (alpha / S) (sum_i c_i) W
             W = self.parameters[: self.n_coefs]
-            scale = alpha * c_total / float(total_weight)
-            ws.gradient[: self.n_coefs] += np.multiply(W, scale, out=ws.penalty)
             loss += 0.5 * alpha * float(np.dot(W, W)) / float(total_weight)
         return loss, ws.coef_grads, ws.intercept_grads
 
-    def _backward(self, X, Y, c, sample_weight, ws, gradients=True, cross=None):
+    def _backward(
+        self, X, Y, c, sample_weight, ws, gradients=True, cross=None, decay=0.0
+    ):
         """Forward and backward pass of one chunk into ``ws``.
 
         Fills the deltas (``d loss_i / d z`` of every layer, row i scaled by
         ``c_i``) and, with ``gradients``, ``ws.gradient`` with
-        ``sum_i c_i grad(loss_i)``. Returns ``sum_i s_i loss_i``.
+        ``sum_i c_i grad(loss_i) + decay * W`` (biases not decayed). Returns
+        ``sum_i s_i loss_i``.
 
         With ``cross`` (a list, one entry per layer), stores for every layer
         above the input ``a_i^T W d_i`` row by row: ``W d_i`` is the error
@@ -540,20 +598,37 @@ class Network:
         elif c != 1.0:
             delta *= c
 
+        W = self.parameters[: self.n_coefs]
+        gemm = ws.gemm if gradients else None
+        beta = 0.0
+        if gemm is not None and decay:
+            # Each layer's gemm adds its gradient onto the decay written here.
+            np.multiply(W, decay, out=ws.gradient[: self.n_coefs])
+            beta = 1.0
+
         derivative = DERIVATIVES[self.activation]
         for layer in range(len(self.coefs) - 1, 0, -1):
             below = deltas[layer - 1]
             inputs = activations[layer - 1]
             if gradients:
-                np.dot(inputs.T, delta, out=ws.coef_grads[layer])
+                _weight_gradient(inputs, delta, ws.coef_grads[layer], gemm, beta)
                 np.dot(ones, delta, out=ws.intercept_grads[layer])
             np.dot(delta, self.coefs[layer].T, out=below)
             if cross is not None:
                 cross[layer] = np.einsum("ij,ij->i", inputs, below)
             delta = derivative(inputs, below)
         if gradients:
-            _dot_transposed(X, delta, ws.coef_grads[0])
+            if sp.issparse(X):
+                product = X.T @ delta  # dense, in new memory
+                if beta:
+                    ws.coef_grads[0] += product
+                else:
+                    ws.coef_grads[0][...] = product
+            else:
+                _weight_gradient(X, delta, ws.coef_grads[0], gemm, beta)
             np.dot(ones, delta, out=ws.intercept_grads[0])
+            if decay and gemm is None:
+                ws.gradient[: self.n_coefs] += np.multiply(W, decay, out=ws.penalty)
         return loss_sum
 
     def per_example_gradients(self, X, y, *, alpha=0.0, total_weight=None):

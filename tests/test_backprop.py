@@ -8,7 +8,12 @@ import pytest
 import scipy.sparse as sp
 from scipy.special import expit, logsumexp
 
-from skbatchnet.backprop import Network, reduction_coefficients
+from skbatchnet.backprop import (
+    SMALL_BATCH_ROWS,
+    Network,
+    Workspace,
+    reduction_coefficients,
+)
 
 ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
 # (loss, n_outputs): single and multi-output; log_loss always has 3+ classes.
@@ -295,6 +300,44 @@ def test_workspace_of_any_size_gives_the_same_gradient(rows):
         reused = net.batch_gradient(X, Y, sw, workspace=net.workspace(rows), **kwargs)
         assert reused[0] == pytest.approx(fresh[0], rel=1e-12)
         assert_grads_close(reused[1] + reused[2], fresh[1] + fresh[2], rtol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "csr"])
+@pytest.mark.parametrize("alpha", [0.0, 0.4])
+def test_both_weight_gradient_kernels_match_the_loop(alpha, layout):
+    """Workspaces of fewer than SMALL_BATCH_ROWS rows compute weight gradients
+    with scipy's gemm, in place and onto the decay; larger ones with numpy's
+    product, the decay added after. Both give the per-example loop's reduced
+    gradient, whatever their buffers held before."""
+    n = SMALL_BATCH_ROWS + 6
+    net, X, Y, sw = make_problem("log_loss", 3, "relu", n=n, seed=12)
+    ref = ref_reduced_gradient(net, X, Y, sw, alpha, 90.0, "mean")
+    X_in = {"C": X, "F": np.asfortranarray(X), "csr": sp.csr_matrix(X)}[layout]
+    small = Workspace(net.layer_units, 20, net.dtype)  # 4 chunks of <= 20 rows
+    large = Workspace(net.layer_units, n, net.dtype)
+    assert small.gemm is not None and large.gemm is None
+    for ws in (small, large):
+        ws.gradient[...] = np.nan
+        _, coef_grads, intercept_grads = net.batch_gradient(
+            X_in, Y, sw, alpha=alpha, total_weight=90.0, workspace=ws
+        )
+        assert_grads_close(coef_grads + intercept_grads, ref[0] + ref[1], rtol=1e-10)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("rows", [4, 2 * SMALL_BATCH_ROWS])
+def test_scale_multiplies_the_gradient_not_the_loss(rows, weighted):
+    net, X, Y, sw = make_problem("log_loss", 3, "relu", n=rows, seed=13)
+    sw = sw if weighted else None
+    kwargs = dict(alpha=0.3, total_weight=500.0, reduction="sum")
+    ref = ref_reduced_gradient(net, X, Y, sw, 0.3, 500.0, "sum")
+    ref_loss = net.batch_gradient(X, Y, sw, **kwargs)[0]
+    loss, coef_grads, intercept_grads = net.batch_gradient(
+        X, Y, sw, scale=0.01, workspace=net.workspace(rows), **kwargs
+    )
+    assert loss == pytest.approx(ref_loss, rel=1e-14)
+    scaled_ref = [0.01 * g for g in ref[0] + ref[1]]
+    assert_grads_close(coef_grads + intercept_grads, scaled_ref, rtol=1e-10)
 
 
 # ---- 4. reduction_coefficients ----
