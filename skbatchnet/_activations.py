@@ -27,9 +27,27 @@ def tanh(Z):
     return np.tanh(Z, out=Z)
 
 
+_zeros = {}
+
+
+def _zeros_like(Z):
+    """A read-only array of zeros shaped like ``Z``, from a cached buffer.
+
+    np.maximum against a contiguous array runs its vectorized loop; against
+    the scalar 0 it takes a loop about 1.7x slower (60 vs 37 us on a
+    1024 x 128 float64 array).
+    """
+    buffer = _zeros.get(Z.dtype)
+    if buffer is None or buffer.size < Z.size:
+        buffer = np.zeros(Z.size, Z.dtype)
+        buffer.flags.writeable = False
+        _zeros[Z.dtype] = buffer
+    return buffer[: Z.size].reshape(Z.shape)
+
+
 def relu(Z):
     """f(z) = max(z, 0)."""
-    return np.maximum(Z, 0, out=Z)
+    return np.maximum(Z, _zeros_like(Z), out=Z)
 
 
 def identity_derivative(A, delta):

