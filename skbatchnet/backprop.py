@@ -169,6 +169,11 @@ class Workspace:
         # product is several times quicker than a numpy reduction along rows,
         # and runs on every BLAS thread.
         self.ones = np.ones(n_samples, dtype)
+        # With one row, a layer's delta *is* its bias gradient: the deltas then
+        # live in the gradient vector and those products are skipped.
+        self.deltas_are_bias_gradients = n_samples == 1
+        if self.deltas_are_bias_gradients:
+            self.deltas = [g.reshape(1, -1) for g in self.intercept_grads]
         self._accumulator = None
 
     def rows(self, n_rows):
@@ -612,7 +617,8 @@ class Network:
             inputs = activations[layer - 1]
             if gradients:
                 _weight_gradient(inputs, delta, ws.coef_grads[layer], gemm, beta)
-                np.dot(ones, delta, out=ws.intercept_grads[layer])
+                if not ws.deltas_are_bias_gradients:
+                    np.dot(ones, delta, out=ws.intercept_grads[layer])
             np.dot(delta, self.coefs[layer].T, out=below)
             if cross is not None:
                 cross[layer] = np.einsum("ij,ij->i", inputs, below)
@@ -626,7 +632,8 @@ class Network:
                     ws.coef_grads[0][...] = product
             else:
                 _weight_gradient(X, delta, ws.coef_grads[0], gemm, beta)
-            np.dot(ones, delta, out=ws.intercept_grads[0])
+            if not ws.deltas_are_bias_gradients:
+                np.dot(ones, delta, out=ws.intercept_grads[0])
             if decay and gemm is None:
                 ws.gradient[: self.n_coefs] += np.multiply(W, decay, out=ws.penalty)
         return loss_sum
