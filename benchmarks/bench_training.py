@@ -20,6 +20,7 @@ Run from the repository root::
 """
 
 import argparse
+import functools
 import statistics
 import time
 from dataclasses import dataclass
@@ -124,6 +125,7 @@ def matmul_rate(dtype, repeats):
     return GEMM_BATCH * flops_per_sample() / best
 
 
+@functools.cache
 def make_data(n_samples, dtype):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n_samples, N_FEATURES)).astype(dtype)
@@ -183,23 +185,23 @@ class Measurement:
         return self.sklearn_time / self.our_time
 
 
-def compare_batch_size(solver, dtype, batch_size, settings, repeats):
-    """Median fit times of both libraries at one batch size."""
-    small = batch_size in SMALL_BATCH_SIZES
-    n_samples = settings.n_small if small else settings.n_samples
+def fit_pair(solver, dtype, batch_size, settings):
+    """One fit of each library at one batch size: (sklearn seconds, ours)."""
+    n_samples = (
+        settings.n_small if batch_size in SMALL_BATCH_SIZES else settings.n_samples
+    )
     X, y = make_data(n_samples, dtype)
     params = model_params(solver, settings.epochs)
     sklearn_batch = n_samples if batch_size == "full" else batch_size
-    sklearn_time, our_time = alternate(
+    return alternate(
         [
             lambda: MLPClassifier(batch_size=sklearn_batch, **params),
             lambda: BatchMLPClassifier(batch_size=batch_size, **params),
         ],
         X,
         y,
-        repeats,
+        repeats=1,
     )
-    return Measurement(solver, dtype, batch_size, n_samples, sklearn_time, our_time)
 
 
 HEADERS = [
@@ -329,7 +331,8 @@ def run(args):
     )
     print(
         f"- {settings.epochs} epochs per fit, median of {repeats} fits per "
-        "library, the libraries alternating"
+        "library, the libraries alternating, one fit per row in each of "
+        f"{repeats} rounds over the rows"
     )
     print(f"- learning_rate_init={LEARNING_RATE}; sgd: momentum=0.9, Nesterov")
 
@@ -344,17 +347,29 @@ def run(args):
 
     warm_up(solvers, dtypes)
 
+    # Rounds: every row gets one fit of each library per round, rather than
+    # all of its fits back to back, so that a slow spell of the machine costs
+    # each row one sample of its median instead of costing one row all of them.
+    keys = [(s, d, b) for s in solvers for d in dtypes for b in BATCH_SIZES]
+    times = {key: ([], []) for key in keys}
+    for round_ in range(repeats):
+        for solver, dtype, batch_size in keys:
+            sample_rate(dtype)
+            pair = fit_pair(solver, dtype, batch_size, settings)
+            for recorded, seconds in zip(times[solver, dtype, batch_size], pair):
+                recorded.append(seconds)
+        print(f"round {round_ + 1} of {repeats} done", flush=True)
     measured = {}
-    for solver in solvers:
-        for dtype in dtypes:
-            for batch_size in BATCH_SIZES:
-                sample_rate(dtype)
-                m = compare_batch_size(solver, dtype, batch_size, settings, repeats)
-                measured[solver, dtype, batch_size] = m
-                print(
-                    f"{solver} {dtype} batch {batch_size}: ratio {m.ratio:.2f}",
-                    flush=True,
-                )
+    for (solver, dtype, batch_size), (theirs, ours) in times.items():
+        small = batch_size in SMALL_BATCH_SIZES
+        measured[solver, dtype, batch_size] = Measurement(
+            solver,
+            dtype,
+            batch_size,
+            settings.n_small if small else settings.n_samples,
+            statistics.median(theirs),
+            statistics.median(ours),
+        )
 
     for dtype in dtypes:
         sample_rate(dtype)
