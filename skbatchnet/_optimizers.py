@@ -121,6 +121,12 @@ class Adam(_Optimizer):
 
     ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
     ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)``, step ``-lr_t m / (sqrt(v) + eps)``.
+
+    The step receives ``h = (1 - b1) g``, so ``m <- b1 m + h``, and the second
+    moment is kept as ``u = v / k`` with ``k = (1 - b2) / (1 - b1)^2``, so
+    ``u <- b2 u + h^2``. The step is then
+    ``-(lr_t / sqrt(k)) m / (sqrt(u) + eps / sqrt(k))``: the same formulas
+    with the constants moved, in 10 passes over the parameters instead of 12.
     """
 
     def __init__(
@@ -133,7 +139,7 @@ class Adam(_Optimizer):
         self.epsilon = epsilon
         self.t = 0
         self.ms = [np.zeros_like(p) for p in params]
-        self.vs = [np.zeros_like(p) for p in params]
+        self.us = [np.zeros_like(p) for p in params]  # v / k
         self._scratch = [np.empty_like(p) for p in params]
 
     @property
@@ -147,22 +153,20 @@ class Adam(_Optimizer):
         self.learning_rate = (
             self.learning_rate_init * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         )
-        # A Python float keeps float32 parameters in float32 arithmetic.
-        neg_lr = -float(self.learning_rate)
-        # (1 - b2) g^2 from the scaled gradient h = (1 - b1) g.
-        h2_to_v = (1 - b2) / (1 - b1) ** 2
-        for p, h, m, v, a in zip(params, scaled_grads, self.ms, self.vs, self._scratch):
-            sq = np.multiply(h, h, out=a)
+        root_k = np.sqrt(1 - b2) / (1 - b1)
+        # Python floats keep float32 parameters in float32 arithmetic.
+        neg_lr = -float(self.learning_rate / root_k)
+        eps = float(self.epsilon / root_k)
+        for p, h, m, u, a in zip(params, scaled_grads, self.ms, self.us, self._scratch):
             m *= b1
             m += h
-            sq *= h2_to_v
-            v *= b2
-            v += sq
-            denom = np.sqrt(v, out=a)
-            denom += self.epsilon
-            update = np.multiply(m, neg_lr, out=h)
-            update /= denom
-            p += update
+            u *= b2
+            u += np.multiply(h, h, out=a)
+            denom = np.sqrt(u, out=a)
+            denom += eps
+            step = np.multiply(m, neg_lr, out=h)
+            step /= denom
+            p += step
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
