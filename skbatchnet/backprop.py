@@ -126,6 +126,10 @@ class Workspace:
     into the same arrays instead of allocating new ones. The arrays returned by
     a call that used a workspace are overwritten by the next such call.
 
+    A workspace of fewer than ``SMALL_BATCH_ROWS`` (64) rows is meant to be
+    used on one BLAS thread (:meth:`blas_threads`), and computes weight
+    gradients with scipy's BLAS, adding each onto the L2 term in place.
+
     Parameters
     ----------
     layer_units : list of int
@@ -160,7 +164,7 @@ class Workspace:
         # gradient onto the weight decay in one pass, and on a few rows it
         # is several times quicker than np.dot, whose outer-product path is
         # slow (at one row: 2.5 vs 6.3 us for a 128 x 128 layer).
-        self.gemm = (
+        self._gemm = (
             get_blas_funcs("gemm", dtype=dtype)
             if n_samples < SMALL_BATCH_ROWS
             else None
@@ -171,8 +175,8 @@ class Workspace:
         self.ones = np.ones(n_samples, dtype)
         # With one row, a layer's delta *is* its bias gradient: the deltas then
         # live in the gradient vector and those products are skipped.
-        self.deltas_are_bias_gradients = n_samples == 1
-        if self.deltas_are_bias_gradients:
+        self._deltas_are_bias_gradients = n_samples == 1
+        if self._deltas_are_bias_gradients:
             self.deltas = [g.reshape(1, -1) for g in self.intercept_grads]
         self._accumulator = None
 
@@ -200,7 +204,7 @@ class Workspace:
         A context manager, entered once around a training loop (entering it
         costs far more than a step).
         """
-        if self.gemm is None:
+        if self._gemm is None:
             return contextlib.nullcontext()
         return _threadpools().limit(limits=1, user_api="blas")
 
@@ -604,7 +608,7 @@ class Network:
             delta *= c
 
         W = self.parameters[: self.n_coefs]
-        gemm = ws.gemm if gradients else None
+        gemm = ws._gemm if gradients else None
         beta = 0.0
         if gemm is not None and decay:
             # Each layer's gemm adds its gradient onto the decay written here.
@@ -617,7 +621,7 @@ class Network:
             inputs = activations[layer - 1]
             if gradients:
                 _weight_gradient(inputs, delta, ws.coef_grads[layer], gemm, beta)
-                if not ws.deltas_are_bias_gradients:
+                if not ws._deltas_are_bias_gradients:
                     np.dot(ones, delta, out=ws.intercept_grads[layer])
             np.dot(delta, self.coefs[layer].T, out=below)
             if cross is not None:
@@ -632,7 +636,7 @@ class Network:
                     ws.coef_grads[0][...] = product
             else:
                 _weight_gradient(X, delta, ws.coef_grads[0], gemm, beta)
-            if not ws.deltas_are_bias_gradients:
+            if not ws._deltas_are_bias_gradients:
                 np.dot(ones, delta, out=ws.intercept_grads[0])
             if decay and gemm is None:
                 ws.gradient[: self.n_coefs] += np.multiply(W, decay, out=ws.penalty)

@@ -315,7 +315,7 @@ def test_both_weight_gradient_kernels_match_the_loop(alpha, layout):
     X_in = {"C": X, "F": np.asfortranarray(X), "csr": sp.csr_matrix(X)}[layout]
     small = Workspace(net.layer_units, 20, net.dtype)  # 4 chunks of <= 20 rows
     large = Workspace(net.layer_units, n, net.dtype)
-    assert small.gemm is not None and large.gemm is None
+    assert small._gemm is not None and large._gemm is None
     for ws in (small, large):
         ws.gradient[...] = np.nan
         _, coef_grads, intercept_grads = net.batch_gradient(
