@@ -1,15 +1,16 @@
 """Stochastic optimizers: they see parameters and gradients, nothing else.
 
-The updates are scikit-learn's (same formulas, same order of floating-point
-operations, so the same seed gives the same trajectory), written in place
-with buffers allocated once, so a step allocates no parameter-sized arrays.
+The updates are scikit-learn's formulas, so the same seed gives the same
+trajectory, written in place with buffers allocated once, so a step
+allocates no parameter-sized arrays.
 
 Each update starts by scaling the gradient by a constant (SGD by the learning
 rate, Adam by ``1 - beta_1``); ``gradient_scale`` says by what, and ``step``
 takes the gradient already scaled. The reduced gradient is linear in its
 reduction coefficients, so backprop applies the factor to them, on a handful
-of output errors instead of a pass over every parameter. The rounding differs
-from scikit-learn's by about an ulp per step; the formulas are the same.
+of output errors instead of a pass over every parameter. Products rounded in
+another order differ from scikit-learn's by about an ulp per step; the
+parity tests hold the trajectories to a relative 1e-6.
 
 ``step(params, scaled_grads)`` consumes ``scaled_grads``: the buffers serve as
 scratch space once read. Training recomputes them at every step anyway, and
@@ -45,8 +46,7 @@ class SGD(_Optimizer):
     With Nesterov momentum the state kept is ``momentum * v`` rather than
     ``v``: the step needs ``momentum * v`` right after ``v`` is updated, and
     the next update needs the very same product, so storing it saves a pass
-    over the parameters and a buffer. Each rounded intermediate is the one
-    scikit-learn computes, so the trajectory is unchanged.
+    over the parameters and a buffer.
 
     Parameters
     ----------

@@ -150,7 +150,6 @@ class Workspace:
     def __init__(self, layer_units, n_samples, dtype):
         self.n_samples = n_samples
         self.activations = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
-        self.deltas = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
         coef_shapes, intercept_shapes = _parameter_shapes(layer_units)
         n_coefs = sum(a * b for a, b in coef_shapes)
         self.gradient = np.empty(n_coefs + sum(layer_units[1:]), dtype)
@@ -178,6 +177,8 @@ class Workspace:
         self._deltas_are_bias_gradients = n_samples == 1
         if self._deltas_are_bias_gradients:
             self.deltas = [g.reshape(1, -1) for g in self.intercept_grads]
+        else:
+            self.deltas = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
         self._accumulator = None
 
     def rows(self, n_rows):
