@@ -448,18 +448,19 @@ class BaseBatchMLP(CallbackSupportMixin, BaseEstimator, metaclass=ABCMeta):
             # callback is not acted on here, to keep older scipy supported.
             report.task("iteration", last["loss"])
 
-        result = scipy.optimize.minimize(
-            fun,
-            net.parameters.astype(np.float64),
-            method="L-BFGS-B",
-            jac=True,
-            callback=callback,
-            options={
-                "maxfun": self.max_fun,
-                "maxiter": self.max_iter,
-                "gtol": self.tol,
-            },
-        )
+        with workspace.blas_threads():
+            result = scipy.optimize.minimize(
+                fun,
+                net.parameters.astype(np.float64),
+                method="L-BFGS-B",
+                jac=True,
+                callback=callback,
+                options={
+                    "maxfun": self.max_fun,
+                    "maxiter": self.max_iter,
+                    "gtol": self.tol,
+                },
+            )
         net.parameters[...] = result.x
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = float(result.fun)
