@@ -142,6 +142,14 @@ class Adam(_Optimizer):
         self.us = [np.zeros_like(p) for p in params]  # v / k
         self._scratch = [np.empty_like(p) for p in params]
 
+    def _k(self):
+        return (1 - self.beta_2) / (1 - self.beta_1) ** 2
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "vs" in state:  # pickled when the second moment v itself was kept
+            self.us = [v / self._k() for v in self.__dict__.pop("vs")]
+
     @property
     def gradient_scale(self):
         return 1 - self.beta_1
@@ -153,7 +161,7 @@ class Adam(_Optimizer):
         self.learning_rate = (
             self.learning_rate_init * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         )
-        root_k = np.sqrt(1 - b2) / (1 - b1)
+        root_k = np.sqrt(self._k())
         # Python floats keep float32 parameters in float32 arithmetic.
         neg_lr = -float(self.learning_rate / root_k)
         eps = float(self.epsilon / root_k)

@@ -163,9 +163,12 @@ class Workspace:
         # gradient onto the weight decay in one pass, and on a few rows it
         # is several times quicker than np.dot, whose outer-product path is
         # slow (at one row: 2.5 vs 6.3 us for a 128 x 128 layer).
+        # BLAS has no other floating types: for them (float16, longdouble)
+        # scipy would pick a gemm of another type and write into a copy.
+        blas_type = np.dtype(dtype) in (np.float32, np.float64)
         self._gemm = (
             get_blas_funcs("gemm", dtype=dtype)
-            if n_samples < SMALL_BATCH_ROWS
+            if blas_type and n_samples < SMALL_BATCH_ROWS
             else None
         )
         # Bias gradients are column sums of the deltas, ones @ delta: a BLAS

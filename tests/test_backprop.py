@@ -324,6 +324,27 @@ def test_both_weight_gradient_kernels_match_the_loop(alpha, layout):
         assert_grads_close(coef_grads + intercept_grads, ref[0] + ref[1], rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+def test_dtypes_without_blas_use_numpy_on_small_batches(dtype):
+    """scipy's BLAS has no gemm for these types and would write into a copy."""
+    net64, X, Y, sw = make_problem("log_loss", 3, "relu", n=6, seed=14)
+    net = Network(
+        [W.astype(dtype) for W in net64.coefs],
+        [b.astype(dtype) for b in net64.intercepts],
+        activation="relu",
+        loss="log_loss",
+    )
+    ws = net.workspace(6)
+    assert ws._gemm is None
+    ws.gradient[...] = np.nan
+    _, coef_grads, _ = net.batch_gradient(
+        X.astype(dtype), Y, sw, alpha=0.1, workspace=ws
+    )
+    ref = ref_reduced_gradient(net64, X, Y, sw, 0.1, sw.sum(), "mean")
+    rtol = 1e-2 if dtype == np.float16 else 1e-10
+    assert_grads_close([g.astype(np.float64) for g in coef_grads], ref[0], rtol=rtol)
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("rows", [4, 2 * SMALL_BATCH_ROWS])
 def test_scale_multiplies_the_gradient_not_the_loss(rows, weighted):
