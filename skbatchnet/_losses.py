@@ -61,12 +61,28 @@ def _row_sums(A):
     return np.dot(A, _ones(A.shape[1], A.dtype))
 
 
+def _row_max(Z):
+    """``Z.max(axis=1, keepdims=True)``.
+
+    numpy's reduction along rows as short as an output layer's costs about
+    40 ns a row; with many more rows than columns, a running maximum over
+    the columns is quicker (13 vs 41 us for 1024 x 10).
+    """
+    n, k = Z.shape
+    if n <= 16 * k:
+        return Z.max(axis=1, keepdims=True)
+    m = Z[:, 0].copy()
+    for j in range(1, k):
+        np.maximum(m, Z[:, j], out=m)
+    return m[:, None]
+
+
 def _normalized_exp(Z, out):
     """Softmax of ``Z`` into ``out``, keeping what the log-sum-exp needs.
 
     Returns the row maxima ``m`` and the row sums of ``exp(z - m)``.
     """
-    m = Z.max(axis=1, keepdims=True)
+    m = _row_max(Z)
     np.subtract(Z, m, out=out)
     np.exp(out, out=out)
     sums = _row_sums(out)

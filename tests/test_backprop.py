@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.special import expit, logsumexp
 
+from skbatchnet._losses import _row_max
 from skbatchnet.backprop import (
     SMALL_BATCH_ROWS,
     Network,
@@ -420,6 +421,14 @@ def test_extreme_logits_log_loss(reduction):
     expected = c * np.array([[1.0, -2.0, 1.0]]) + penalty
     np.testing.assert_allclose(cg[0], expected, rtol=1e-12)
     np.testing.assert_allclose(proba, [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (49, 3), (200, 3), (1000, 10)])
+def test_row_max_matches_numpy(shape):
+    """Both ways of taking row maxima (by rows, by columns for tall arrays)."""
+    Z = np.random.RandomState(0).randn(*shape)
+    Z[0, 1], Z[1], Z[2, 0] = np.nan, -np.inf, np.inf
+    np.testing.assert_array_equal(_row_max(Z), Z.max(axis=1, keepdims=True))
 
 
 def test_extreme_logits_binary_log_loss():
