@@ -18,6 +18,8 @@ one buffer fewer per parameter vector keeps a small network's optimizer state
 in cache, which at batch size 1 is most of the cost of a step.
 """
 
+import math
+
 import numpy as np
 
 
@@ -159,9 +161,9 @@ class Adam(_Optimizer):
         self.t += 1
         b1, b2 = self.beta_1, self.beta_2
         self.learning_rate = (
-            self.learning_rate_init * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+            self.learning_rate_init * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         )
-        root_k = np.sqrt(self._k())
+        root_k = math.sqrt(self._k())
         # Python floats keep float32 parameters in float32 arithmetic.
         neg_lr = -float(self.learning_rate / root_k)
         eps = float(self.epsilon / root_k)
