@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.special import expit, logsumexp
 
+from skbatchnet._activations import relu
 from skbatchnet._losses import _row_max
 from skbatchnet.backprop import (
     SMALL_BATCH_ROWS,
@@ -421,6 +422,17 @@ def test_extreme_logits_log_loss(reduction):
     expected = c * np.array([[1.0, -2.0, 1.0]]) + penalty
     np.testing.assert_allclose(cg[0], expected, rtol=1e-12)
     np.testing.assert_allclose(proba, [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [3, 100])
+def test_relu_on_small_and_large_arrays(n):
+    """Below 2048 values relu compares with the scalar 0, above with an array
+    of zeros; both give max(z, 0), NaN included."""
+    Z = np.random.RandomState(1).randn(n, 50)
+    Z[0, 0] = np.nan
+    expected = np.where(Z > 0, Z, 0.0)
+    expected[0, 0] = np.nan
+    np.testing.assert_array_equal(relu(Z.copy()), expected)
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (49, 3), (200, 3), (1000, 10)])
