@@ -208,7 +208,7 @@ class Workspace:
         A context manager, entered once around a training loop (entering it
         costs far more than a step).
         """
-        if self._gemm is None:
+        if self.n_samples >= SMALL_BATCH_ROWS:
             return contextlib.nullcontext()
         return _threadpools().limit(limits=1, user_api="blas")
 

@@ -550,3 +550,19 @@ def test_float32_gradient(loss, n_outputs, reduction):
         assert loss32 == pytest.approx(loss64, rel=1e-5)
         for g32, g64 in zip(cg32 + ig32, cg64 + ig64):
             assert rel_error(g32.astype(np.float64), g64) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_small_batch_workspaces_limit_blas_to_one_thread(dtype):
+    """The limit follows the batch's rows, whatever kernel the dtype gets."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    units = [3, 5, 2]
+    outside = blas_threads()
+    with Workspace(units, SMALL_BATCH_ROWS - 1, dtype).blas_threads():
+        assert blas_threads() == {1}
+    with Workspace(units, SMALL_BATCH_ROWS, dtype).blas_threads():
+        assert blas_threads() == outside
