@@ -15,7 +15,7 @@ in the same run.
 
 Run from the repository root::
 
-    python benchmarks/bench_training.py            # full run, about 2 minutes
+    python benchmarks/bench_training.py            # full run, about 2.5 minutes
     python benchmarks/bench_training.py --quick    # smoke test
 """
 
@@ -61,7 +61,7 @@ class Settings:
     gemm_repeats: int  # repetitions of the matrix-multiply measurement
 
 
-FULL = Settings(n_samples=20_000, n_small=2_000, epochs=2, repeats=5, gemm_repeats=20)
+FULL = Settings(n_samples=20_000, n_small=2_000, epochs=2, repeats=9, gemm_repeats=20)
 QUICK = Settings(n_samples=2_048, n_small=256, epochs=1, repeats=1, gemm_repeats=5)
 
 
