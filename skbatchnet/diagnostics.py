@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ._base import BaseBatchMLP
 from ._validation import check_sample_weight
-from .backprop import Network
+from .backprop import Network, _chunks
 from .per_example import per_example_gradient_norms
 
 __all__ = ["NoiseScale", "gradient_noise_scale"]
@@ -263,8 +263,7 @@ def gradient_noise_scale(estimator, X, y, sample_weight=None):
     workspace = net.workspace(min(n, chunk))
     gradient_sum = np.zeros_like(net.parameters)  # sum_i s_i g_i
     squared_norm_sum = 0.0  # sum_i s_i ||g_i||^2
-    for start in range(0, n, chunk):
-        rows = slice(start, min(start + chunk, n))
+    for rows in _chunks(n, chunk):
         X_chunk = X[rows].astype(np.float64, copy=False)
         Y_chunk = targets(rows)
         w_chunk = None if sample_weight is None else sample_weight[rows]

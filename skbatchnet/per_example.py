@@ -30,7 +30,7 @@ True
 import numpy as np
 import scipy.sparse as sp
 
-from .backprop import Workspace, _as_2d_target
+from .backprop import Workspace, _as_2d_target, _chunks
 
 __all__ = ["per_example_gradients", "per_example_gradient_norms"]
 
@@ -113,8 +113,7 @@ def per_example_gradient_norms(
     Y = _as_2d_target(y, network.dtype)
     ws = workspace if workspace is not None else network.workspace(n)
     norms = np.empty(n, network.dtype)
-    for start in range(0, n, ws.n_samples):
-        rows = slice(start, min(start + ws.n_samples, n))
+    for rows in _chunks(n, ws.n_samples):
         X_chunk = X[rows]
         cross = [None] * len(network.coefs) if k else None
         network._backward(X_chunk, Y[rows], 1.0, None, ws, False, cross)

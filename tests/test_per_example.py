@@ -6,7 +6,8 @@ import scipy.sparse as sp
 from numpy.testing import assert_allclose
 from sklearn import config_context
 
-from skbatchnet.backprop import Network, chunk_rows
+from skbatchnet import backprop
+from skbatchnet.backprop import Network, _chunks, chunk_rows
 from skbatchnet.per_example import per_example_gradient_norms, per_example_gradients
 
 LOSSES = {
@@ -113,3 +114,35 @@ def test_chunk_rows_follows_working_memory():
     # With a large working_memory the cache budget (8 MiB) sets the chunk.
     with config_context(working_memory=1024):
         assert Network.initialize(units).chunk_rows() == 8 * 2**20 // per_row
+
+
+@pytest.mark.parametrize(
+    "n_rows, size", [(1, 1), (1024, 492), (1024, 1024), (1025, 1024), (20000, 1971)]
+)
+def test_chunks_cover_the_rows_in_near_equal_parts(n_rows, size):
+    chunks = _chunks(n_rows, size)
+    assert len(chunks) == -(-n_rows // size)
+    assert chunks[0].start == 0 and chunks[-1].stop == n_rows
+    assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:]))
+    lengths = [c.stop - c.start for c in chunks]
+    assert max(lengths) <= size
+    assert max(lengths) - min(lengths) <= 1
+
+
+def test_prediction_chunks_fit_the_forward_cache_budget(monkeypatch):
+    net, X, _ = _problem("log_loss", "relu", n=300, seed=1)
+    whole = net.forward(X)
+    budget = 300 * 8 * 2 * sum(net.layer_units[1:]) / 2**20 / 2.5  # 3 chunks
+    monkeypatch.setattr(backprop, "_FORWARD_CACHE_MIB", budget)
+    seen = []
+    forward = Network._forward
+
+    def spy(self, X_chunk, buffers):
+        seen.append(X_chunk.shape[0])
+        return forward(self, X_chunk, buffers)
+
+    monkeypatch.setattr(Network, "_forward", spy)
+    with config_context(working_memory=1024):
+        chunked = net.forward(X)
+    assert seen == [100, 100, 100]
+    assert_allclose(chunked, whole, rtol=1e-12)
