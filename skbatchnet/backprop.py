@@ -262,8 +262,8 @@ def _chunks(n_rows, size):
     """Slices covering ``range(n_rows)`` in ``ceil(n_rows / size)`` chunks.
 
     The chunks differ in length by at most one row, and none exceeds
-    ``size``. Cutting chunks of exactly ``size`` rows would leave a short
-    last one (40 rows of a 1024-row batch in chunks of 492), whose products
+    ``size``. Cutting chunks of exactly ``size`` rows can leave a short last
+    one (1025 rows in chunks of 1024 end with a single row), whose products
     run far below the BLAS rate of the others.
     """
     count = -(-n_rows // size)
