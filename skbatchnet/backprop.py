@@ -606,8 +606,7 @@ class Network:
         # A batch without weight has no data term (and, for 'sum', no step).
         loss = loss_sum / weight if weight else 0.0
         if alpha:
-            W = self.parameters[: self.n_coefs]
-            loss += 0.5 * alpha * float(np.dot(W, W)) / float(total_weight)
+            loss += 0.5 * alpha * self.penalty() / float(total_weight)
         return loss, ws.coef_grads, ws.intercept_grads
 
     def _backward(
@@ -665,11 +664,11 @@ class Network:
             delta = derivative(inputs, below)
         if gradients:
             if sp.issparse(X):
-                product = X.T @ delta  # dense, in new memory
+                input_gradient = X.T @ delta  # dense, in new memory
                 if beta:
-                    ws.coef_grads[0] += product
+                    ws.coef_grads[0] += input_gradient
                 else:
-                    ws.coef_grads[0][...] = product
+                    ws.coef_grads[0][...] = input_gradient
             else:
                 _weight_gradient(X, delta, ws.coef_grads[0], gemm, beta)
             if not ws._deltas_are_bias_gradients:
