@@ -57,9 +57,7 @@ def main(argv=None):
         )
         rows = [("batch gradient (reduced)", base, base_median)]
         norms = best_time(
-            lambda d=data: per_example_gradient_norms(
-                net, d, Y, alpha=1e-4, workspace=workspace
-            ),
+            lambda d=data: per_example_gradient_norms(net, d, Y, alpha=1e-4),
             args.repeats,
         )
         rows.append(("per-example gradient norms", *norms))

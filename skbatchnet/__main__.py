@@ -24,7 +24,6 @@ samples seen, are saved to a PNG (one panel per data set).
 """
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -43,6 +42,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from . import BatchMLPClassifier, BatchMLPRegressor, __version__
+from ._base import final_estimator
+from .batching import Minibatcher
 
 BATCH_SIZES = [1, 16, 64, "full"]
 REDUCTIONS = ["mean", "sum"]
@@ -147,7 +148,7 @@ _LOADERS = {"digits": _digits, "diabetes": _diabetes}
 
 def _fitted_mlp(pipeline):
     """The fitted MLP at the end of the pipeline (unwrapping the target transform)."""
-    final = pipeline[-1]
+    final, _ = final_estimator(pipeline)
     return getattr(final, "regressor_", final)
 
 
@@ -159,13 +160,13 @@ def _epochs(pipeline, X, y):
 def _steps(pipeline, X, y):
     """Scorer returning the optimizer steps of the fit (X, y are unused).
 
-    Each epoch has ``ceil(n_train / batch_size_)`` batches (the last one short,
-    ``drop_last=False``) and every batch is one step. The pipeline's first
-    step, a StandardScaler, counted the training rows.
+    Every batch is one step; the pipeline's first step, a StandardScaler,
+    counted the training rows.
     """
     mlp = _fitted_mlp(pipeline)
     n_train = int(pipeline[0].n_samples_seen_)
-    return mlp.n_iter_ * math.ceil(n_train / mlp.batch_size_)
+    batcher = Minibatcher(mlp.batch_size_, drop_last=mlp.drop_last)
+    return mlp.n_iter_ * batcher.n_steps(n_train)
 
 
 # -- command line ----------------------------------------------------------------------

@@ -2,131 +2,17 @@
 
 import numpy as np
 from scipy.special import expit
-from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from ._base import BaseBatchMLP
-from ._callbacks import with_callbacks
 from ._losses import LOSSES
-
-_SHARED_PARAMETERS = """\
-    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
-        The ith element is the number of neurons in the ith hidden layer.
-
-    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
-        Activation of the hidden layers.
-
-    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
-        ``'sgd'`` and ``'adam'`` take minibatch steps; ``'lbfgs'`` minimizes
-        the whole-set objective ``E`` directly and ignores ``batch_size`` and
-        ``gradient_reduction``.
-
-    alpha : float, default=0.0001
-        Strength of the L2 penalty in the objective
-        ``E = (1/S) sum_i s_i loss_i + (alpha / 2S) ||W||^2``. Unlike
-        scikit-learn's MLP, whose penalty is divided by the batch size,
-        ``alpha`` means the same at every ``batch_size``.
-
-    batch_size : int, 'auto' or 'full', default='auto'
-        Rows per step: 1 is stochastic gradient descent, an int is a
-        minibatch, ``'auto'`` is ``min(200, n_samples)``, ``'full'`` is
-        gradient descent on the whole set. A batch larger than the data set is
-        the whole set.
-
-    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
-        Learning rate schedule of ``solver='sgd'``: constant; divided by
-        ``(t + 1) ** power_t`` after each epoch, ``t`` being the samples seen;
-        or divided by 5 whenever the loss stalls for ``n_iter_no_change``
-        epochs.
-
-    learning_rate_init : float, default=0.001
-        Initial step size of ``'sgd'`` and ``'adam'``.
-
-    power_t : float, default=0.5
-        Exponent of ``learning_rate='invscaling'``.
-
-    max_iter : int, default=200
-        Maximum number of epochs (passes over the data) for the stochastic
-        solvers, of iterations for ``'lbfgs'``.
-
-    shuffle : bool, default=True
-        Whether to draw a new order of the examples at every epoch.
-
-    random_state : int, RandomState instance or None, default=None
-        Seeds the weight initialization, the early-stopping split and the
-        shuffles, drawn from one stream in that order (as scikit-learn does).
-
-    tol : float, default=1e-4
-        Improvement below which an epoch counts as no progress.
-
-    verbose : bool, default=False
-        Print progress to stdout.
-
-    warm_start : bool, default=False
-        When True, ``fit`` starts from the previous weights. The optimizer
-        state, the epoch counter ``n_iter_`` and the random stream start
-        afresh (as in scikit-learn); ``t_``, ``loss_curve_`` and ``best_loss_``
-        carry over.
-
-    momentum : float, default=0.9
-        Momentum of ``solver='sgd'``.
-
-    nesterovs_momentum : bool, default=True
-        Whether ``solver='sgd'`` uses Nesterov's momentum.
-
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified by
-        class for single-label classification) and stop when its score stops
-        improving; the best weights are kept.
-
-    validation_fraction : float, default=0.1
-        Share of the data held out for early stopping.
-
-    beta_1 : float, default=0.9
-        Decay of the first-moment estimate of ``'adam'``.
-
-    beta_2 : float, default=0.999
-        Decay of the second-moment estimate of ``'adam'``.
-
-    epsilon : float, default=1e-8
-        Numerical stability term of ``'adam'``.
-
-    n_iter_no_change : int, default=10
-        Epochs without ``tol`` improvement before stopping (or, with
-        ``learning_rate='adaptive'``, before dividing the learning rate by 5).
-
-    max_fun : int, default=15000
-        Maximum number of objective evaluations of ``'lbfgs'``.
-
-    gradient_reduction : {'mean', 'sum'}, default='mean'
-        How per-example gradients ``g_i = grad(loss_i) + (alpha/S) W`` become
-        one step: ``'mean'`` follows ``sum_i s_i g_i / sum_i s_i``, an
-        estimate of ``grad E``; ``'sum'`` follows ``sum_i s_i g_i``, whose
-        step grows with the batch (the linear learning-rate scaling rule).
-
-    drop_last : bool or 'merge', default=False
-        What happens to a last batch shorter than ``batch_size``: kept as a
-        short step (False), dropped (True), or merged into the batch before
-        it (``'merge'``, so every step has between ``batch_size`` and
-        ``2 * batch_size - 1`` rows). A data set smaller than one batch is one
-        batch.
-
-    average : bool or int, default=False
-        Weight averaging for ``'sgd'`` and ``'adam'``, as in scikit-learn's
-        ``SGDClassifier``: when True, ``coefs_`` and ``intercepts_`` (and so
-        ``predict``) hold the running mean of the weights after each step;
-        an int ``k`` starts the mean once ``k`` samples have been seen.
-        Training continues from the raw weights; the average carries over
-        ``partial_fit`` calls, ``warm_start`` fits and pickling. Ignored by
-        ``'lbfgs'``. With ``early_stopping``, the average is over the whole
-        run.
-"""
+from ._parameters import SHARED_PARAMETERS_DOC, extend_signature
 
 _SHARED_ATTRIBUTES = """\
     loss_ : float
@@ -198,6 +84,39 @@ _OBJECTIVE = """\
 """
 
 
+def _docstring(
+    kind,
+    intro,
+    example,
+    parameters_before="",
+    parameters_after="",
+    attributes_before="",
+):
+    """The numpydoc of the ``kind`` ('classifier' or 'regressor') estimator."""
+    other = "regressor" if kind == "classifier" else "classifier"
+    name = kind.capitalize()
+    return f"""Multi-layer perceptron {kind} with explicit minibatching.
+
+    {intro}
+
+{_OBJECTIVE}
+    Parameters
+    ----------
+{parameters_before}{SHARED_PARAMETERS_DOC}{parameters_after}
+    Attributes
+    ----------
+{attributes_before}{_SHARED_ATTRIBUTES}
+    See Also
+    --------
+    BatchMLP{other.capitalize()} : The {other}.
+    sklearn.neural_network.MLP{name} : scikit-learn's version.
+
+    Examples
+    --------
+{example}
+    """
+
+
 def _check_label_types(labels, name):
     # numpy cannot sort a mix of strings and numbers, and the TypeError it
     # raises would not say which input is wrong.
@@ -215,8 +134,8 @@ def _one_hot(binarizer, y, dtype):
 
     Multiclass labels (all known to the binarizer, which the callers check)
     are encoded directly: ``LabelBinarizer.transform`` builds an integer
-    matrix that then needs converting, several times slower, which is felt
-    in every ``fit`` on large data.
+    matrix that then needs converting, a cost felt in every ``fit`` on
+    large data.
     """
     if binarizer.y_type_ != "multiclass":
         return binarizer.transform(y).astype(dtype, copy=False)
@@ -225,14 +144,14 @@ def _one_hot(binarizer, y, dtype):
     return Y
 
 
-def _data_and_labels(estimator, X, y, reset):
+def _data_and_labels(estimator, X, y, reset, dtype=None):
     return validate_data(
         estimator,
         X,
         y,
         accept_sparse=["csr", "csc"],
         multi_output=True,
-        dtype=(np.float64, np.float32),
+        dtype=(np.float64, np.float32) if dtype is None else dtype,
         # Rows are sliced at every step; C order also makes a whole-set batch
         # sum in the same order as scikit-learn's gathered batches.
         order="C",
@@ -241,107 +160,49 @@ def _data_and_labels(estimator, X, y, reset):
 
 
 class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
-    __doc__ = f"""Multi-layer perceptron classifier with explicit minibatching.
+    __doc__ = _docstring(
+        kind="classifier",
+        intro="""A drop-in replacement for
+    :class:`sklearn.neural_network.MLPClassifier` with the log loss: softmax
+    outputs for multiclass targets, logistic outputs for binary and multilabel
+    targets.""",
+        parameters_after="""\
 
-    A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`
-    with the log loss: softmax outputs for multiclass targets, logistic
-    outputs for binary and multilabel targets.
-
-{_OBJECTIVE}
-    Parameters
-    ----------
-{_SHARED_PARAMETERS}
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes, multiplied into ``sample_weight``.
         ``'balanced'`` uses ``n_samples / (n_classes * np.bincount(y))``; it is
         not available in ``partial_fit``, whose chunks do not show the class
         frequencies (pass a dict computed on the whole data instead).
-
-    Attributes
-    ----------
+""",
+        attributes_before="""\
     classes_ : ndarray or list of ndarray
         Class labels for each output.
 
-{_SHARED_ATTRIBUTES}
-    See Also
-    --------
-    BatchMLPRegressor : The regressor.
-    sklearn.neural_network.MLPClassifier : scikit-learn's version.
-
-    Examples
-    --------
+""",
+        example="""\
     >>> from sklearn.datasets import make_classification
     >>> from skbatchnet import BatchMLPClassifier
     >>> X, y = make_classification(n_samples=100, random_state=1)
     >>> clf = BatchMLPClassifier(batch_size=16, max_iter=300, random_state=1)
     >>> clf.fit(X, y).score(X, y) > 0.9
-    True
-    """
+    True""",
+    )
 
     _parameter_constraints: dict = {
         **BaseBatchMLP._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
 
+    @extend_signature
     def __init__(
         self,
         hidden_layer_sizes=(100,),
         activation="relu",
         *,
-        solver="adam",
-        alpha=0.0001,
-        batch_size="auto",
-        learning_rate="constant",
-        learning_rate_init=0.001,
-        power_t=0.5,
-        max_iter=200,
-        shuffle=True,
-        random_state=None,
-        tol=1e-4,
-        verbose=False,
-        warm_start=False,
-        momentum=0.9,
-        nesterovs_momentum=True,
-        early_stopping=False,
-        validation_fraction=0.1,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        n_iter_no_change=10,
-        max_fun=15000,
-        gradient_reduction="mean",
-        drop_last=False,
-        average=False,
         class_weight=None,
+        **params,
     ):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes,
-            activation=activation,
-            solver=solver,
-            alpha=alpha,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init,
-            power_t=power_t,
-            max_iter=max_iter,
-            shuffle=shuffle,
-            random_state=random_state,
-            tol=tol,
-            verbose=verbose,
-            warm_start=warm_start,
-            momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            beta_1=beta_1,
-            beta_2=beta_2,
-            epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun,
-            gradient_reduction=gradient_reduction,
-            drop_last=drop_last,
-            average=average,
-        )
+        super().__init__(hidden_layer_sizes, activation, **params)
         self.class_weight = class_weight
 
     def _network_loss(self):
@@ -351,8 +212,8 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             else ("binary_log_loss")
         )
 
-    def _encode_targets(self, X, y, first_pass, incremental, classes=None):
-        X, y = _data_and_labels(self, X, y, reset=first_pass)
+    def _encode_targets(self, X, y, first_pass, incremental, classes, refit, dtype):
+        X, y = _data_and_labels(self, X, y, first_pass, dtype)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         _check_label_types(y, "y")
@@ -394,7 +255,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                 )
             seen = unique_labels(y)
             unseen = np.setdiff1d(seen, self.classes_)
-            if self.warm_start and not incremental and set(seen) != set(self.classes_):
+            if refit and set(seen) != set(self.classes_):
                 raise ValueError(
                     "warm_start can only be used where y has the same classes as in "
                     f"the previous fit: previously {self.classes_.tolist()}, y has "
@@ -420,69 +281,12 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         return compute_sample_weight(self.class_weight, y)
 
     def _score_output(self, output, y, sample_weight):
-        return accuracy_score(y, self._labels(output), sample_weight=sample_weight)
+        return accuracy_score(y, self._predictions(output), sample_weight=sample_weight)
 
-    def _labels(self, output):
+    def _predictions(self, output):
         if self.n_outputs_ == 1:
             output = output.ravel()
         return self._label_binarizer.inverse_transform(output)
-
-    @with_callbacks
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to data X and labels y.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data.
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
-            Class labels, or a label indicator matrix for multilabel targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights ``s_i`` of the objective.
-
-        Returns
-        -------
-        self : BatchMLPClassifier
-        """
-        return self._fit(X, y, sample_weight)
-
-    @available_if(lambda est: est._check_solver())
-    @with_callbacks
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One pass of minibatch steps over the data given.
-
-        The optimizer state and the random stream continue from the previous
-        call. The data given is the training set ``S`` of this call's
-        objective.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
-        sample_weight : array-like of shape (n_samples,), default=None
-        classes : array-like of shape (n_classes,), default=None
-            All the labels; required on the first call.
-
-        Returns
-        -------
-        self : BatchMLPClassifier
-        """
-        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
-
-    def predict(self, X):
-        """Predict labels for X.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_labels)
-        """
-        return self._labels(self._forward(X))
 
     def predict_proba(self, X):
         """Probability of each class, in the order of ``classes_``.
@@ -515,18 +319,20 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         return np.clip(proba, finfo.tiny, 1 - finfo.epsneg, out=proba)
 
     def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`.
+        """Log of :meth:`predict_proba`, finite for any input.
 
-        Finite for any input, since the probabilities lie strictly inside
-        (0, 1); the smallest value is the log of the smallest normal float.
+        The probabilities lie strictly inside (0, 1), so the smallest value is
+        the log of the smallest normal float.
 
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The samples.
 
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
+            In the order of ``classes_``.
         """
         proba = self.predict_proba(X)
         return np.log(proba, out=proba)
@@ -538,108 +344,47 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
 
 
 class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
-    __doc__ = f"""Multi-layer perceptron regressor with explicit minibatching.
-
-    A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor`.
-
-{_OBJECTIVE}
-    Parameters
-    ----------
-    loss : {{'squared_error', 'poisson'}}, default='squared_error'
+    __doc__ = _docstring(
+        kind="regressor",
+        intro="""A drop-in replacement for
+    :class:`sklearn.neural_network.MLPRegressor`.""",
+        parameters_before="""\
+    loss : {'squared_error', 'poisson'}, default='squared_error'
         ``'squared_error'``: ``loss_i = 0.5 ||y_i - yhat_i||^2`` summed over
         outputs, identity output. ``'poisson'``: the half Poisson deviance with
         an exponential output, for non-negative targets.
 
-{_SHARED_PARAMETERS}
-    Attributes
-    ----------
-{_SHARED_ATTRIBUTES}
-    See Also
-    --------
-    BatchMLPClassifier : The classifier.
-    sklearn.neural_network.MLPRegressor : scikit-learn's version.
-
-    Examples
-    --------
+""",
+        example="""\
     >>> from sklearn.datasets import make_regression
     >>> from skbatchnet import BatchMLPRegressor
     >>> X, y = make_regression(n_samples=200, n_features=5, random_state=1)
     >>> reg = BatchMLPRegressor(batch_size=32, max_iter=500, random_state=1)
     >>> reg.fit(X, y).score(X, y) > 0.9
-    True
-    """
+    True""",
+    )
 
     _parameter_constraints: dict = {
         **BaseBatchMLP._parameter_constraints,
         "loss": [StrOptions({"squared_error", "poisson"})],
     }
 
+    @extend_signature
     def __init__(
         self,
         loss="squared_error",
         hidden_layer_sizes=(100,),
         activation="relu",
-        *,
-        solver="adam",
-        alpha=0.0001,
-        batch_size="auto",
-        learning_rate="constant",
-        learning_rate_init=0.001,
-        power_t=0.5,
-        max_iter=200,
-        shuffle=True,
-        random_state=None,
-        tol=1e-4,
-        verbose=False,
-        warm_start=False,
-        momentum=0.9,
-        nesterovs_momentum=True,
-        early_stopping=False,
-        validation_fraction=0.1,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        n_iter_no_change=10,
-        max_fun=15000,
-        gradient_reduction="mean",
-        drop_last=False,
-        average=False,
+        **params,
     ):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes,
-            activation=activation,
-            solver=solver,
-            alpha=alpha,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init,
-            power_t=power_t,
-            max_iter=max_iter,
-            shuffle=shuffle,
-            random_state=random_state,
-            tol=tol,
-            verbose=verbose,
-            warm_start=warm_start,
-            momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            beta_1=beta_1,
-            beta_2=beta_2,
-            epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun,
-            gradient_reduction=gradient_reduction,
-            drop_last=drop_last,
-            average=average,
-        )
+        super().__init__(hidden_layer_sizes, activation, **params)
         self.loss = loss
 
     def _network_loss(self):
         return self.loss
 
-    def _encode_targets(self, X, y, first_pass, incremental, classes=None):
-        X, y = _data_and_labels(self, X, y, reset=first_pass)
+    def _encode_targets(self, X, y, first_pass, incremental, classes, refit, dtype):
+        X, y = _data_and_labels(self, X, y, first_pass, dtype)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         Y = np.asarray(y, dtype=X.dtype)
@@ -661,61 +406,5 @@ class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
             sample_weight=sample_weight,
         )
 
-    @with_callbacks
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to data X and targets y.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights ``s_i`` of the objective.
-
-        Returns
-        -------
-        self : BatchMLPRegressor
-        """
-        return self._fit(X, y, sample_weight)
-
-    @available_if(lambda est: est._check_solver())
-    @with_callbacks
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One pass of minibatch steps over the data given.
-
-        The optimizer state and the random stream continue from the previous
-        call. The data given is the training set ``S`` of this call's
-        objective.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-        sample_weight : array-like of shape (n_samples,), default=None
-        classes : None
-            Ignored; accepted so that tools written for classifiers (such as
-            ``learning_curve(..., exploit_incremental_learning=True)``) work.
-
-        Returns
-        -------
-        self : BatchMLPRegressor
-        """
-        return self._fit(X, y, sample_weight, incremental=True)
-
-    def predict(self, X):
-        """Predict targets for X.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-        """
-        output = self._forward(X)
+    def _predictions(self, output):
         return output.ravel() if self.n_outputs_ == 1 else output

@@ -1,29 +1,38 @@
-"""Stochastic optimizers: they see parameters and gradients, nothing else.
+"""Optimizers: they see parameters and gradients, nothing else.
 
-The updates are scikit-learn's formulas, so the same seed gives the same
-trajectory, written in place with buffers allocated once, so a step
-allocates no parameter-sized arrays.
+The solvers are registered by name in :data:`SOLVERS`, the one place their
+names are spelled. The stochastic updates are scikit-learn's formulas, so the
+same seed gives the same trajectory, written in place with buffers allocated
+once.
 
-Each update starts by scaling the gradient by a constant (SGD by the learning
-rate, Adam by ``1 - beta_1``); ``gradient_scale`` says by what, and ``step``
-takes the gradient already scaled. The reduced gradient is linear in its
-reduction coefficients, so backprop applies the factor to them, on a handful
-of output errors instead of a pass over every parameter. Products rounded in
-another order differ from scikit-learn's by about an ulp per step; the
-parity tests hold the trajectories to a relative 1e-6.
+Each stochastic update starts by scaling the gradient by a constant (SGD by
+the learning rate, Adam by ``1 - beta_1``); ``gradient_scale`` says by what,
+and ``step`` takes the gradient already scaled. The caller folds the factor
+into the reduction coefficients, where it costs a handful of multiplications
+instead of a pass over every parameter. Products rounded in another order
+differ from scikit-learn's by about an ulp per step.
 
 ``step(params, scaled_grads)`` consumes ``scaled_grads``: the buffers serve as
-scratch space once read. Training recomputes them at every step anyway, and
-one buffer fewer per parameter vector keeps a small network's optimizer state
-in cache, which at batch size 1 is most of the cost of a step.
+scratch space once read, so the optimizer needs one buffer fewer.
 """
 
 import math
 
 import numpy as np
+import scipy.optimize
 
 
 class _Optimizer:
+    stochastic = True
+    # The estimator parameters the constructor takes after the parameter list,
+    # in its order.
+    estimator_params = ()
+
+    @classmethod
+    def from_params(cls, params, parameters):
+        """The optimizer an estimator's ``get_params()`` describes."""
+        return cls([parameters], *(params[name] for name in cls.estimator_params))
+
     @property
     def gradient_scale(self):
         """The factor :meth:`step` expects its gradients to be multiplied by."""
@@ -63,6 +72,14 @@ class SGD(_Optimizer):
     nesterov : bool
     power_t : float
     """
+
+    estimator_params = (
+        "learning_rate_init",
+        "learning_rate",
+        "momentum",
+        "nesterovs_momentum",
+        "power_t",
+    )
 
     def __init__(
         self,
@@ -131,6 +148,8 @@ class Adam(_Optimizer):
     with the constants moved, in 10 passes over the parameters instead of 12.
     """
 
+    estimator_params = ("learning_rate_init", "beta_1", "beta_2", "epsilon")
+
     def __init__(
         self, params, learning_rate_init=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8
     ):
@@ -146,11 +165,6 @@ class Adam(_Optimizer):
 
     def _k(self):
         return (1 - self.beta_2) / (1 - self.beta_1) ** 2
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        if "vs" in state:  # pickled when the second moment v itself was kept
-            self.us = [v / self._k() for v in self.__dict__.pop("vs")]
 
     @property
     def gradient_scale(self):
@@ -179,4 +193,52 @@ class Adam(_Optimizer):
             p += step
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class LBFGS:
+    """The L-BFGS-B driver: scipy's quasi-Newton method on the whole-set objective.
+
+    Parameters
+    ----------
+    max_iter : int
+        Iterations at most.
+    max_fun : int
+        Evaluations of the objective at most.
+    tol : float
+        Stops when the projected gradient's largest entry is below ``tol``.
+    """
+
+    stochastic = False
+    estimator_params = ("max_iter", "max_fun", "tol")
+
+    def __init__(self, max_iter, max_fun, tol):
+        self.max_iter = max_iter
+        self.max_fun = max_fun
+        self.tol = tol
+
+    @classmethod
+    def from_params(cls, params):
+        """The driver an estimator's ``get_params()`` describes."""
+        return cls(*(params[name] for name in cls.estimator_params))
+
+    def minimize(self, fun, x0, callback=None):
+        """Minimize ``fun(x) -> (value, gradient)`` from ``x0`` (float64).
+
+        Returns scipy's ``OptimizeResult``.
+        """
+        return scipy.optimize.minimize(
+            fun,
+            x0,
+            method="L-BFGS-B",
+            jac=True,
+            callback=callback,
+            options={
+                "maxfun": self.max_fun,
+                "maxiter": self.max_iter,
+                "gtol": self.tol,
+            },
+        )
+
+
+SOLVERS = {"sgd": SGD, "adam": Adam, "lbfgs": LBFGS}
+STOCHASTIC_SOLVERS = tuple(
+    name for name, solver in SOLVERS.items() if solver.stochastic
+)

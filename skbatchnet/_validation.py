@@ -51,3 +51,16 @@ def check_sample_weight(sample_weight, X):
             "example needs a positive weight."
         )
     return sample_weight
+
+
+def merge_class_weight(sample_weight, class_weight, X):
+    """The weights of the objective: sample weights times class weights.
+
+    Either may be None; the product is validated like ``sample_weight``.
+    """
+    if class_weight is None:
+        return sample_weight
+    class_weight = class_weight.astype(X.dtype, copy=False)
+    if sample_weight is not None:
+        class_weight *= sample_weight
+    return check_sample_weight(class_weight, X)

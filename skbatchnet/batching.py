@@ -16,8 +16,6 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils import check_random_state
 
-from .backprop import REDUCTIONS
-
 __all__ = ["Minibatcher", "resolve_batch_size"]
 
 _LAST_BATCH_POLICIES = (False, True, "merge")
@@ -50,7 +48,12 @@ def resolve_batch_size(batch_size, n_samples):
 
 
 class Minibatcher:
-    """Turns a data set into minibatches, epoch after epoch.
+    """Turns a data set into minibatches of rows, epoch after epoch.
+
+    It yields rows only: how a batch's per-example gradients are combined is
+    the reduction's business (:func:`skbatchnet.reduction.reduction_coefficients`),
+    a function of the rows' sample weights, so the same batching serves
+    wherever the weights live.
 
     Parameters
     ----------
@@ -59,9 +62,6 @@ class Minibatcher:
         minibatch, ``'auto'`` is ``min(200, n_samples)`` and ``'full'`` is
         gradient descent on the whole set. A batch larger than the data set is
         the whole set.
-    gradient_reduction : {'mean', 'sum'}, default='mean'
-        How the per-example gradients of a batch become one step, see
-        :func:`skbatchnet.reduction.reduction_coefficients`.
     shuffle : bool, default=True
         Draw a new order of the examples at every epoch.
     drop_last : bool or 'merge', default=False
@@ -86,22 +86,24 @@ class Minibatcher:
         self,
         batch_size="auto",
         *,
-        gradient_reduction="mean",
         shuffle=True,
         drop_last=False,
         random_state=None,
     ):
         self.batch_size = batch_size
-        self.gradient_reduction = gradient_reduction
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.random_state = random_state
 
-    def _check(self):
-        if self.gradient_reduction not in REDUCTIONS:
+    def _check(self, n_samples):
+        if not (
+            isinstance(n_samples, Integral)
+            and not isinstance(n_samples, bool)
+            and n_samples >= 1
+        ):
             raise ValueError(
-                f"gradient_reduction must be one of {sorted(REDUCTIONS)}, "
-                f"got {self.gradient_reduction!r}."
+                f"n_samples must be a positive integer, got {n_samples!r}: an epoch "
+                "needs at least one row."
             )
         if not any(self.drop_last is p for p in _LAST_BATCH_POLICIES):
             if self.drop_last != "merge":
@@ -111,7 +113,7 @@ class Minibatcher:
 
     def bounds(self, n_samples):
         """``(start, stop)`` of each batch in an epoch of ``n_samples`` rows."""
-        self._check()
+        self._check(n_samples)
         size = resolve_batch_size(self.batch_size, n_samples)
         starts = list(range(0, n_samples, size))
         bounds = [(s, min(s + size, n_samples)) for s in starts]
@@ -122,6 +124,16 @@ class Minibatcher:
             start, _ = bounds[-2]
             bounds[-2:] = [(start, n_samples)]
         return bounds
+
+    def n_steps(self, n_samples):
+        """Optimizer steps in an epoch of ``n_samples`` rows.
+
+        Examples
+        --------
+        >>> Minibatcher(4, drop_last=True).n_steps(10)
+        2
+        """
+        return len(self.bounds(n_samples))
 
     def iter_epochs(self, n_samples):
         """Yield, for each epoch, the list of batches.

@@ -16,15 +16,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.pipeline import Pipeline
-from sklearn.utils.multiclass import type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseBatchMLP
-from ._validation import check_sample_weight
-from .backprop import Network, _chunks
+from ._base import BaseBatchMLP, final_estimator
+from ._workspace import chunks
 from .per_example import per_example_gradient_norms
+from .reduction import reduction_coefficients
 
 __all__ = ["NoiseScale", "gradient_noise_scale"]
 
@@ -61,55 +58,6 @@ class NoiseScale:
     mean_gradient_norm_squared: float
     n_samples: int
     total_weight: float
-
-
-def _final_step(estimator, X):
-    """The fitted MLP and ``X`` transformed by the steps before it."""
-    if isinstance(estimator, Pipeline):
-        check_is_fitted(estimator)
-        mlp = estimator.steps[-1][1]
-        if len(estimator.steps) > 1:
-            X = estimator[:-1].transform(X)
-    else:
-        mlp = estimator
-    if not isinstance(mlp, BaseBatchMLP):
-        raise TypeError(
-            "gradient_noise_scale needs a fitted BatchMLPClassifier or "
-            "BatchMLPRegressor, or a Pipeline ending with one; got "
-            f"{type(mlp).__name__}."
-        )
-    check_is_fitted(mlp)
-    return mlp, X
-
-
-def _targets(mlp, y):
-    """A function of a slice of rows giving the 2-D float targets ``fit`` uses."""
-    if hasattr(mlp, "_label_binarizer"):
-        binarizer = mlp._label_binarizer
-        if not type_of_target(y).startswith("multilabel"):
-            unseen = np.setdiff1d(unique_labels(y), mlp.classes_)
-            if unseen.size:
-                raise ValueError(
-                    f"y has labels {unseen.tolist()} that the estimator was not "
-                    f"fitted with (classes_={mlp.classes_.tolist()})."
-                )
-
-        def encode(rows):
-            Y = binarizer.transform(y[rows])
-            return Y.toarray() if sp.issparse(Y) else np.asarray(Y)
-
-    else:
-        n_outputs = 1 if y.ndim == 1 else y.shape[1]
-        if n_outputs != mlp.n_outputs_:
-            raise ValueError(
-                f"y has {n_outputs} outputs, but {type(mlp).__name__} was fitted "
-                f"with {mlp.n_outputs_}."
-            )
-
-        def encode(rows):
-            return np.asarray(y[rows], dtype=np.float64).reshape(-1, n_outputs)
-
-    return lambda rows: encode(rows).astype(np.float64, copy=False)
 
 
 def gradient_noise_scale(estimator, X, y, sample_weight=None):
@@ -219,30 +167,18 @@ def gradient_noise_scale(estimator, X, y, sample_weight=None):
     >>> bool(result.trace_covariance > result.gradient_norm_squared > 0)
     True
     """
-    mlp, X = _final_step(estimator, X)
-    X, y = validate_data(
-        mlp,
-        X,
-        y,
-        accept_sparse=["csr", "csc"],
-        multi_output=True,
-        dtype=(np.float64, np.float32),
-        reset=False,
+    mlp, X = final_estimator(estimator, X)
+    if not isinstance(mlp, BaseBatchMLP):
+        raise TypeError(
+            "gradient_noise_scale needs a fitted BatchMLPClassifier or "
+            "BatchMLPRegressor, or a Pipeline ending with one; got "
+            f"{type(mlp).__name__}."
+        )
+    check_is_fitted(mlp)
+    # The objective's arrays as fit builds them, in float64 for the sums.
+    X, Y, _, sample_weight, _ = mlp._objective_data(
+        X, y, sample_weight, dtype=np.float64
     )
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = column_or_1d(y, warn=True)
-    targets = _targets(mlp, y)
-
-    sample_weight = check_sample_weight(sample_weight, X)
-    class_weight = mlp._class_sample_weight(y, incremental=False)
-    if class_weight is not None:
-        class_weight = class_weight.astype(X.dtype, copy=False)
-        if sample_weight is not None:
-            class_weight *= sample_weight
-        sample_weight = check_sample_weight(class_weight, X)
-    if sample_weight is not None:
-        sample_weight = sample_weight.astype(np.float64, copy=False)
-
     n = X.shape[0]
     total = float(n if sample_weight is None else math.fsum(sample_weight))
     if not total > 1:
@@ -250,22 +186,14 @@ def gradient_noise_scale(estimator, X, y, sample_weight=None):
             "The gradient noise scale needs a total sample weight greater than 1 "
             f"to estimate a variance; got {total!r} ({n} rows)."
         )
-    if sp.issparse(X):
-        X = X.tocsr()  # sliced by rows below
 
-    net = Network(
-        [np.asarray(W, dtype=np.float64) for W in mlp.coefs_],
-        [np.asarray(b, dtype=np.float64) for b in mlp.intercepts_],
-        activation=mlp.activation,
-        loss=mlp._network_loss(),
-    )
+    net = mlp._network(dtype=np.float64)
     chunk = net.chunk_rows()
     workspace = net.workspace(min(n, chunk))
     gradient_sum = np.zeros_like(net.parameters)  # sum_i s_i g_i
     squared_norm_sum = 0.0  # sum_i s_i ||g_i||^2
-    for rows in _chunks(n, chunk):
-        X_chunk = X[rows].astype(np.float64, copy=False)
-        Y_chunk = targets(rows)
+    for rows in chunks(n, chunk):
+        X_chunk, Y_chunk = X[rows], Y[rows]
         w_chunk = None if sample_weight is None else sample_weight[rows]
         norms = per_example_gradient_norms(
             net, X_chunk, Y_chunk, alpha=mlp.alpha, total_weight=total
@@ -276,16 +204,16 @@ def gradient_noise_scale(estimator, X, y, sample_weight=None):
         )
         # 'sum' with total_weight=S adds this chunk's share of the penalty,
         # (alpha / S) W per unit of weight; over all chunks, alpha W.
-        net.batch_gradient(
+        _, chunk_gradient = net.gradient(
             X_chunk,
             Y_chunk,
-            w_chunk,
+            reduction_coefficients(w_chunk, X_chunk.shape[0], "sum"),
+            sample_weight=w_chunk,
             alpha=mlp.alpha,
             total_weight=total,
-            reduction="sum",
             workspace=workspace,
         )
-        gradient_sum += workspace.gradient
+        gradient_sum += chunk_gradient
 
     mean_gradient = gradient_sum / total
     mean_norm_squared = float(np.dot(mean_gradient, mean_gradient))

@@ -30,7 +30,8 @@ True
 import numpy as np
 import scipy.sparse as sp
 
-from .backprop import Workspace, _as_2d_target, _chunks
+from ._workspace import Workspace, chunks
+from .backprop import _as_2d_target
 
 __all__ = ["per_example_gradients", "per_example_gradient_norms"]
 
@@ -73,7 +74,8 @@ def per_example_gradients(network, X, y, *, alpha=0.0, total_weight=None):
     k = alpha / float(n if total_weight is None else total_weight)
     ws = Workspace(network.layer_units, n, network.dtype)
     # c_i = 1: the deltas are each example's own, unscaled.
-    network._backward(X, _as_2d_target(y, network.dtype), 1.0, None, ws, False)
+    Y = _as_2d_target(y, network.dtype)
+    network.backward(X, Y, workspace=ws, gradients=False)
     dense_X = X.toarray() if sp.issparse(X) else X
     inputs = [dense_X.astype(network.dtype, copy=False)] + ws.activations[:-1]
     coef_grads = []
@@ -85,9 +87,7 @@ def per_example_gradients(network, X, y, *, alpha=0.0, total_weight=None):
     return coef_grads, [D.copy() for D in ws.deltas]
 
 
-def per_example_gradient_norms(
-    network, X, y, *, alpha=0.0, total_weight=None, workspace=None
-):
+def per_example_gradient_norms(network, X, y, *, alpha=0.0, total_weight=None):
     """Euclidean norm of each example's full gradient ``g_i``, never formed.
 
     Exact up to rounding (see the module docstring for the identity), for
@@ -101,8 +101,6 @@ def per_example_gradient_norms(
     alpha : float, default=0.0
     total_weight : float, default=None
         ``S``, the weight of the whole training set; defaults to ``n_samples``.
-    workspace : Workspace, default=None
-        Buffers to reuse across calls (see :meth:`Network.workspace`).
 
     Returns
     -------
@@ -111,12 +109,12 @@ def per_example_gradient_norms(
     n = X.shape[0]
     k = alpha / float(n if total_weight is None else total_weight)
     Y = _as_2d_target(y, network.dtype)
-    ws = workspace if workspace is not None else network.workspace(n)
+    ws = network.workspace(n)
     norms = np.empty(n, network.dtype)
-    for rows in _chunks(n, ws.n_samples):
+    for rows in chunks(n, ws.n_samples):
         X_chunk = X[rows]
         cross = [None] * len(network.coefs) if k else None
-        network._backward(X_chunk, Y[rows], 1.0, None, ws, False, cross)
+        network.backward(X_chunk, Y[rows], workspace=ws, gradients=False, cross=cross)
         activations, deltas = ws.rows(X_chunk.shape[0])
         squared = np.zeros(X_chunk.shape[0], network.dtype)
         for layer, (W, D) in enumerate(zip(network.coefs, deltas)):

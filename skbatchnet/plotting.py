@@ -29,9 +29,9 @@ import warnings
 from collections.abc import Mapping
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import final_estimator
 from .batching import Minibatcher
 
 __all__ = ["LossCurveDisplay"]
@@ -56,15 +56,8 @@ def _import_pyplot(caller):
 # -- reading fitted estimators ---------------------------------------------------
 
 
-def _final_estimator(estimator):
-    """The estimator that holds the curves: the last step of a Pipeline."""
-    while isinstance(estimator, Pipeline):
-        estimator = estimator[-1]
-    return estimator
-
-
 def _check_estimator(estimator):
-    final = _final_estimator(estimator)
+    final, _ = final_estimator(estimator)
     check_is_fitted(final)
     if not hasattr(final, "loss_curve_"):
         raise TypeError(
@@ -124,7 +117,7 @@ def _curve_x(estimator, x_axis):
     # of batch_size_ (or one whole batch); with False or 'merge' every row
     # is used. An average over unequal epochs is rounded (already warned).
     batcher = Minibatcher(batch_size, drop_last=getattr(estimator, "drop_last", False))
-    return points * len(batcher.bounds(max(1, round(rows))))
+    return points * batcher.n_steps(max(1, round(rows)))
 
 
 def _default_labels(estimators):
@@ -344,7 +337,7 @@ class LossCurveDisplay:
                     )
         return curves, xs, labels, validations
 
-    def plot(self, ax=None, *, x_axis=None, log_scale="auto", **kwargs):
+    def plot(self, ax=None, *, x_label=None, log_scale="auto", **kwargs):
         """Draw the curves.
 
         Parameters
@@ -352,8 +345,8 @@ class LossCurveDisplay:
         ax : matplotlib Axes, default=None
             Axes to draw on; None creates a new figure and axes.
 
-        x_axis : str, default=None
-            Label of the x-axis; None uses ``x_label``.
+        x_label : str, default=None
+            Label of the x-axis; None uses the display's ``x_label``.
 
         log_scale : bool or {"auto", "x", "y", "both"}, default="auto"
             Which axes are logarithmic: ``"x"``, ``"y"``, ``"both"`` (same as
@@ -421,7 +414,7 @@ class LossCurveDisplay:
             ax.set_xscale("log")
         if log_scale in ("y", "both"):
             ax.set_yscale("log")
-        ax.set_xlabel(self.x_label if x_axis is None else x_axis)
+        ax.set_xlabel(self.x_label if x_label is None else x_label)
         ax.set_ylabel(self.y_label)
         self._draw_legend(ax, validation_lines, key=labels is not None)
 

@@ -7,7 +7,34 @@ output error once and then needs one matrix product per layer for the whole
 batch (see :mod:`skbatchnet.backprop`).
 """
 
-__all__ = ["REDUCTIONS", "reduction_coefficients"]
+from typing import NamedTuple
+
+__all__ = ["REDUCTIONS", "Coefficients", "reduction_coefficients"]
+
+
+class Coefficients(NamedTuple):
+    """The coefficients ``c_i`` of a reduction and their sum.
+
+    Attributes
+    ----------
+    c : float or ndarray of shape (n_samples,)
+        A scalar when every example has the same coefficient.
+    total : float
+        ``sum_i c_i``; it multiplies the penalty term ``(alpha / S) W``.
+    """
+
+    c: object
+    total: float
+
+    def scaled(self, factor):
+        """The coefficients times ``factor``: the reduced gradient times ``factor``.
+
+        The reduced gradient ``sum_i c_i g_i`` is linear in the ``c_i``, so
+        scaling a few coefficients scales the whole gradient vector.
+        """
+        if factor == 1.0:
+            return self
+        return Coefficients(self.c * factor, self.total * factor)
 
 
 def _mean_coefficients(sample_weight, n_samples):
@@ -57,19 +84,20 @@ def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
 
     Returns
     -------
-    coefficients : float or ndarray of shape (n_samples,)
-        A scalar when every example has the same coefficient.
-    total : float
-        ``sum_i c_i``: 1 for ``'mean'``, the batch's total weight for ``'sum'``.
-        It multiplies the penalty term ``(alpha / S) W`` of the reduced gradient.
+    coefficients : Coefficients
+        ``(c, total)``: ``c`` is a float when every example has the same
+        coefficient, else an ndarray of shape (n_samples,); ``total`` is
+        ``sum_i c_i``, 1 for ``'mean'`` and the batch's total weight for
+        ``'sum'``. It multiplies the penalty term ``(alpha / S) W`` of the
+        reduced gradient.
 
     Examples
     --------
     >>> import numpy as np
     >>> reduction_coefficients(np.array([1.0, 3.0]), 2, "mean")
-    (array([0.25, 0.75]), 1.0)
+    Coefficients(c=array([0.25, 0.75]), total=1.0)
     >>> reduction_coefficients(None, 4, "sum")
-    (1.0, 4.0)
+    Coefficients(c=1.0, total=4.0)
     """
     try:
         coefficients = REDUCTIONS[reduction]
@@ -77,4 +105,4 @@ def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
         raise ValueError(
             f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}."
         ) from None
-    return coefficients(sample_weight, n_samples)
+    return Coefficients(*coefficients(sample_weight, n_samples))

@@ -6,167 +6,26 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.special import expit, logsumexp
+from _reference import (
+    ACTIVATIONS,
+    PROBLEMS,
+    REF_OUTPUT,
+    assert_grads_close,
+    central_differences,
+    flatten,
+    make_problem,
+    ref_example_gradient,
+    ref_logits,
+    ref_losses,
+    ref_objective,
+    ref_reduced_gradient,
+    rel_error,
+)
 
 from skbatchnet._activations import relu
 from skbatchnet._losses import _row_max
-from skbatchnet.backprop import (
-    SMALL_BATCH_ROWS,
-    Network,
-    Workspace,
-    reduction_coefficients,
-)
-
-ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
-# (loss, n_outputs): single and multi-output; log_loss always has 3+ classes.
-PROBLEMS = [("squared_error", 1), ("squared_error", 3), ("poisson", 1)]
-PROBLEMS += [("poisson", 2), ("binary_log_loss", 1), ("binary_log_loss", 3)]
-PROBLEMS += [("log_loss", 3), ("log_loss", 4)]
-HIDDEN = [5, 4]
-N_FEATURES = 3
-
-
-# ---- Independent reference implementation ----
-REF_HIDDEN = {
-    "identity": lambda z: z,
-    "logistic": lambda z: 1.0 / (1.0 + np.exp(-z)),
-    "tanh": np.tanh,
-    "relu": lambda z: np.where(z > 0, z, 0.0),
-}
-
-
-REF_HIDDEN_DERIVATIVE = {  # f'(z), written in terms of the pre-activation z
-    "identity": np.ones_like,
-    "logistic": lambda z: np.exp(-z) / (1.0 + np.exp(-z)) ** 2,
-    "tanh": lambda z: 1.0 / np.cosh(z) ** 2,
-    "relu": lambda z: (z > 0).astype(float),
-}
-
-
-def ref_softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-REF_OUTPUT = {
-    "squared_error": lambda z: z,
-    "poisson": np.exp,
-    "binary_log_loss": expit,
-    "log_loss": ref_softmax,
-}
-
-
-def ref_losses(loss, Y, Z):
-    """loss_i from the formulas of the ground rules, Y and Z of shape (n, k)."""
-    if loss == "squared_error":
-        return 0.5 * ((Y - Z) ** 2).sum(axis=1)
-    if loss == "poisson":
-        ylogy = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1.0)), 0.0)
-        return (np.exp(Z) - Y * Z + ylogy - Y).sum(axis=1)
-    if loss == "binary_log_loss":
-        return (np.logaddexp(0.0, Z) - Y * Z).sum(axis=1)
-    return logsumexp(Z, axis=1) - (Y * Z).sum(axis=1)
-
-
-def ref_logits(coefs, intercepts, activation, X):
-    A = X
-    for layer, (W, b) in enumerate(zip(coefs, intercepts)):
-        Z = A @ W + b
-        A = Z if layer == len(coefs) - 1 else REF_HIDDEN[activation](Z)
-    return A
-
-
-def flatten(coefs, intercepts):
-    return np.concatenate([p.ravel() for p in [*coefs, *intercepts]])
-
-
-def unflatten(theta, coefs, intercepts):
-    out, pos = [], 0
-    for p in [*coefs, *intercepts]:
-        out.append(theta[pos : pos + p.size].reshape(p.shape))
-        pos += p.size
-    return out[: len(coefs)], out[len(coefs) :]
-
-
-def ref_objective(theta, net, X, Y, sw, alpha, S, reduction):
-    """(1/sum s) sum s_i e_i ('mean') or sum s_i e_i, e_i = loss_i + a/2S ||W||^2"""
-    coefs, intercepts = unflatten(theta, net.coefs, net.intercepts)
-    losses = ref_losses(net.loss, Y, ref_logits(coefs, intercepts, net.activation, X))
-    s = np.ones(X.shape[0]) if sw is None else sw
-    e = losses + alpha / (2.0 * S) * sum((W**2).sum() for W in coefs)
-    total = (s * e).sum()
-    return total / s.sum() if reduction == "mean" else total
-
-
-def central_differences(f, theta, h=1e-6):
-    grad = np.empty_like(theta)
-    for j in range(theta.size):
-        step = np.zeros_like(theta)
-        step[j] = h
-        grad[j] = (f(theta + step) - f(theta - step)) / (2.0 * h)
-    return grad
-
-
-def ref_example_gradient(net, x, y, alpha, S):
-    """One example's g_i by hand: forward, then backprop with outer products."""
-    zs, acts = [], [x]
-    for layer, (W, b) in enumerate(zip(net.coefs, net.intercepts)):
-        z = acts[-1] @ W + b
-        zs.append(z)
-        if layer < len(net.coefs) - 1:
-            acts.append(REF_HIDDEN[net.activation](z))
-    delta = REF_OUTPUT[net.loss](zs[-1]) - y  # d loss_i / d z (canonical link)
-    coef_grads, intercept_grads = [None] * len(zs), [None] * len(zs)
-    for layer in range(len(zs) - 1, -1, -1):
-        W = net.coefs[layer]
-        coef_grads[layer] = np.outer(acts[layer], delta) + (alpha / S) * W
-        intercept_grads[layer] = delta.copy()
-        if layer > 0:
-            delta = (W @ delta) * REF_HIDDEN_DERIVATIVE[net.activation](zs[layer - 1])
-    return coef_grads, intercept_grads
-
-
-def ref_reduced_gradient(net, X, Y, sw, alpha, S, reduction):
-    """sum_i c_i g_i with c_i = s_i / sum s ('mean') or s_i ('sum')."""
-    s = np.ones(len(X)) if sw is None else sw
-    c = s / s.sum() if reduction == "mean" else s
-    per = [ref_example_gradient(net, X[i], Y[i], alpha, S) for i in range(len(X))]
-    layers = range(len(net.coefs))
-    coef = [sum(c[i] * per[i][0][k] for i in range(len(X))) for k in layers]
-    return coef, [sum(c[i] * per[i][1][k] for i in range(len(X))) for k in layers]
-
-
-def make_problem(loss, n_outputs, activation="tanh", n=7, seed=0, dtype=np.float64):
-    rng = np.random.RandomState(seed)
-    X = rng.randn(n, N_FEATURES)
-    if loss == "squared_error":
-        Y = rng.randn(n, n_outputs)
-    elif loss == "poisson":
-        Y = rng.poisson(1.5, (n, n_outputs)).astype(float)
-        Y[0] = 0.0  # exercise y log y at y = 0
-    elif loss == "binary_log_loss":
-        Y = rng.randint(0, 2, (n, n_outputs)).astype(float)
-    else:
-        Y = np.eye(n_outputs)[rng.randint(0, n_outputs, n)]
-    sw = rng.uniform(0.2, 2.0, n)
-    sw[1] = 0.0  # a zero-weight example must not count
-    units = [N_FEATURES, *HIDDEN, n_outputs]
-    net = Network.initialize(
-        units, activation=activation, loss=loss, random_state=seed + 1, dtype=dtype
-    )
-    return net, X.astype(dtype), Y, sw
-
-
-def assert_grads_close(actual, expected, rtol):
-    """Element-wise rtol, with an atol scaled to the layer's largest entry."""
-    assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
-        assert a.shape == e.shape
-        np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * np.abs(e).max())
-
-
-def rel_error(a, b):
-    return np.linalg.norm(a - b) / np.linalg.norm(b)
+from skbatchnet.backprop import Network, reduction_coefficients
+from skbatchnet.per_example import per_example_gradients
 
 
 # ---- 1. Finite differences of an independent objective ----
@@ -238,8 +97,8 @@ def test_batch_gradient_matches_per_example_loop(
 def test_per_example_gradients_match_loop(activation, loss, n_outputs, total):
     net, X, Y, _ = make_problem(loss, n_outputs, activation, n=6, seed=5)
     alpha = 0.2
-    coef_grads, intercept_grads = net.per_example_gradients(
-        X, Y, alpha=alpha, total_weight=total
+    coef_grads, intercept_grads = per_example_gradients(
+        net, X, Y, alpha=alpha, total_weight=total
     )
     S = X.shape[0] if total is None else total
     for i in range(X.shape[0]):
@@ -264,103 +123,10 @@ def test_sparse_input_equals_dense(fmt, reduction):
         S = len(X) if weights is None else weights.sum()
         ref = ref_reduced_gradient(net, X, Y, weights, 0.1, S, reduction)
         assert_grads_close(sparse[1], ref[0], rtol=1e-10)
-    per_dense = net.per_example_gradients(X, Y, alpha=0.1)
-    per_sparse = net.per_example_gradients(Xs, Y, alpha=0.1)
+    per_dense = per_example_gradients(net, X, Y, alpha=0.1)
+    per_sparse = per_example_gradients(net, Xs, Y, alpha=0.1)
     assert_grads_close(per_sparse[0], per_dense[0], rtol=1e-12)
     np.testing.assert_allclose(net.forward(Xs), net.forward(X), rtol=1e-12)
-
-
-# ---- 3. Workspace reuse ----
-def test_workspace_reuse_matches_fresh_allocation():
-    net, X, Y, sw = make_problem("squared_error", 3, "tanh", n=8, seed=2)
-    rng = np.random.RandomState(9)
-    batches = [(X, Y, sw), (rng.randn(8, N_FEATURES), rng.randn(8, 3), None)]
-    ws = net.workspace(8)
-    for call in range(5):
-        Xb, Yb, swb = batches[call % 2]
-        kwargs = dict(alpha=0.4, total_weight=30.0, reduction=["mean", "sum"][call % 2])
-        loss_ws, cg_ws, ig_ws = net.batch_gradient(Xb, Yb, swb, workspace=ws, **kwargs)
-        loss, cg, ig = net.batch_gradient(Xb, Yb, swb, **kwargs)
-        assert loss_ws == loss
-        for a, b in zip(cg_ws + ig_ws, cg + ig):
-            np.testing.assert_array_equal(a, b)
-        # The returned arrays are the workspace's buffers, reused every call.
-        assert all(
-            a is b for a, b in zip(cg_ws + ig_ws, ws.coef_grads + ws.intercept_grads)
-        )
-        assert not any(np.shares_memory(a, b) for a, b in zip(cg, cg_ws))
-
-
-@pytest.mark.parametrize("rows", [1, 3, 5, 8, 9])
-def test_workspace_of_any_size_gives_the_same_gradient(rows):
-    """A shorter batch uses the first rows of the buffers; a longer one is
-    computed through the workspace chunk by chunk and the chunks summed."""
-    net, X, Y, sw = make_problem("log_loss", 3, "relu", n=8, seed=4)
-    for reduction in ("mean", "sum"):
-        kwargs = dict(alpha=0.4, total_weight=30.0, reduction=reduction)
-        fresh = net.batch_gradient(X, Y, sw, **kwargs)
-        reused = net.batch_gradient(X, Y, sw, workspace=net.workspace(rows), **kwargs)
-        assert reused[0] == pytest.approx(fresh[0], rel=1e-12)
-        assert_grads_close(reused[1] + reused[2], fresh[1] + fresh[2], rtol=1e-12)
-
-
-@pytest.mark.parametrize("layout", ["C", "F", "csr"])
-@pytest.mark.parametrize("alpha", [0.0, 0.4])
-def test_both_weight_gradient_kernels_match_the_loop(alpha, layout):
-    """Workspaces of fewer than SMALL_BATCH_ROWS rows compute weight gradients
-    with scipy's gemm, in place and onto the decay; larger ones with numpy's
-    product, the decay added after. Both give the per-example loop's reduced
-    gradient, whatever their buffers held before."""
-    n = SMALL_BATCH_ROWS + 6
-    net, X, Y, sw = make_problem("log_loss", 3, "relu", n=n, seed=12)
-    ref = ref_reduced_gradient(net, X, Y, sw, alpha, 90.0, "mean")
-    X_in = {"C": X, "F": np.asfortranarray(X), "csr": sp.csr_matrix(X)}[layout]
-    small = Workspace(net.layer_units, 20, net.dtype)  # 4 chunks of <= 20 rows
-    large = Workspace(net.layer_units, n, net.dtype)
-    assert small._gemm is not None and large._gemm is None
-    for ws in (small, large):
-        ws.gradient[...] = np.nan
-        _, coef_grads, intercept_grads = net.batch_gradient(
-            X_in, Y, sw, alpha=alpha, total_weight=90.0, workspace=ws
-        )
-        assert_grads_close(coef_grads + intercept_grads, ref[0] + ref[1], rtol=1e-10)
-
-
-@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
-def test_dtypes_without_blas_use_numpy_on_small_batches(dtype):
-    """scipy's BLAS has no gemm for these types and would write into a copy."""
-    net64, X, Y, sw = make_problem("log_loss", 3, "relu", n=6, seed=14)
-    net = Network(
-        [W.astype(dtype) for W in net64.coefs],
-        [b.astype(dtype) for b in net64.intercepts],
-        activation="relu",
-        loss="log_loss",
-    )
-    ws = net.workspace(6)
-    assert ws._gemm is None
-    ws.gradient[...] = np.nan
-    _, coef_grads, _ = net.batch_gradient(
-        X.astype(dtype), Y, sw, alpha=0.1, workspace=ws
-    )
-    ref = ref_reduced_gradient(net64, X, Y, sw, 0.1, sw.sum(), "mean")
-    rtol = 1e-2 if dtype == np.float16 else 1e-10
-    assert_grads_close([g.astype(np.float64) for g in coef_grads], ref[0], rtol=rtol)
-
-
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("rows", [4, 2 * SMALL_BATCH_ROWS])
-def test_scale_multiplies_the_gradient_not_the_loss(rows, weighted):
-    net, X, Y, sw = make_problem("log_loss", 3, "relu", n=rows, seed=13)
-    sw = sw if weighted else None
-    kwargs = dict(alpha=0.3, total_weight=500.0, reduction="sum")
-    ref = ref_reduced_gradient(net, X, Y, sw, 0.3, 500.0, "sum")
-    ref_loss = net.batch_gradient(X, Y, sw, **kwargs)[0]
-    loss, coef_grads, intercept_grads = net.batch_gradient(
-        X, Y, sw, scale=0.01, workspace=net.workspace(rows), **kwargs
-    )
-    assert loss == pytest.approx(ref_loss, rel=1e-14)
-    scaled_ref = [0.01 * g for g in ref[0] + ref[1]]
-    assert_grads_close(coef_grads + intercept_grads, scaled_ref, rtol=1e-10)
 
 
 # ---- 4. reduction_coefficients ----
@@ -470,7 +236,7 @@ def test_huge_inputs_are_finite(activation, loss, n_outputs):
             )
             assert np.isfinite(value)
             assert all(np.isfinite(g).all() for g in cg + ig)
-        per_coef, per_icpt = net.per_example_gradients(X, Y)
+        per_coef, per_icpt = per_example_gradients(net, X, Y)
         out = net.forward(X)
     assert all(np.isfinite(g).all() for g in per_coef + per_icpt)
     assert np.isfinite(out).all() and (out >= 0).all() and (out <= 1).all()
@@ -550,19 +316,3 @@ def test_float32_gradient(loss, n_outputs, reduction):
         assert loss32 == pytest.approx(loss64, rel=1e-5)
         for g32, g64 in zip(cg32 + ig32, cg64 + ig64):
             assert rel_error(g32.astype(np.float64), g64) < 1e-4
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
-def test_small_batch_workspaces_limit_blas_to_one_thread(dtype):
-    """The limit follows the batch's rows, whatever kernel the dtype gets."""
-    from threadpoolctl import threadpool_info
-
-    def blas_threads():
-        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
-
-    units = [3, 5, 2]
-    outside = blas_threads()
-    with Workspace(units, SMALL_BATCH_ROWS - 1, dtype).blas_threads():
-        assert blas_threads() == {1}
-    with Workspace(units, SMALL_BATCH_ROWS, dtype).blas_threads():
-        assert blas_threads() == outside

@@ -65,10 +65,20 @@ def test_invalid_minibatcher_options():
     for kwargs in ({"drop_last": "keep"}, {"drop_last": None}, {"drop_last": 2}):
         with pytest.raises(ValueError):
             Minibatcher(4, **kwargs).bounds(10)
-    with pytest.raises(ValueError):
-        Minibatcher(4, gradient_reduction="avg").bounds(10)
+    with pytest.raises(TypeError):  # batching yields rows; reduction is not its own
+        Minibatcher(4, gradient_reduction="mean")
     with pytest.raises(ValueError):
         next(Minibatcher(0).iter_epochs(10))
+    for n in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+            Minibatcher(4).bounds(n)
+
+
+@pytest.mark.parametrize("drop_last", [False, True, "merge"])
+@pytest.mark.parametrize("batch_size, n", [(1, 5), (4, 10), (4, 12), (32, 10)])
+def test_n_steps_counts_the_batches_of_an_epoch(batch_size, n, drop_last):
+    batcher = Minibatcher(batch_size, shuffle=False, drop_last=drop_last)
+    assert batcher.n_steps(n) == len(next(batcher.iter_epochs(n)))
 
 
 # --------------------------------------------------------------------------

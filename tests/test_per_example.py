@@ -7,7 +7,9 @@ from numpy.testing import assert_allclose
 from sklearn import config_context
 
 from skbatchnet import backprop
-from skbatchnet.backprop import Network, _chunks, chunk_rows
+from skbatchnet._workspace import chunk_rows
+from skbatchnet._workspace import chunks as _chunks
+from skbatchnet.backprop import Network
 from skbatchnet.per_example import per_example_gradient_norms, per_example_gradients
 
 LOSSES = {
@@ -44,7 +46,7 @@ def test_norms_equal_materialized_gradients(loss, activation, alpha, sparse):
     expected = np.linalg.norm(_flat(grads, n), axis=1)
     norms = per_example_gradient_norms(net, X, Y, alpha=alpha, total_weight=30.0)
     assert_allclose(norms, expected, rtol=1e-10)
-    method = net.per_example_gradient_norms(X, Y, alpha=alpha, total_weight=30.0)
+    method = per_example_gradient_norms(net, X, Y, alpha=alpha, total_weight=30.0)
     assert_allclose(method, expected, rtol=1e-10)
 
 
@@ -87,13 +89,13 @@ def test_chunked_gradient_equals_unchunked(sparse, reduction):
     with config_context(working_memory=0.001):  # about 1 KiB: chunks of 6 rows
         assert net.chunk_rows() < 10
         chunked = net.batch_gradient(X, Y, w, **kwargs)
-        norms_chunked = net.per_example_gradient_norms(X, Y, alpha=0.3)
+        norms_chunked = per_example_gradient_norms(net, X, Y, alpha=0.3)
         output_chunked = net.forward(X)
     assert chunked[0] == pytest.approx(whole[0], rel=1e-12)
     for a, b in zip(chunked[1] + chunked[2], whole[1] + whole[2]):
         assert np.linalg.norm(a - b) <= 1e-12 * np.linalg.norm(b)
     assert_allclose(
-        norms_chunked, net.per_example_gradient_norms(X, Y, alpha=0.3), rtol=1e-12
+        norms_chunked, per_example_gradient_norms(net, X, Y, alpha=0.3), rtol=1e-12
     )
     assert_allclose(output_chunked, net.forward(X), rtol=1e-12)
 
@@ -101,11 +103,9 @@ def test_chunked_gradient_equals_unchunked(sparse, reduction):
 def test_chunk_rows_follows_working_memory():
     units = [100, 256, 1]
     per_row = 8 * 2 * 257
-    assert chunk_rows(units, np.float64, working_memory=64) == 64 * 2**20 // per_row
-    assert chunk_rows(units, np.float32, working_memory=64) == 64 * 2**20 // (
-        per_row // 2
-    )
-    assert chunk_rows(units, np.float64, working_memory=1e-9) == 1
+    assert chunk_rows(units, np.float64, budget_mib=64) == 64 * 2**20 // per_row
+    assert chunk_rows(units, np.float32, budget_mib=64) == 64 * 2**20 // (per_row // 2)
+    assert chunk_rows(units, np.float64, budget_mib=1e-9) == 1
     with config_context(working_memory=2):
         assert Network.initialize(units).chunk_rows() == 2 * 2**20 // per_row
         assert (
@@ -137,9 +137,9 @@ def test_prediction_chunks_fit_the_forward_cache_budget(monkeypatch):
     seen = []
     forward = Network._forward
 
-    def spy(self, X_chunk, buffers):
+    def spy(self, X_chunk, buffers, *args):
         seen.append(X_chunk.shape[0])
-        return forward(self, X_chunk, buffers)
+        return forward(self, X_chunk, buffers, *args)
 
     monkeypatch.setattr(Network, "_forward", spy)
     with config_context(working_memory=1024):

@@ -395,25 +395,3 @@ def test_reloaded_copies_are_independent(how, tmp_path):
     est.partial_fit(X, y)
     snapshot.partial_fit(X, y)
     _assert_same_weights(est, snapshot)
-
-
-def test_adam_pickled_with_its_former_state_continues():
-    """Adam once kept the second moment v itself (now v / k): such a pickle
-    still loads and continues as the current one does."""
-    X, y = _data(BatchMLPRegressor)
-    est = _estimator(BatchMLPRegressor, "adam", random_state=7, batch_size=24)
-    est.partial_fit(X, y)
-    current = pickle.loads(pickle.dumps(est))
-    former = pickle.loads(pickle.dumps(est))
-    optimizer = former._optimizer
-    optimizer.__dict__["vs"] = [
-        u * optimizer._k() for u in optimizer.__dict__.pop("us")
-    ]
-    former = pickle.loads(pickle.dumps(former))
-    assert not hasattr(former._optimizer, "vs")
-    for model in (current, former):
-        model.partial_fit(X, y)
-    for a, b in zip(
-        former.coefs_ + former.intercepts_, current.coefs_ + current.intercepts_
-    ):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)

@@ -344,7 +344,7 @@ def test_constructor_and_plot():
     )
     assert not hasattr(display, "lines_")
     fig, ax = plt.subplots()
-    assert display.plot(ax, x_axis="Custom", log_scale="y", linewidth=3) is display
+    assert display.plot(ax, x_label="Custom", log_scale="y", linewidth=3) is display
     assert display.ax_ is ax and display.figure_ is fig
     np.testing.assert_array_equal(display.lines_[1].get_xdata(), [10, 20])
     np.testing.assert_array_equal(display.validation_lines_[0].get_xdata(), [2, 3])

@@ -374,7 +374,7 @@ class _Fault(Exception):
 
 def _fail_at_call(monkeypatch, k, exc):
     """Make the k-th minibatch gradient (1-based) raise ``exc``."""
-    original = skbatchnet.backprop.Network.batch_gradient
+    original = skbatchnet.backprop.Network.gradient
     calls = {"n": 0}
 
     def batch_gradient(self, *args, **kwargs):
@@ -383,7 +383,7 @@ def _fail_at_call(monkeypatch, k, exc):
             raise exc
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(skbatchnet.backprop.Network, "batch_gradient", batch_gradient)
+    monkeypatch.setattr(skbatchnet.backprop.Network, "gradient", batch_gradient)
     return calls
 
 
@@ -433,7 +433,7 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 def _count_steps(monkeypatch):
     """Record whether each minibatch loss was finite, in order."""
-    original = skbatchnet.backprop.Network.batch_gradient
+    original = skbatchnet.backprop.Network.gradient
     finite = []
 
     def batch_gradient(self, *args, **kwargs):
@@ -441,7 +441,7 @@ def _count_steps(monkeypatch):
         finite.append(bool(np.isfinite(result[0])))
         return result
 
-    monkeypatch.setattr(skbatchnet.backprop.Network, "batch_gradient", batch_gradient)
+    monkeypatch.setattr(skbatchnet.backprop.Network, "gradient", batch_gradient)
     return finite
 
 

@@ -1,0 +1,236 @@
+"""The estimators' parameters: their one list, defaults, constraints and docs.
+
+Both estimators take scikit-learn's MLP parameters plus the batching ones
+(``gradient_reduction``, ``drop_last``, ``average``). They are written once,
+in :class:`Parameters`; each estimator adds its own (``loss``,
+``class_weight``) through :func:`extend_signature`.
+"""
+
+import inspect
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+
+from ._activations import ACTIVATIONS
+from ._optimizers import SOLVERS
+from .reduction import REDUCTIONS
+
+__all__ = ["SHARED_PARAMETERS_DOC", "Parameters", "extend_signature"]
+
+
+class Parameters:
+    """The shared constructor: stores every parameter as given, checks none."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "solver": [StrOptions(set(SOLVERS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto", "full"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Real, {np.inf}),
+        ],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "gradient_reduction": [StrOptions(set(REDUCTIONS))],
+        "drop_last": ["boolean", StrOptions({"merge"})],
+        "average": ["boolean", Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        gradient_reduction="mean",
+        drop_last=False,
+        average=False,
+    ):
+        for name, value in locals().items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
+
+def extend_signature(init):
+    """Give ``init`` the full signature: its own parameters and the base's.
+
+    A subclass's ``__init__`` names only what it adds and passes the shared
+    parameters on as ``**params``; scikit-learn's ``get_params``, ``clone``,
+    ``repr`` and ``help()`` read this signature, so the shared parameter list
+    is written once, in :class:`Parameters`.
+    """
+    own = [
+        p
+        for p in inspect.signature(init).parameters.values()
+        if p.kind is not p.VAR_KEYWORD
+    ]
+    names = {p.name for p in own}
+    shared = [
+        p
+        for p in inspect.signature(Parameters.__init__).parameters.values()
+        if p.name not in names
+    ]
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    init.__signature__ = inspect.Signature(
+        [p for p in own + shared if p.kind is not keyword]
+        + [p for p in shared + own if p.kind is keyword]
+    )
+    return init
+
+
+SHARED_PARAMETERS_DOC = """\
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        The ith element is the number of neurons in the ith hidden layer.
+
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation of the hidden layers.
+
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        ``'sgd'`` and ``'adam'`` take minibatch steps; ``'lbfgs'`` minimizes
+        the whole-set objective ``E`` directly and ignores ``batch_size`` and
+        ``gradient_reduction``.
+
+    alpha : float, default=0.0001
+        Strength of the L2 penalty in the objective
+        ``E = (1/S) sum_i s_i loss_i + (alpha / 2S) ||W||^2``. Unlike
+        scikit-learn's MLP, whose penalty is divided by the batch size,
+        ``alpha`` means the same at every ``batch_size``.
+
+    batch_size : int, 'auto' or 'full', default='auto'
+        Rows per step: 1 is stochastic gradient descent, an int is a
+        minibatch, ``'auto'`` is ``min(200, n_samples)``, ``'full'`` is
+        gradient descent on the whole set. A batch larger than the data set is
+        the whole set.
+
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Learning rate schedule of ``solver='sgd'``: constant; divided by
+        ``(t + 1) ** power_t`` after each epoch, ``t`` being the samples seen;
+        or divided by 5 whenever the loss stalls for ``n_iter_no_change``
+        epochs.
+
+    learning_rate_init : float, default=0.001
+        Initial step size of ``'sgd'`` and ``'adam'``.
+
+    power_t : float, default=0.5
+        Exponent of ``learning_rate='invscaling'``.
+
+    max_iter : int, default=200
+        Maximum number of epochs (passes over the data) for the stochastic
+        solvers, of iterations for ``'lbfgs'``.
+
+    shuffle : bool, default=True
+        Whether to draw a new order of the examples at every epoch.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialization, the early-stopping split and the
+        shuffles, drawn from one stream in that order (as scikit-learn does).
+
+    tol : float, default=1e-4
+        Improvement below which an epoch counts as no progress.
+
+    verbose : bool, default=False
+        Print progress to stdout.
+
+    warm_start : bool, default=False
+        When True, ``fit`` starts from the previous weights. The optimizer
+        state, the epoch counter ``n_iter_`` and the random stream start
+        afresh (as in scikit-learn); ``t_``, ``loss_curve_`` and ``best_loss_``
+        carry over.
+
+    momentum : float, default=0.9
+        Momentum of ``solver='sgd'``.
+
+    nesterovs_momentum : bool, default=True
+        Whether ``solver='sgd'`` uses Nesterov's momentum.
+
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified by
+        class for single-label classification) and stop when its score stops
+        improving; the best weights are kept.
+
+    validation_fraction : float, default=0.1
+        Share of the data held out for early stopping.
+
+    beta_1 : float, default=0.9
+        Decay of the first-moment estimate of ``'adam'``.
+
+    beta_2 : float, default=0.999
+        Decay of the second-moment estimate of ``'adam'``.
+
+    epsilon : float, default=1e-8
+        Numerical stability term of ``'adam'``.
+
+    n_iter_no_change : int, default=10
+        Epochs without ``tol`` improvement before stopping (or, with
+        ``learning_rate='adaptive'``, before dividing the learning rate by 5).
+
+    max_fun : int, default=15000
+        Maximum number of objective evaluations of ``'lbfgs'``.
+
+    gradient_reduction : {'mean', 'sum'}, default='mean'
+        How per-example gradients ``g_i = grad(loss_i) + (alpha/S) W`` become
+        one step: ``'mean'`` follows ``sum_i s_i g_i / sum_i s_i``, an
+        estimate of ``grad E``; ``'sum'`` follows ``sum_i s_i g_i``, whose
+        step grows with the batch (the linear learning-rate scaling rule).
+
+    drop_last : bool or 'merge', default=False
+        What happens to a last batch shorter than ``batch_size``: kept as a
+        short step (False), dropped (True), or merged into the batch before
+        it (``'merge'``, so every step has between ``batch_size`` and
+        ``2 * batch_size - 1`` rows). A data set smaller than one batch is one
+        batch.
+
+    average : bool or int, default=False
+        Weight averaging for ``'sgd'`` and ``'adam'``, as in scikit-learn's
+        ``SGDClassifier``: when True, ``coefs_`` and ``intercepts_`` (and so
+        ``predict``) hold the running mean of the weights after each step;
+        an int ``k`` starts the mean once ``k`` samples have been seen.
+        Training continues from the raw weights; the average carries over
+        ``partial_fit`` calls, ``warm_start`` fits and pickling. Ignored by
+        ``'lbfgs'``. With ``early_stopping``, the average is over the whole
+        run.
+"""

@@ -1,0 +1,391 @@
+"""Training: the epoch loop, its bookkeeping, and the L-BFGS run.
+
+Functions of a network, its data, an optimizer and a :class:`Progress`
+record; none of them sees an estimator. A step of stochastic training is
+
+1. ``rows`` = the next batch;
+2. ``c`` = the reduction coefficients of those rows' weights;
+3. ``grad`` = the network's gradient on those rows with those coefficients
+   and the penalty share ``alpha / S``;
+4. the optimizer's update,
+
+which :func:`run_epoch` spells out line by line.
+"""
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+
+from ._averaging import WeightAverage
+from ._rollback import Checkpoint
+from .reduction import reduction_coefficients
+
+__all__ = ["Progress", "Rules", "TrainingData", "run_epoch", "train_epochs"]
+
+
+@dataclass
+class TrainingData:
+    """What one fit trains on: rows, targets, weights, ``S``, the held-out part."""
+
+    X: object
+    Y: np.ndarray
+    sample_weight: object
+    total: float
+    validation: object = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings the epoch loop follows (the estimator's parameters)."""
+
+    alpha: float
+    reduction: str
+    tol: float
+    n_iter_no_change: float
+    verbose: bool
+
+
+@dataclass
+class Progress:
+    """Where training stands: the counters and curves an estimator reports.
+
+    The fields without a leading underscore are published as the fitted
+    attributes of the same name followed by ``_`` (``n_iter_``, ``t_``...).
+    """
+
+    n_iter: int = 0
+    t: int = 0
+    loss_curve: list = field(default_factory=list)
+    best_loss: float | None = np.inf
+    validation_scores: list | None = None
+    validation_loss_curve: list | None = None
+    best_validation_score: float | None = None
+    _no_improvement_count: int = 0
+    _best_parameters: np.ndarray | None = None
+
+    def reset_stopping(self, early_stopping):
+        """Start the bookkeeping of the stopping rule afresh."""
+        self._no_improvement_count = 0
+        self._best_parameters = None
+        if early_stopping:
+            self.validation_scores, self.validation_loss_curve = [], []
+            self.best_validation_score, self.best_loss = -np.inf, None
+        else:
+            self.validation_scores, self.validation_loss_curve = None, None
+            self.best_validation_score, self.best_loss = None, np.inf
+
+    def attributes(self):
+        """The fitted attributes, ``{name + '_': value}``."""
+        out = {
+            f"{name}_": value
+            for name, value in vars(self).items()
+            if not name.startswith("_")
+        }
+        if self.validation_loss_curve is None:
+            del out["validation_loss_curve_"]
+        return out
+
+
+def weight_average(average, current, network):
+    """The running weight average to train with, per the ``average`` setting.
+
+    ``current`` (the average kept from earlier calls, or None) goes on when
+    it fits the network; ``average=False`` gives None.
+    """
+    if not average:
+        return None
+    if current is None or current.mean.shape != network.parameters.shape:
+        start = 1 if average is True else int(average)
+        return WeightAverage(network.parameters.size, network.dtype, start)
+    return current
+
+
+def rows_of(A, batch):
+    """``A[batch]`` for a slice or an index array of rows.
+
+    ``ndarray.take`` gathers rows faster than fancy indexing.
+    """
+    if isinstance(batch, np.ndarray) and isinstance(A, np.ndarray):
+        return A.take(batch, axis=0)
+    return A[batch]
+
+
+def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None):
+    """Hold out ``fraction`` of the data, stratified by ``stratify_by`` if given.
+
+    Returns
+    -------
+    train, validation : list
+        ``[X, Y, y, sample_weight]`` of each part (``sample_weight`` None
+        without weights).
+    """
+    if fraction == 0:
+        raise ValueError(
+            "early_stopping=True needs a held-out set, but validation_fraction "
+            "is 0. Set validation_fraction to a value in (0, 1), e.g. 0.1."
+        )
+    stratify = None
+    if stratify_by is not None:
+        _, counts = np.unique(stratify_by, return_counts=True)
+        n_val = int(np.ceil(fraction * X.shape[0]))
+        # Stratification needs two examples per class and room for every
+        # class on both sides; without that the split is plain random.
+        if counts.min() >= 2 and min(n_val, X.shape[0] - n_val) >= counts.size:
+            stratify = stratify_by
+    arrays = [X, Y, y] + ([] if sample_weight is None else [sample_weight])
+    parts = train_test_split(
+        *arrays, random_state=rng, test_size=fraction, stratify=stratify
+    )
+    train, val = parts[0::2], parts[1::2]
+    if val[0].shape[0] < 2:
+        raise ValueError(
+            "The validation set is too small. Increase validation_fraction or "
+            "the size of the data set, or set early_stopping=False."
+        )
+    if sample_weight is None:
+        train, val = train + [None], val + [None]
+    elif not (train[-1].sum() > 0 and val[-1].sum() > 0):
+        side = "held-out" if train[-1].sum() > 0 else "training"
+        raise ValueError(
+            f"With early_stopping=True the {side} part of the data has zero "
+            "total sample weight. Give more examples a positive weight, "
+            "change validation_fraction or random_state, or set "
+            "early_stopping=False."
+        )
+    return train, val
+
+
+def divergence_error(what, epoch, batch, learning_rate):
+    return ValueError(
+        f"Training diverged: the {what} became non-finite in epoch {epoch}, "
+        f"batch {batch}, at learning rate {learning_rate:g}. Lower "
+        "learning_rate_init, scale the inputs (for example with StandardScaler), "
+        "or use gradient_reduction='mean' instead of 'sum'."
+    )
+
+
+def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager, epoch):
+    """One pass of minibatch steps; returns the epoch loss and the rows seen.
+
+    The epoch loss weights each batch's estimate of E by the batch's share
+    of the total weight seen, so it is comparable across batch sizes.
+    """
+    X, Y, sample_weight = data.X, data.Y, data.sample_weight
+    loss_sum, weight_sum, seen = 0.0, 0.0, 0
+    for number, rows in enumerate(batches, start=1):
+        X_batch, Y_batch = rows_of(X, rows), rows_of(Y, rows)
+        n = X_batch.shape[0]
+        if sample_weight is None:
+            w_batch, weight = None, float(n)
+        else:
+            w_batch = rows_of(sample_weight, rows)
+            weight = float(w_batch.sum())
+            if weight == 0:
+                # A batch with no weight has no gradient to follow.
+                seen += n
+                continue
+        c = reduction_coefficients(w_batch, n, rules.reduction)
+        # The optimizer's first factor (SGD's rate, Adam's 1 - beta_1) joins
+        # the coefficients: the gradient is linear in them.
+        c = c.scaled(optimizer.gradient_scale)
+        loss, grad = network.gradient(
+            X_batch,
+            Y_batch,
+            c,
+            sample_weight=w_batch,
+            alpha=rules.alpha,
+            total_weight=data.total,
+            workspace=workspace,
+        )
+        if not math.isfinite(loss):
+            raise divergence_error("loss", epoch, number, optimizer.learning_rate)
+        optimizer.step([network.parameters], [grad])
+        if averager is not None:
+            averager.update(network.parameters, n)
+        loss_sum += weight * loss
+        weight_sum += weight
+        seen += n
+    # The loss check above sees each step's result only at the next step;
+    # this catches an epoch's last step, once per epoch.
+    if not np.isfinite(network.parameters).all():
+        raise divergence_error("weights", epoch, number, optimizer.learning_rate)
+    if weight_sum == 0:
+        # No batch carried weight (drop_last=True can drop every weighted
+        # row): no step was taken and no batch estimates the objective, so
+        # evaluate it exactly on the training data instead.
+        return network.objective(X, Y, sample_weight, alpha=rules.alpha), seen
+    return loss_sum / weight_sum, seen
+
+
+def _count_no_improvement(progress, improved):
+    """The stopping rule's counter: consecutive epochs without improvement."""
+    if improved:
+        progress._no_improvement_count = 0
+    else:
+        progress._no_improvement_count += 1
+
+
+def update_stopping(progress, network, validation, *, rules, score):
+    """Record the epoch for the stopping rule (training loss or validation score).
+
+    With a held-out set the best parameters seen are kept in ``progress``.
+    """
+    if validation is None:
+        loss = progress.loss_curve[-1]
+        _count_no_improvement(progress, not loss > progress.best_loss - rules.tol)
+        if loss < progress.best_loss:
+            progress.best_loss = loss
+        return
+    X_val, Y_val, y_val, w_val = validation
+    logits = network.decision_function(X_val)
+    losses = network.per_example_loss_from_logits(Y_val, logits)
+    val_score = score(network.output_from_logits(logits), y_val, w_val)
+    progress.validation_loss_curve.append(float(np.average(losses, weights=w_val)))
+    progress.validation_scores.append(val_score)
+    if rules.verbose:
+        print(f"Validation score: {val_score:f}")
+    improved = not val_score < progress.best_validation_score + rules.tol
+    _count_no_improvement(progress, improved)
+    if val_score > progress.best_validation_score:
+        progress.best_validation_score = val_score
+        progress._best_parameters = network.parameters.copy()
+
+
+def train_epochs(
+    network,
+    data,
+    epochs,
+    optimizer,
+    progress,
+    *,
+    n_epochs,
+    rules,
+    workspace,
+    averager,
+    rng,
+    score,
+    report,
+    max_iter=None,
+):
+    """The epoch loop: steps, bookkeeping, stopping rules.
+
+    Runs at most ``n_epochs`` epochs drawn from ``epochs``. ``report(loss)``
+    is called after each epoch and returns True to stop. With ``max_iter``,
+    reaching ``progress.n_iter == max_iter`` warns that training has not
+    converged. A KeyboardInterrupt ends training at the last completed epoch.
+
+    Returns
+    -------
+    optimizer, averager
+        Those in force at the end (an interruption restores the ones of the
+        last completed epoch).
+    """
+    for _ in range(n_epochs):
+        checkpoint = Checkpoint(network.parameters, optimizer, averager, rng)
+        try:
+            loss, seen = run_epoch(
+                network,
+                data,
+                next(epochs),
+                optimizer,
+                rules=rules,
+                workspace=workspace,
+                averager=averager,
+                epoch=progress.n_iter + 1,
+            )
+        except KeyboardInterrupt:
+            # Back to the end of the last completed epoch, so the weights
+            # agree with n_iter_ and loss_curve_.
+            optimizer, averager = checkpoint.restore(network.parameters)
+            warnings.warn(
+                "Training interrupted by user; the model is kept as it was "
+                f"after epoch {progress.n_iter}.",
+                stacklevel=3,
+            )
+            break
+        progress.n_iter += 1
+        progress.t += seen
+        progress.loss_curve.append(loss)
+        if rules.verbose:
+            print(f"Iteration {progress.n_iter}, loss = {loss:.8f}")
+        update_stopping(progress, network, data.validation, rules=rules, score=score)
+        optimizer.iteration_ends(progress.t)
+        if report(loss):
+            break
+        if progress._no_improvement_count > rules.n_iter_no_change:
+            what = "Validation score" if data.validation else "Training loss"
+            msg = (
+                f"{what} did not improve more than tol={rules.tol:f} for "
+                f"{rules.n_iter_no_change} consecutive epochs."
+            )
+            if optimizer.trigger_stopping(msg, rules.verbose):
+                break
+            progress._no_improvement_count = 0
+        if progress.n_iter == max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({max_iter}) "
+                "reached and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+    return optimizer, averager
+
+
+def train_lbfgs(network, data, driver, progress, *, rules, report):
+    """Minimize the whole-set objective E with the L-BFGS driver.
+
+    ``batch_size`` and ``gradient_reduction`` do not apply: every evaluation
+    is the exact ``E`` and ``grad E`` on all the data.
+
+    Returns
+    -------
+    loss : float
+        The objective at the solution.
+    """
+    workspace = network.workspace(data.X.shape[0])
+    c = reduction_coefficients(data.sample_weight, data.X.shape[0], "mean")
+    last = {}
+
+    def fun(x):
+        network.parameters[...] = x
+        loss, grad = network.gradient(
+            data.X,
+            data.Y,
+            c,
+            sample_weight=data.sample_weight,
+            alpha=rules.alpha,
+            total_weight=data.total,
+            workspace=workspace,
+        )
+        last["loss"] = loss
+        return loss, grad.astype(np.float64)
+
+    def callback(xk):
+        progress.loss_curve.append(last["loss"])
+        if rules.verbose:
+            print(f"Iteration {len(progress.loss_curve)}, loss = {last['loss']:.8f}")
+        # scipy >= 1.11 would honour StopIteration; a stop request from a
+        # callback is not acted on here, to keep older scipy supported.
+        report(last["loss"])
+
+    with workspace.blas_threads():
+        result = driver.minimize(
+            fun, network.parameters.astype(np.float64), callback=callback
+        )
+    network.parameters[...] = result.x
+    progress.n_iter = min(int(result.nit), driver.max_iter)
+    loss = float(result.fun)
+    progress.best_loss = min(progress.loss_curve + [loss])
+    if result.status != 0:
+        warnings.warn(
+            f"lbfgs failed to converge after {progress.n_iter} iterations "
+            f"(status={result.status}): {result.message}. Increase max_iter "
+            "or max_fun, or scale the data.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return loss
