@@ -4,8 +4,8 @@ The builders are plain functions, imported by the test modules
 (``from conftest import make_data``): several are called at import time to
 build ``pytest.mark.parametrize`` cases, where fixtures are not available.
 Each keeps the exact draws its tests were written against; where two test
-modules had drifted apart, the difference is a parameter (``labels=``,
-``copy=``) so that every test still sees the data it always saw.
+modules had drifted apart, the difference is a parameter (``labels=``) so
+that every test still sees the data it always saw.
 """
 
 import functools

@@ -1,5 +1,6 @@
 """``clone``, ``get_params`` and ``set_params`` over every constructor
-parameter, as scikit-learn's tools use them."""
+parameter, as scikit-learn's tools use them.
+"""
 
 import numpy as np
 import pytest
@@ -17,8 +18,6 @@ from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 ESTIMATORS = (BatchMLPClassifier, BatchMLPRegressor)
-
-# -- clone and parameters -----------------------------------------------------
 
 # A valid value different from the default, for every constructor parameter.
 NON_DEFAULT = {

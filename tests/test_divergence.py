@@ -148,6 +148,7 @@ def test_diverging_refit_keeps_previous_fit(Est, y, diverging, warm_start):
     assert np.array_equal(est.predict(X40), expected)
 
 
+# a rate and a reduction that diverge on unscaled data from the first pass
 HUGE = dict(solver="sgd", learning_rate_init=1e4, gradient_reduction="sum")
 
 

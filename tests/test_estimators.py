@@ -1,4 +1,7 @@
-"""Behaviour of BatchMLPClassifier / BatchMLPRegressor as estimators."""
+"""Behaviour of BatchMLPClassifier / BatchMLPRegressor as estimators.
+
+``warm_start``, ``drop_last`` and divergence have their own test modules.
+"""
 
 import numpy as np
 import pytest

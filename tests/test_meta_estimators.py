@@ -23,10 +23,6 @@ from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-ESTIMATORS = (BatchMLPClassifier, BatchMLPRegressor)
-
-# -- meta-estimators ----------------------------------------------------------
-
 
 @pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
 @pytest.mark.parametrize("data", ["digits", "binary"])

@@ -1,5 +1,6 @@
 """pandas inputs: DataFrame feature names, Series targets and labels,
-against scikit-learn's own MLP as the reference."""
+against scikit-learn's own MLP as the reference.
+"""
 
 import warnings
 
@@ -23,8 +24,6 @@ from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 ESTIMATORS = (BatchMLPClassifier, BatchMLPRegressor)
-
-# -- pandas -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -82,8 +82,7 @@ def test_snapshot_sees_every_kind_of_change():
         snap.assert_matches(other)
 
 
-# -- 1. atomic partial_fit ---------------------------------------------------
-
+# -- a failed partial_fit changes nothing ---------------------------------------
 
 X40, Y_REG40, Y_CLS40 = make_data(labels="balanced")
 
@@ -231,7 +230,7 @@ def test_failed_partial_fit_is_invisible_later(kind, solver, random_state, case)
     Snapshot(clean).assert_matches(failed)
 
 
-# -- 3. interruption ---------------------------------------------------------
+# -- an interrupted fit keeps the last completed epoch ---------------------------
 
 
 @pytest.mark.parametrize("at_batch", [1, 3])
