@@ -5,27 +5,19 @@ per-example gradients g_i = grad(loss_i) + (alpha / S) W. A 'mean' step
 follows sum_B s_i g_i / sum_B s_i, a 'sum' step follows sum_B s_i g_i.
 """
 
-import warnings
-
 import numpy as np
 import pytest
 from conftest import fitted_weights
 from numpy.testing import assert_allclose
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 from skbatchnet.backprop import Network
 
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 SEED = 3
-
-
-@pytest.fixture(autouse=True)
-def _no_convergence_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 def _data(n=30, n_features=4, n_outputs=2, seed=0):
