@@ -24,7 +24,7 @@ from _reference import (
 
 from skbatchnet._activations import relu
 from skbatchnet._losses import _row_max
-from skbatchnet.backprop import Network, reduction_coefficients
+from skbatchnet.backprop import Network
 from skbatchnet.per_example import per_example_gradients
 
 
@@ -127,39 +127,6 @@ def test_sparse_input_equals_dense(fmt, reduction):
     per_sparse = per_example_gradients(net, Xs, Y, alpha=0.1)
     assert_grads_close(per_sparse[0], per_dense[0], rtol=1e-12)
     np.testing.assert_allclose(net.forward(Xs), net.forward(X), rtol=1e-12)
-
-
-# ---- 4. reduction_coefficients ----
-W4 = np.array([1.0, 3.0, 0.0, 4.0])
-
-
-@pytest.mark.parametrize(
-    "sw, reduction, c, total",
-    [
-        (None, "mean", [0.25] * 4, 1.0),
-        (W4, "mean", [0.125, 0.375, 0.0, 0.5], 1.0),
-        (None, "sum", [1.0] * 4, 4.0),
-        (W4, "sum", W4, 8.0),
-        (np.zeros(4), "sum", [0.0] * 4, 0.0),
-    ],
-)
-def test_reduction_coefficients_values(sw, reduction, c, total):
-    got_c, got_total = reduction_coefficients(sw, 4, reduction)
-    np.testing.assert_allclose(np.broadcast_to(got_c, 4), c, rtol=1e-15, atol=0)
-    assert got_total == total
-
-
-def test_reduction_coefficients_errors():
-    with pytest.raises(ValueError):
-        reduction_coefficients(np.zeros(3), 3, "mean")
-    for bad in ("avg", "MEAN", None):
-        with pytest.raises(ValueError):
-            reduction_coefficients(None, 3, bad)
-    net, X, Y, _ = make_problem("squared_error", 1)
-    with pytest.raises(ValueError):
-        net.batch_gradient(X, Y, reduction="avg")
-    with pytest.raises(ValueError):
-        net.batch_gradient(X, Y, np.zeros(len(X)), reduction="mean")
 
 
 # ---- 5. Numerical stability ----

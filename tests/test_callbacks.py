@@ -7,12 +7,10 @@ they must work exactly as without callbacks.
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -23,6 +21,8 @@ try:
     from sklearn import callback
 except ImportError:  # scikit-learn < 1.9: only the fallback test applies
     callback = None
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 needs_callbacks = pytest.mark.skipif(
     callback is None, reason="scikit-learn < 1.9 has no sklearn.callback"
@@ -54,13 +54,6 @@ class Recorder:
             n_done = self.ended.count(context.task_name)
             return self.stop_after is not None and n_done >= self.stop_after
         return False
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 @needs_callbacks

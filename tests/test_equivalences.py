@@ -5,26 +5,19 @@ per-example gradients g_i = grad(loss_i) + (alpha / S) W. A 'mean' step
 follows sum_B s_i g_i / sum_B s_i, a 'sum' step follows sum_B s_i g_i.
 """
 
-import warnings
-
 import numpy as np
 import pytest
+from conftest import fitted_weights
 from numpy.testing import assert_allclose
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 from skbatchnet.backprop import Network
 
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 SEED = 3
-
-
-@pytest.fixture(autouse=True)
-def _no_convergence_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 def _data(n=30, n_features=4, n_outputs=2, seed=0):
@@ -49,10 +42,6 @@ def _fit(kind, X, y, sample_weight=None, **params):
     )
     cls = BatchMLPClassifier if kind == "classifier" else BatchMLPRegressor
     return cls(**{**defaults, **params}).fit(X, y, sample_weight=sample_weight)
-
-
-def _weights(est):
-    return est.coefs_ + est.intercepts_
 
 
 def _assert_weights_close(a, b, rtol, atol=0.0):
@@ -95,7 +84,7 @@ def test_batch_size_one_is_per_example_sgd(n_outputs):
     init = Network.initialize(shape, activation="tanh", random_state=SEED)
     (W1, W2), (b1, b2) = init.coefs, init.intercepts
     expected, mean_loss = _hand_sgd_epoch(X, Y, W1, b1, W2, b2, eta, alpha)
-    _assert_weights_close(_weights(est), expected, rtol=1e-10, atol=1e-13)
+    _assert_weights_close(fitted_weights(est), expected, rtol=1e-10, atol=1e-13)
     assert est.n_iter_ == 1 and est.t_ == X.shape[0]
     # The epoch loss averages each step's estimate of E, taken before the step.
     assert est.loss_curve_[0] == pytest.approx(mean_loss, rel=1e-10)
@@ -116,7 +105,9 @@ def test_sum_with_scaled_rate_equals_mean(kind, alpha, shuffle):
     mean = _fit(kind, X, y, learning_rate_init=eta, **common)
     common["gradient_reduction"] = "sum"
     summed = _fit(kind, X, y, learning_rate_init=eta / n_batch, **common)
-    _assert_weights_close(_weights(summed), _weights(mean), rtol=1e-9, atol=1e-12)
+    _assert_weights_close(
+        fitted_weights(summed), fitted_weights(mean), rtol=1e-9, atol=1e-12
+    )
     # The training moved the weights, so the equality is not vacuous.
     init = Network.initialize(
         [X.shape[1], 5, 3, mean.n_outputs_], activation="tanh", random_state=SEED
@@ -140,7 +131,9 @@ def test_sum_with_sample_weights_scales_by_batch_weight():
     mean = _fit("regressor", X, Y, sw, learning_rate_init=eta, **common)
     common["gradient_reduction"] = "sum"
     summed = _fit("regressor", X, Y, sw, learning_rate_init=eta / c, **common)
-    _assert_weights_close(_weights(summed), _weights(mean), rtol=1e-9, atol=1e-12)
+    _assert_weights_close(
+        fitted_weights(summed), fitted_weights(mean), rtol=1e-9, atol=1e-12
+    )
     # Scaling by the row count B instead of the batch weight is not the same.
     wrong = _fit("regressor", X, Y, sw, learning_rate_init=eta / n_batch, **common)
     assert not np.allclose(wrong.coefs_[0], mean.coefs_[0], rtol=1e-6)
@@ -189,7 +182,7 @@ def test_full_batch_step_is_gradient_descent_on_objective(kind, loss):
     net = Network.initialize(shape, activation="tanh", loss=loss, random_state=SEED)
     before = [p.copy() for p in net.coefs + net.intercepts]
     grad = _finite_difference_gradient(net, X, targets, sw, alpha)
-    for new, old, g in zip(_weights(est), before, grad):
+    for new, old, g in zip(fitted_weights(est), before, grad):
         assert_allclose((old - new) / eta, g, rtol=1e-6, atol=1e-8)
     assert est.batch_size_ == X.shape[0]
 
@@ -292,7 +285,9 @@ def test_integer_weights_equal_repeated_rows(kind, solver, extra):
     weighted = _fit(kind, X, y, counts.astype(float), **params)
     X_rep, y_rep = np.repeat(X, counts, axis=0), np.repeat(y, counts, axis=0)
     repeated = _fit(kind, X_rep, y_rep, **params)
-    _assert_weights_close(_weights(weighted), _weights(repeated), rtol=1e-8, atol=1e-12)
+    _assert_weights_close(
+        fitted_weights(weighted), fitted_weights(repeated), rtol=1e-8, atol=1e-12
+    )
     assert_allclose(weighted.loss_curve_, repeated.loss_curve_, rtol=1e-8)
     if solver != "lbfgs":
         assert weighted.batch_size_ == X.shape[0]

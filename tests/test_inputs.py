@@ -1,9 +1,8 @@
 """Bad inputs give a ValueError/TypeError that names the problem."""
 
-import pickle
-
 import numpy as np
 import pytest
+from conftest import pickled_state
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
@@ -15,11 +14,6 @@ X = RNG.randn(20, 4)
 Y_REG = X[:, 0] + 0.5 * X[:, 1]
 Y_CLS = np.arange(20) % 3
 ZERO_WEIGHT = r"(?i)sample.weight.*(sums to 0|non-zero)"
-
-
-def _state(est):
-    """Pickled value of every attribute."""
-    return {key: pickle.dumps(value) for key, value in vars(est).items()}
 
 
 def _with(value, where=(0, 0), data=X):
@@ -146,10 +140,10 @@ def test_negative_target_with_poisson():
         BatchMLPRegressor(loss="poisson", **SMALL).fit(X, y)
     est = BatchMLPRegressor(loss="poisson", solver="sgd", **SMALL)
     est.partial_fit(X, np.abs(Y_REG))
-    before = _state(est)
+    before = pickled_state(est)
     with pytest.raises(ValueError, match="poisson.*non-negative"):
         est.partial_fit(X, y)
-    assert _state(est) == before
+    assert pickled_state(est) == before
 
 
 def test_balanced_class_weight_in_partial_fit():
@@ -159,10 +153,10 @@ def test_balanced_class_weight_in_partial_fit():
     assert not hasattr(est, "coefs_")
     est.set_params(class_weight=None).partial_fit(X, Y_CLS, classes=[0, 1, 2])
     est.set_params(class_weight="balanced")
-    before = _state(est)
+    before = pickled_state(est)
     with pytest.raises(ValueError, match="balanced.*partial_fit"):
         est.partial_fit(X, Y_CLS)
-    assert _state(est) == before
+    assert pickled_state(est) == before
     est.set_params(class_weight={0: 1.0, 1: 2.0, 2: 1.0}).partial_fit(X, Y_CLS)
     assert est.n_iter_ == 2
 
@@ -195,9 +189,9 @@ def test_failed_partial_fit_leaves_estimator_unchanged(Est, y, change, match):
     est = Est(solver="adam", **SMALL)
     kw = {"classes": [0, 1, 2]} if Est is BatchMLPClassifier else {}
     est.partial_fit(X, y, **kw).partial_fit(X, y)
-    before = _state(est)
+    before = pickled_state(est)
     X_bad, y_bad, sample_weight = change(X, y)
     with pytest.raises(ValueError, match=match):
         est.partial_fit(X_bad, y_bad, sample_weight=sample_weight)
-    assert _state(est) == before
+    assert pickled_state(est) == before
     assert (est.n_iter_, est.t_) == (2, 40)

@@ -8,18 +8,17 @@ Same seed, same draws, same floating-point operations: the fitted weights
 must agree to rounding.
 """
 
-import warnings
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import sklearn
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils.fixes import parse_version
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 RTOL, ATOL = 1e-6, 1e-10
 N_SAMPLES, N_FEATURES = 90, 5
@@ -128,13 +127,6 @@ STOCHASTIC_CASES = [
     ),
 ]
 SGD_DEFAULT_LR = 0.1
-
-
-@pytest.fixture(autouse=True)
-def _no_convergence_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 # scikit-learn 1.7 added sample_weight and loss='poisson' to its MLP.

@@ -1,0 +1,53 @@
+"""``drop_last``: what happens to the short last batch of each epoch."""
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+from conftest import (
+    SMALL,
+    allclose_weights,
+    copied_weights,
+    make_data,
+)
+
+from skbatchnet import BatchMLPRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.mark.parametrize(
+    "drop_last, n, per_epoch",
+    [(True, 50, 48), ("merge", 50, 50), (False, 50, 50), (True, 10, 10)],
+)
+def test_drop_last_counts_rows_used(drop_last, n, per_epoch):
+    X, y, _ = make_data(n=n)
+    est = BatchMLPRegressor(
+        solver="sgd", batch_size=16, drop_last=drop_last, max_iter=3, **SMALL
+    ).fit(X, y)
+    assert est.n_iter_ == 3 and est.t_ == 3 * per_epoch
+    assert np.isfinite(est.loss_)
+
+
+def test_drop_last_changes_the_batches():
+    X, y, _ = make_data(n=50)
+    kw = dict(solver="sgd", batch_size=16, shuffle=False, max_iter=3, **SMALL)
+    policies = (False, True, "merge")
+    fits = [BatchMLPRegressor(drop_last=d, **kw).fit(X, y) for d in policies]
+    for a, b in combinations(fits, 2):
+        assert not allclose_weights(copied_weights(a), copied_weights(b))
+
+
+def test_drop_last_never_records_nan_loss():
+    # The only weighted rows sit in the short last batch, which is dropped:
+    # no step has any weight. Fitting must not silently report NaN losses.
+    X, y, _ = make_data()
+    est = BatchMLPRegressor(
+        solver="sgd", batch_size=16, drop_last=True, shuffle=False, max_iter=2, **SMALL
+    )
+    try:
+        est.fit(X, y, sample_weight=np.r_[np.zeros(32), np.ones(8)])
+    except ValueError as exc:
+        assert "weight" in str(exc)
+    else:
+        assert np.isfinite(est.loss_curve_).all(), est.loss_curve_
