@@ -10,7 +10,8 @@ fetches no inventories (Sphinx reports a failed fetch as a warning that
 links to numpy, scipy, scikit-learn and Python are rendered as plain text.
 
 Formulas are converted to MathML during the build (``_ext/mathml.py``), so
-the pages need no network to show them.
+the pages need no network to show them, and the Performance page's figure is
+plotted from the recorded benchmark run in ``_data/`` (``_ext/bench_figure.py``).
 """
 
 import importlib.util
@@ -39,6 +40,7 @@ extensions = [
     "numpydoc",
     "sphinx_gallery.gen_gallery",
     "mathml",
+    "bench_figure",
 ]
 
 templates_path = ["_templates"]
