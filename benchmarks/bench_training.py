@@ -17,9 +17,15 @@ Run from the repository root::
 
     python benchmarks/bench_training.py            # full run, about 2.5 minutes
     python benchmarks/bench_training.py --quick    # smoke test
+    python benchmarks/bench_training.py --save docs/_data/bench_training.csv
+
+``--save`` also writes the table's times to a CSV file, which the
+documentation plots on its Performance page.
 """
 
 import argparse
+import csv
+import datetime
 import functools
 import statistics
 import time
@@ -80,6 +86,12 @@ def parse_args():
         type=int,
         default=None,
         help="limit the BLAS thread pools to this many threads (default: no limit)",
+    )
+    parser.add_argument(
+        "--save",
+        metavar="PATH",
+        default=None,
+        help="also write the measured times to this CSV file (see SAVE_COLUMNS)",
     )
     return parser.parse_args()
 
@@ -217,6 +229,48 @@ HEADERS = [
     "floor us",
     "fraction of matmul rate",
 ]
+
+
+# The CSV written by --save: one row per solver, dtype and batch size, times in
+# microseconds per sample per epoch (floor: the matrix products alone at the
+# run's matmul rate), with what the reader of the file needs to weigh them.
+SAVE_COLUMNS = [
+    "date",
+    "solver",
+    "dtype",
+    "batch",
+    "n",
+    "repeats",
+    "blas_threads",
+    "sklearn_us",
+    "skbatchnet_us",
+    "floor_us",
+]
+
+
+def save_csv(path, measured, settings, repeats, blas_threads, rates):
+    """Write the measurements to the CSV file ``path`` (see SAVE_COLUMNS)."""
+    date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(SAVE_COLUMNS)
+        for m in measured.values():
+            per_sample = 1e6 / (m.n_samples * settings.epochs)
+            writer.writerow(
+                [
+                    date,
+                    m.solver,
+                    m.dtype,
+                    m.batch_size,
+                    m.n_samples,
+                    repeats,
+                    "default" if blas_threads is None else blas_threads,
+                    f"{m.sklearn_time * per_sample:.4g}",
+                    f"{m.our_time * per_sample:.4g}",
+                    f"{1e6 * flops_per_sample() / rates[m.dtype]:.4g}",
+                ]
+            )
+    print(f"saved the times to {path}")
 
 
 def solver_target(solver, target):
@@ -393,6 +447,8 @@ def run(args):
     )
     print(markdown_table(HEADERS, rows))
     print()
+    if args.save is not None:
+        save_csv(args.save, measured, settings, repeats, args.blas_threads, rates)
 
     for solver in solvers:
         if (solver, "float64", 1024) not in measured:

@@ -8,10 +8,18 @@ Without network access, set ``SKBATCHNET_DOCS_OFFLINE=1``: intersphinx then
 fetches no inventories (Sphinx reports a failed fetch as a warning that
 ``suppress_warnings`` cannot silence, which ``-W`` turns into an error), and
 links to numpy, scipy, scikit-learn and Python are rendered as plain text.
+
+Formulas are converted to MathML during the build (``_ext/mathml.py``), so
+the pages need no network to show them, and the Performance page's figure is
+plotted from the recorded benchmark run in ``_data/`` (``_ext/bench_figure.py``).
 """
 
 import importlib.util
 import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "skbatchnet"
 author = "skbatchnet developers"
@@ -28,10 +36,11 @@ version = release
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.mathjax",
     "sphinx.ext.intersphinx",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    "mathml",
+    "bench_figure",
 ]
 
 templates_path = ["_templates"]
@@ -92,4 +101,7 @@ if importlib.util.find_spec("pydata_sphinx_theme") is not None:
 else:
     html_theme = "alabaster"
 html_title = f"skbatchnet {release}".strip()
+html_static_path = ["_static"]
+# MathML, written into the pages by _ext/mathml.py: the browser draws it.
+html_math_renderer = "mathml"
 html_show_sourcelink = False
