@@ -1,7 +1,7 @@
 """
-==================================================
+===================================================
 A minibatch as matrices, and a run with its average
-==================================================
+===================================================
 
 Two pictures for the :doc:`/user_guide`. The first shows one backward pass
 over a batch as three matrices: the inputs of a layer ``A``, its errors
