@@ -206,7 +206,8 @@ def gradient_noise_scale(estimator, X, y, sample_weight=None, *, method="trainin
         E ||g_B - E g_B||^2 / ||E g_B||^2 = (tr / ||G||^2) (1/B - 1/n)
 
     where ``tr`` is the trace of the sample covariance (divisor ``n - 1``)
-    of the rows' gradients: the familiar ``tr / B`` times the
+    of the rows' gradients. With the rows' mean squared deviation
+    ``sigma2 = (n - 1) tr / n`` this is the familiar ``sigma2 / B`` times the
     finite-population factor ``(n - B) / (n - 1)``. It equals 1 at::
 
         B_simple = tr / (||G||^2 + tr / n).
