@@ -96,7 +96,14 @@ if importlib.util.find_spec("pydata_sphinx_theme") is not None:
     # for code and equations.
     html_sidebars = {
         page: []
-        for page in ("index", "getting_started", "user_guide", "performance", "dask")
+        for page in (
+            "index",
+            "getting_started",
+            "user_guide",
+            "advanced",
+            "performance",
+            "dask",
+        )
     }
 else:
     html_theme = "alabaster"

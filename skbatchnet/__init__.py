@@ -9,6 +9,7 @@ from ._mlp import BatchMLPClassifier, BatchMLPRegressor
 from .backprop import Network, reduction_coefficients
 from .batching import Minibatcher
 from .diagnostics import NoiseScale, gradient_noise_scale
+from .per_example import per_example_input_gradients
 from .plotting import LossCurveDisplay
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "Network",
     "NoiseScale",
     "gradient_noise_scale",
+    "per_example_input_gradients",
     "reduction_coefficients",
     "__version__",
 ]

@@ -13,8 +13,11 @@ example carries its share of the penalty, so its gradient is::
 
 A minibatch step combines the ``g_i`` of the batch with a *reduction*
 (:func:`~skbatchnet.reduction.reduction_coefficients`): ``'mean'`` gives
-``sum_i s_i g_i / sum_i s_i``, an unbiased estimate of ``grad E``; ``'sum'``
-gives ``sum_i s_i g_i``. Because
+``sum_i s_i g_i / sum_i s_i``, which for a batch drawn uniformly at random is
+an unbiased estimate of ``grad E`` when the sample weights are equal (a
+slightly biased ratio estimator otherwise, exact for the whole set);
+``'sum'`` gives ``sum_i s_i g_i``, an unbiased estimate of ``|B| grad E``
+with unit weights. Because
 the reduced gradient is a weighted sum ``sum_i c_i g_i``, the backward pass
 scales each example's output error by ``c_i`` once and then needs one matrix
 product per layer for the whole batch, instead of one backprop per example.

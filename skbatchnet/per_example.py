@@ -33,7 +33,11 @@ import scipy.sparse as sp
 from ._workspace import Workspace, chunks
 from .backprop import _as_2d_target
 
-__all__ = ["per_example_gradients", "per_example_gradient_norms"]
+__all__ = [
+    "per_example_gradients",
+    "per_example_gradient_norms",
+    "per_example_input_gradients",
+]
 
 
 def _row_dots(A, B):
@@ -59,9 +63,14 @@ def per_example_gradients(network, X, y, *, alpha=0.0, total_weight=None):
     Parameters
     ----------
     network : Network
+        The network whose parameters the gradients are taken in.
     X : {ndarray, sparse matrix} of shape (n_samples, n_features)
+        The examples.
     y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        Their targets, as the network's loss takes them (one-hot rows for
+        ``'log_loss'``).
     alpha : float, default=0.0
+        L2 penalty strength: each ``g_i`` carries ``(alpha / S) W``.
     total_weight : float, default=None
         ``S``, the weight of the whole training set; defaults to ``n_samples``.
 
@@ -95,12 +104,8 @@ def per_example_gradient_norms(network, X, y, *, alpha=0.0, total_weight=None):
 
     Parameters
     ----------
-    network : Network
-    X : {ndarray, sparse matrix} of shape (n_samples, n_features)
-    y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-    alpha : float, default=0.0
-    total_weight : float, default=None
-        ``S``, the weight of the whole training set; defaults to ``n_samples``.
+    network, X, y, alpha, total_weight
+        As in :func:`per_example_gradients`.
 
     Returns
     -------
@@ -127,3 +132,70 @@ def per_example_gradient_norms(network, X, y, *, alpha=0.0, total_weight=None):
                 squared += 2 * k * cross[layer] + k * k * float(np.vdot(W, W))
         norms[rows] = np.sqrt(np.maximum(squared, 0))
     return norms
+
+
+def per_example_input_gradients(network, X, y):
+    """Gradient of each example's loss with respect to its own input row.
+
+    ``d loss_i / d x_i``, the quantity behind saliency maps (which input
+    features move this prediction's loss?) and input optimization. The
+    backward pass already has the first layer's deltas
+    ``delta_1,i = d loss_i / d z_1,i`` for ``z_1,i = x_i W_1 + b_1``, so the
+    chain rule needs one more product for all rows at once::
+
+        d loss_i / d x_i = delta_1,i W_1^T,   i.e.   D_1 W_1^T.
+
+    The penalty does not depend on the input and sample weights only scale
+    the rows, so neither enters. Rows are processed in chunks bounded by
+    ``working_memory``.
+
+    Parameters
+    ----------
+    network : Network
+    X : {ndarray, sparse matrix} of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        Targets as the network's loss takes them (one-hot rows for
+        ``'log_loss'``).
+
+    Returns
+    -------
+    input_grads : ndarray of shape (n_samples, n_features)
+        Row ``i`` is ``d loss_i / d x_i``. A dense array even for sparse
+        ``X``: the gradient of a feature that is zero in a row is in
+        general not zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skbatchnet.backprop import Network
+    >>> from skbatchnet.per_example import per_example_input_gradients
+    >>> rng = np.random.RandomState(0)
+    >>> X, y = rng.randn(5, 3), rng.randn(5)
+    >>> net = Network.initialize([3, 4, 1], activation="tanh", random_state=0)
+    >>> grads = per_example_input_gradients(net, X, y)
+    >>> grads.shape
+    (5, 3)
+
+    Central differences of the first example's loss in its first feature:
+
+    >>> h = 1e-6
+    >>> up, down = X[:1].copy(), X[:1].copy()
+    >>> up[0, 0] += h
+    >>> down[0, 0] -= h
+    >>> numeric = (net.per_example_loss(up, y[:1])[0]
+    ...            - net.per_example_loss(down, y[:1])[0]) / (2 * h)
+    >>> bool(np.isclose(grads[0, 0], numeric))
+    True
+    """
+    n = X.shape[0]
+    Y = _as_2d_target(y, network.dtype)
+    W1 = network.coefs[0]
+    ws = network.workspace(n)
+    input_grads = np.empty((n, W1.shape[0]), network.dtype)
+    for rows in chunks(n, ws.n_samples):
+        X_chunk = X[rows]
+        # c_i = 1 and no weight gradients: only the deltas are needed.
+        network.backward(X_chunk, Y[rows], workspace=ws, gradients=False)
+        _, deltas = ws.rows(X_chunk.shape[0])
+        np.dot(deltas[0], W1.T, out=input_grads[rows])
+    return input_grads

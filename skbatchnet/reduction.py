@@ -66,10 +66,17 @@ def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
     minibatch gradient:
 
     - ``'mean'``: ``c_i = s_i / sum_j s_j``, so the step follows
-      ``sum_i s_i g_i / sum_i s_i``, an unbiased estimate of the gradient of
-      the whole-set objective;
+      ``sum_i s_i g_i / sum_i s_i``. For a batch of ``B`` rows drawn
+      uniformly without replacement (as a shuffled epoch draws them) from a
+      training set of unit weights, it is an unbiased estimate of
+      ``grad E``, the gradient of the whole-set objective. With unequal
+      weights it is a ratio of two random sums (a ratio estimator), slightly
+      biased except for the whole set, where it is ``grad E`` exactly;
     - ``'sum'``: ``c_i = s_i``, so the step follows ``sum_i s_i g_i`` and grows
-      with the batch (the linear learning-rate scaling rule).
+      with the batch (the linear learning-rate scaling rule). For such a
+      batch it is an unbiased estimate of ``B grad E`` with unit weights,
+      and of ``B (S / n) grad E`` with weights of total ``S`` over ``n``
+      rows.
 
     Without sample weights ``s_i = 1``.
 

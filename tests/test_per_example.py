@@ -10,7 +10,11 @@ from skbatchnet import backprop
 from skbatchnet._workspace import chunk_rows
 from skbatchnet._workspace import chunks as _chunks
 from skbatchnet.backprop import Network
-from skbatchnet.per_example import per_example_gradient_norms, per_example_gradients
+from skbatchnet.per_example import (
+    per_example_gradient_norms,
+    per_example_gradients,
+    per_example_input_gradients,
+)
 
 LOSSES = {
     "squared_error": lambda rng, n: rng.randn(n, 2),
@@ -146,3 +150,56 @@ def test_prediction_chunks_fit_the_forward_cache_budget(monkeypatch):
         chunked = net.forward(X)
     assert seen == [100, 100, 100]
     assert_allclose(chunked, whole, rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+def test_input_gradients_against_finite_differences(loss, activation):
+    """d loss_i / d x_i from central differences of example i's own loss, one
+    input feature at a time, in float64."""
+    net, X, Y = _problem(loss, activation, n=6, seed=4)
+    grads = per_example_input_gradients(net, X, Y)
+    assert grads.shape == X.shape
+    h = 1e-6
+    numeric = np.empty_like(X)
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            up, down = X[i : i + 1].copy(), X[i : i + 1].copy()
+            up[0, j] += h
+            down[0, j] -= h
+            numeric[i, j] = (
+                net.per_example_loss(up, Y[i : i + 1])[0]
+                - net.per_example_loss(down, Y[i : i + 1])[0]
+            ) / (2 * h)
+    # 1e-6 relative to each example's gradient (a component can be ~0).
+    scale = np.linalg.norm(numeric, axis=1, keepdims=True)
+    assert np.all(np.abs(grads - numeric) <= 1e-6 * scale)
+    assert np.all(scale > 0)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_input_gradients_sparse_and_chunked_equal_dense(loss):
+    net, X, Y = _problem(loss, "relu", n=200, seed=5)
+    dense = per_example_input_gradients(net, X, Y)
+    sparse = per_example_input_gradients(net, sp.csr_matrix(X), Y)
+    assert isinstance(sparse, np.ndarray)
+    assert_allclose(sparse, dense, rtol=1e-12, atol=1e-15)
+    with config_context(working_memory=0.001):
+        assert net.chunk_rows() < 10
+        chunked = per_example_input_gradients(net, sp.csr_matrix(X), Y)
+    assert_allclose(chunked, dense, rtol=1e-12, atol=1e-15)
+
+
+def test_input_gradients_are_first_layer_deltas_times_weights():
+    """The formula D_1 W_1^T, with D_1 from the materialized per-example bias
+    gradients of the first layer (which are the deltas themselves)."""
+    net, X, Y = _problem("log_loss", "tanh", n=10, seed=6)
+    _, intercept_grads = per_example_gradients(net, X, Y)
+    expected = intercept_grads[0] @ net.coefs[0].T
+    assert_allclose(per_example_input_gradients(net, X, Y), expected, rtol=1e-12)
+
+
+def test_input_gradients_exported():
+    import skbatchnet
+
+    assert skbatchnet.per_example_input_gradients is per_example_input_gradients

@@ -1,21 +1,25 @@
-"""The user guide's code blocks run and print what the page says they print."""
+"""The user guide's and the advanced page's code blocks run and print what
+the pages say they print."""
 
 import doctest
 import pathlib
 import warnings
 
+import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-USER_GUIDE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "user_guide.rst"
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+PAGES = [DOCS / "user_guide.rst", DOCS / "advanced.rst"]
 
 
-def test_user_guide_doctests():
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_page_doctests(page):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         result = doctest.testfile(
-            str(USER_GUIDE),
+            str(page),
             module_relative=False,
             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
         )
-    assert result.attempted > 0, f"{USER_GUIDE} has no examples"
-    assert result.failed == 0, f"{result.failed} examples in {USER_GUIDE} failed"
+    assert result.attempted > 0, f"{page} has no examples"
+    assert result.failed == 0, f"{result.failed} examples in {page} failed"

@@ -3,24 +3,26 @@
 The gradient noise scale as a guide to batch size
 ==================================================
 
-:func:`~skbatchnet.diagnostics.gradient_noise_scale` estimates the simple
-noise scale of McCandlish et al. (2018),
+:func:`~skbatchnet.diagnostics.gradient_noise_scale` computes the simple
+noise scale of McCandlish et al. (2018) for the batches training draws,
 
 .. math::
 
-   B_\\text{simple} = \\frac{\\operatorname{tr}(\\Sigma)}{\\lVert G \\rVert^2},
+   B_\\text{simple} = \\frac{\\operatorname{tr}(\\Sigma)}
+                          {\\lVert G \\rVert^2 + \\operatorname{tr}(\\Sigma)/n},
 
-the batch size at which the noise of a minibatch gradient is as large as the
-gradient :math:`G` itself (:math:`\\Sigma` is the covariance of one example's
-gradient). Below it, a larger batch with a proportionally larger learning
-rate does the work of several smaller steps: the same progress for the same
-number of samples, in fewer steps. Well above it, the extra samples in a
-batch are wasted.
+the batch size at which the noise of a minibatch gradient drawn without
+replacement from the :math:`n` training rows is as large as the squared
+gradient :math:`\\lVert G \\rVert^2` (:math:`\\Sigma` is the covariance of
+the rows' gradients). Below it, a larger batch with a proportionally larger
+learning rate does the work of several smaller steps: the same progress for
+the same number of samples, in fewer steps. Well above it, the extra samples
+in a batch are wasted.
 
 This example follows :math:`B_\\text{simple}` along training on the digits
 data, then runs a :class:`~sklearn.model_selection.GridSearchCV` over
 ``batch_size`` in which every candidate sees the same number of samples, and
-sets the two side by side. The :doc:`/user_guide` derives the noise scale.
+sets the two side by side. The :doc:`/advanced` page derives the noise scale.
 """
 
 # %%
@@ -38,10 +40,12 @@ sets the two side by side. The :doc:`/user_guide` derives the noise scale.
 # :math:`B_\text{simple}` is plotted against the training loss reached,
 # rather than the epoch: the two runs then fall on nearly one curve, because
 # the noise scale depends on how far training has got, much more than on
-# the path. The data resolve the estimate only well below the number of
-# training rows (near a minimum, where the gradient is drowned in noise, it
-# becomes unreliable and eventually infinite), so points above that are left
-# out.
+# the path. It is the noise scale of the batches training draws from these
+# 1797 rows, so it is at most 1797, which it approaches as the gradient
+# vanishes. (``method='population'`` would instead estimate it for examples
+# drawn from a population the digits are a sample of; that estimate is
+# resolved only well below the number of rows and becomes infinite near a
+# minimum.)
 import warnings
 
 import matplotlib.pyplot as plt
@@ -94,8 +98,8 @@ for name, run in runs.items():
         noise_scales.append(b_simple)
         print(f"  epoch {epochs:2d}: loss {losses[-1]:.3f}, B_simple {b_simple:.0f}")
     losses, noise_scales = np.array(losses), np.array(noise_scales)
-    resolved = noise_scales < n_rows
-    trajectories[name] = (losses[resolved], noise_scales[resolved])
+    assert np.all(noise_scales <= n_rows)
+    trajectories[name] = (losses, noise_scales)
 
 # %%
 # The search
