@@ -177,23 +177,26 @@ cdef inline floating log_loss_row(
 
 # -- optimizer and averaging updates of one parameter --------------------------
 
-cdef inline floating sgd_update(
-    floating* p, floating* v, floating g, floating mu, bint nesterov
+cdef inline void sgd_nesterov(
+    floating* p, floating* v, floating g, floating mu
 ) noexcept nogil:
-    # g is lr * gradient. Nesterov keeps mu * v (see _optimizers.SGD).
-    cdef floating v_new
-    if nesterov:
-        v_new = (v[0] - g) * mu
-        v[0] = v_new
-        p[0] = p[0] + (v_new - g)
-    else:
-        v_new = v[0] * mu - g
-        v[0] = v_new
-        p[0] = p[0] + v_new
-    return p[0]
+    # g is lr * gradient; the state is mu * v (see _optimizers.SGD):
+    # v <- (v - g) mu, then the step v - g.
+    cdef floating v_new = (v[0] - g) * mu
+    v[0] = v_new
+    p[0] = p[0] + (v_new - g)
 
 
-cdef inline floating adam_update(
+cdef inline void sgd_heavy_ball(
+    floating* p, floating* v, floating g, floating mu
+) noexcept nogil:
+    # v <- mu v - g, then the step v.
+    cdef floating v_new = v[0] * mu - g
+    v[0] = v_new
+    p[0] = p[0] + v_new
+
+
+cdef inline void adam_update(
     floating* p, floating* m, floating* u, floating h,
     floating b1, floating b2, floating neg_lr, floating eps
 ) noexcept nogil:
@@ -203,7 +206,6 @@ cdef inline floating adam_update(
     m[0] = m_new
     u[0] = u_new
     p[0] = p[0] + (m_new * neg_lr) / (f_sqrt(u_new) + eps)
-    return p[0]
 
 
 cdef inline void average_update(
