@@ -399,7 +399,12 @@ cdef double _chunk(
         fan_in, fan_out = units[l], units[l + 1]
         delta = deltas + n * unit_offsets[l]
         A = inputs if l == 0 else acts + n * unit_offsets[l - 1]
-        _weight_gradient(n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first)
+        if n > 1:
+            # One row's weight gradient, the outer product A.T delta, is left
+            # to the update, which forms it as it reads it (_update).
+            _weight_gradient(
+                n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first
+            )
         _column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
         if l > 0:
             below = deltas + n * unit_offsets[l - 1]
@@ -409,40 +414,46 @@ cdef double _chunk(
 
 
 cdef void _sgd(
-    floating* p, floating* v, const floating* g, Py_ssize_t size,
+    floating* p, floating* v, const floating* g, floating a, Py_ssize_t size,
     floating decay, floating mu, bint nesterov
 ) noexcept nogil:
-    """SGD on ``size`` parameters; ``decay * p`` joins the gradient unless 0.
+    """SGD on ``size`` parameters of gradient ``a * g``, plus ``decay * p``
+    unless ``decay`` is 0.
 
-    One loop per case, so that each is a straight vectorizable pass.
+    ``a`` is 1 (exactly, so no rounding) except for one row of an outer
+    product. One loop per case, so that each is a straight vectorizable pass.
     """
     cdef Py_ssize_t j
     if nesterov and decay != 0:
         for j in range(size):
-            K.sgd_nesterov(p + j, v + j, g[j] + decay * p[j], mu)
+            K.sgd_nesterov(p + j, v + j, a * g[j] + decay * p[j], mu)
     elif nesterov:
         for j in range(size):
-            K.sgd_nesterov(p + j, v + j, g[j], mu)
+            K.sgd_nesterov(p + j, v + j, a * g[j], mu)
     elif decay != 0:
         for j in range(size):
-            K.sgd_heavy_ball(p + j, v + j, g[j] + decay * p[j], mu)
+            K.sgd_heavy_ball(p + j, v + j, a * g[j] + decay * p[j], mu)
     else:
         for j in range(size):
-            K.sgd_heavy_ball(p + j, v + j, g[j], mu)
+            K.sgd_heavy_ball(p + j, v + j, a * g[j], mu)
 
 
 cdef void _adam(
-    floating* p, floating* m, floating* u, const floating* h, Py_ssize_t size,
-    floating decay, floating b1, floating b2, floating neg_lr, floating eps
+    floating* p, floating* m, floating* u, const floating* h, floating a,
+    Py_ssize_t size, floating decay, floating b1, floating b2, floating neg_lr,
+    floating eps
 ) noexcept nogil:
-    """Adam on ``size`` parameters; ``decay * p`` joins the gradient unless 0."""
+    """Adam on ``size`` parameters of scaled gradient ``a * h``, plus
+    ``decay * p`` unless ``decay`` is 0 (``a`` as in _sgd)."""
     cdef Py_ssize_t j
     if decay != 0:
         for j in range(size):
-            K.adam_update(p + j, m + j, u + j, h[j] + decay * p[j], b1, b2, neg_lr, eps)
+            K.adam_update(
+                p + j, m + j, u + j, a * h[j] + decay * p[j], b1, b2, neg_lr, eps
+            )
     else:
         for j in range(size):
-            K.adam_update(p + j, m + j, u + j, h[j], b1, b2, neg_lr, eps)
+            K.adam_update(p + j, m + j, u + j, a * h[j], b1, b2, neg_lr, eps)
 
 
 cdef void _average(
@@ -454,22 +465,29 @@ cdef void _average(
 
 
 cdef void _update(
-    Config* cfg, floating* params, floating* grad, double decay,
-    floating* state1, floating* state2, long t
+    Config* cfg, const Py_ssize_t* units, const Py_ssize_t* coef_offsets,
+    const Py_ssize_t* unit_offsets, floating* params, floating* grad,
+    double decay, floating* state1, floating* state2, long t,
+    floating* x_row, floating* acts, floating* deltas
 ) noexcept nogil:
-    """One optimizer step. ``grad`` holds the scaled data gradient; the
-    weights' share of the penalty, ``decay * W``, joins it here (biases are
-    not decayed)."""
+    """One optimizer step.
+
+    ``grad`` holds the scaled data gradient; the weights' share of the
+    penalty, ``decay * W``, joins it here (biases are not decayed). With
+    ``x_row`` (a batch of one row) the weight gradients are not in ``grad``:
+    row i of layer l's is ``a_i * delta`` (the layer's input times its
+    delta), formed here as the update reads it, which saves writing and
+    reading back a gradient as large as the network.
+    """
     cdef Py_ssize_t nc = cfg.n_coefs, nb = cfg.n_params - cfg.n_coefs
+    cdef Py_ssize_t l, i, fan_in, fan_out, off
     cdef double lr_t, root_k
-    cdef floating neg_lr, eps
+    cdef floating neg_lr = 0, eps = 0, dec = <floating>decay
+    cdef floating mu = <floating>cfg.momentum
     cdef floating b1 = <floating>cfg.beta_1, b2 = <floating>cfg.beta_2
-    if cfg.solver == K.SGD:
-        _sgd(params, state1, grad, nc, <floating>decay, <floating>cfg.momentum,
-             cfg.nesterov)
-        _sgd(params + nc, state1 + nc, grad + nc, nb, 0, <floating>cfg.momentum,
-             cfg.nesterov)
-    else:
+    cdef floating* A
+    cdef floating* delta
+    if cfg.solver == K.ADAM:
         # The bias correction folded into the rate, with u = v / k
         # (_optimizers.Adam.step), in double as Python computes it.
         lr_t = cfg.learning_rate * sqrt(1 - pow(cfg.beta_2, t)) / (
@@ -478,8 +496,30 @@ cdef void _update(
         root_k = sqrt((1 - cfg.beta_2) / (1 - cfg.beta_1) ** 2)
         neg_lr = <floating>(-(lr_t / root_k))
         eps = <floating>(cfg.epsilon / root_k)
-        _adam(params, state1, state2, grad, nc, <floating>decay, b1, b2, neg_lr, eps)
-        _adam(params + nc, state1 + nc, state2 + nc, grad + nc, nb, 0, b1, b2,
+
+    if x_row == NULL:
+        if cfg.solver == K.SGD:
+            _sgd(params, state1, grad, 1, nc, dec, mu, cfg.nesterov)
+        else:
+            _adam(params, state1, state2, grad, 1, nc, dec, b1, b2, neg_lr, eps)
+    else:
+        for l in range(cfg.n_layers):
+            fan_in, fan_out = units[l], units[l + 1]
+            A = x_row if l == 0 else acts + unit_offsets[l - 1]
+            delta = deltas + unit_offsets[l]
+            for i in range(fan_in):
+                off = coef_offsets[l] + i * fan_out
+                if cfg.solver == K.SGD:
+                    _sgd(params + off, state1 + off, delta, A[i], fan_out, dec, mu,
+                         cfg.nesterov)
+                else:
+                    _adam(params + off, state1 + off, state2 + off, delta, A[i],
+                          fan_out, dec, b1, b2, neg_lr, eps)
+    # The biases.
+    if cfg.solver == K.SGD:
+        _sgd(params + nc, state1 + nc, grad + nc, 1, nb, 0, mu, cfg.nesterov)
+    else:
+        _adam(params + nc, state1 + nc, state2 + nc, grad + nc, 1, nb, 0, b1, b2,
               neg_lr, eps)
 
 
@@ -563,7 +603,12 @@ cdef int _epoch(
         out.adam_t += 1
         if averaging:
             out.samples_seen += n
-        _update(cfg, params, grad, decay, state1, state2, out.adam_t)
+        _update(
+            cfg, units, coef_offsets, unit_offsets, params, grad, decay,
+            state1, state2, out.adam_t,
+            <floating*>X + order[start] * cfg.n_features if n == 1 else NULL,
+            acts, deltas,
+        )
         if averaging and out.samples_seen >= cfg.average_start:
             out.n_averaged += 1
             _average(mean, params, cfg.n_params, <floating>out.n_averaged)
