@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, cdivision=True, boundscheck=False, wraparound=False
 """Per-point kernels of the compiled training loop (see _loop.pyx).
 
 Each function restates, for one value or one row, the formula of the numpy
