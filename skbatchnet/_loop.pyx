@@ -130,9 +130,13 @@ def epoch_workspace(layer_units, chunk_rows, dtype):
 
     Examples
     --------
+    Five rows of three inputs (15 values), the activations and the deltas of
+    five rows of 4 + 2 units (30 each), a gradient of 3 * 4 + 4 * 2 + 6
+    parameters (26):
+
     >>> import numpy as np
     >>> epoch_workspace([3, 4, 2], 5, np.float64).shape
-    (97,)
+    (101,)
     """
     return np.empty(sum(_layout(layer_units, chunk_rows)), dtype)
 
@@ -719,6 +723,27 @@ def run_epoch(
     result : EpochResult
         Status, loss sums, counters; the epoch loss is
         ``loss_sum / weight_sum``.
+
+    Examples
+    --------
+    Two steps of plain SGD on batches of four rows:
+
+    >>> import numpy as np
+    >>> from skbatchnet.backprop import Network
+    >>> X = np.random.RandomState(0).randn(8, 3)
+    >>> Y = X[:, :1] - X[:, 1:2]
+    >>> net = Network.initialize([3, 4, 1], activation="tanh", random_state=0)
+    >>> work = epoch_workspace(net.layer_units, 4, X.dtype)
+    >>> result = run_epoch(
+    ...     net.parameters, net.layer_units, X, Y, None,
+    ...     np.arange(8, dtype=np.intp), np.array([[0, 4], [4, 8]], dtype=np.intp),
+    ...     work, activation=ACTIVATION_CODES["tanh"],
+    ...     loss=LOSS_CODES["squared_error"], reduction=REDUCTION_CODES["mean"],
+    ...     alpha=0.0, total_weight=8.0, solver=SOLVER_CODES["sgd"],
+    ...     learning_rate=0.1, velocity=np.zeros_like(net.parameters), chunk_rows=4,
+    ... )
+    >>> result.status == OK, result.steps, result.seen
+    (True, 2, 8)
     """
     cdef Config cfg
     cdef Counters out

@@ -9,6 +9,7 @@ axis, built by a small greedy generator below.
 """
 
 import _thread
+import doctest
 import itertools
 import math
 import threading
@@ -408,3 +409,14 @@ def test_bad_arguments_are_named(change, match):
     kwargs.update(change)
     with pytest.raises(ValueError, match=match):
         _loop.run_epoch(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["epoch_workspace", "run_epoch"])
+def test_docstring_examples_run(name):
+    # doctest.testmod does not see functions compiled by Cython.
+    test = doctest.DocTestParser().get_doctest(
+        getattr(_loop, name).__doc__, dict(vars(_loop)), name, None, 0
+    )
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    assert test.examples and runner.failures == 0
