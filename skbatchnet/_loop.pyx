@@ -102,6 +102,12 @@ n_averaged, samples_seen : int
 _CHECK_STEPS = 2048
 _CHECK_ROWS = 1 << 16
 
+# Products of at most this many multiply-adds skip BLAS, whose call costs
+# more than they compute. The bound is low: BLAS picks kernels for the CPU it
+# runs on (AVX2, FMA), which this portable build cannot, so from a few hundred
+# multiply-adds on (a ten-class output layer at one row) BLAS is as quick.
+TINY_PRODUCT = 512
+
 
 def _layout(layer_units, chunk_rows):
     """Lengths of the work buffer's parts: gathered rows, activations, deltas."""
@@ -169,10 +175,29 @@ cdef inline void _gemv(
 
 cdef void _forward_product(
     Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* A, floating* W, floating* out
+    floating* A, floating* W, floating* out, bint own
 ) noexcept nogil:
-    """out (n, fan_out) = A (n, fan_in) @ W (fan_in, fan_out)."""
-    if n == 1:
+    """out (n, fan_out) = A (n, fan_in) @ W (fan_in, fan_out).
+
+    ``own``: by this loop instead of BLAS, for products too small to repay a
+    BLAS call (and sure never to start its threads). It adds rows of W,
+    so it vectorizes along them.
+    """
+    cdef Py_ssize_t r, i, j
+    cdef floating a
+    cdef floating* o
+    cdef floating* w
+    if own:
+        for r in range(n):
+            o = out + r * fan_out
+            for j in range(fan_out):
+                o[j] = 0
+            for i in range(fan_in):
+                a = A[r * fan_in + i]
+                w = W + i * fan_out
+                for j in range(fan_out):
+                    o[j] += a * w[j]
+    elif n == 1:
         _gemv("N", fan_out, fan_in, W, fan_out, A, out)
     else:
         _gemm("N", "N", fan_out, n, fan_in, W, fan_out, A, fan_in, 0, out, fan_out)
@@ -180,10 +205,39 @@ cdef void _forward_product(
 
 cdef void _backward_product(
     Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* D, floating* W, floating* out
+    floating* D, floating* W, floating* out, bint own
 ) noexcept nogil:
-    """out (n, fan_in) = D (n, fan_out) @ W.T: the error sent down a layer."""
-    if n == 1:
+    """out (n, fan_in) = D (n, fan_out) @ W.T: the error sent down a layer.
+
+    ``own`` as in _forward_product: dot products of rows of W with D's.
+    """
+    cdef Py_ssize_t r, i, j, m = fan_in - fan_in % 4
+    cdef floating t0, t1, t2, t3
+    cdef floating* d
+    cdef floating* w
+    cdef floating* o
+    if own:
+        for r in range(n):
+            d = D + r * fan_out
+            o = out + r * fan_in
+            # Four rows of W at a time: four independent sums, not one chain
+            # of dependent additions.
+            for i in range(0, m, 4):
+                w = W + i * fan_out
+                t0 = t1 = t2 = t3 = 0
+                for j in range(fan_out):
+                    t0 += d[j] * w[j]
+                    t1 += d[j] * w[fan_out + j]
+                    t2 += d[j] * w[2 * fan_out + j]
+                    t3 += d[j] * w[3 * fan_out + j]
+                o[i], o[i + 1], o[i + 2], o[i + 3] = t0, t1, t2, t3
+            for i in range(m, fan_in):
+                w = W + i * fan_out
+                t0 = 0
+                for j in range(fan_out):
+                    t0 += d[j] * w[j]
+                o[i] = t0
+    elif n == 1:
         _gemv("T", fan_out, fan_in, W, fan_out, D, out)
     else:
         _gemm("T", "N", fan_in, n, fan_out, W, fan_out, D, fan_out, 0, out, fan_in)
@@ -191,13 +245,28 @@ cdef void _backward_product(
 
 cdef void _weight_gradient(
     Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* A, floating* D, floating* G, bint accumulate
+    floating* A, floating* D, floating* G, bint accumulate, bint own
 ) noexcept nogil:
-    """G (fan_in, fan_out) = A.T @ D (+ G when accumulating)."""
-    cdef Py_ssize_t i, j
+    """G (fan_in, fan_out) = A.T @ D (+ G when accumulating).
+
+    ``own`` as in _forward_product: each row of G sums rows of D.
+    """
+    cdef Py_ssize_t i, j, r
     cdef floating a
     cdef floating* row
-    if n == 1:
+    cdef floating* d
+    if own and n > 1:
+        for i in range(fan_in):
+            row = G + i * fan_out
+            if not accumulate:
+                for j in range(fan_out):
+                    row[j] = 0
+            for r in range(n):
+                a = A[r * fan_in + i]
+                d = D + r * fan_out
+                for j in range(fan_out):
+                    row[j] += a * d[j]
+    elif n == 1:
         # An outer product: a loop over contiguous rows of G, quicker than
         # zeroing G for BLAS's ger.
         for i in range(fan_in):
@@ -311,6 +380,7 @@ cdef struct Config:
     long average_start
     long check_steps
     long check_rows
+    Py_ssize_t tiny_product
 
 
 cdef struct Counters:
@@ -372,7 +442,8 @@ cdef double _chunk(
     for l in range(L):
         fan_in, fan_out = units[l], units[l + 1]
         _forward_product(
-            n, fan_in, fan_out, A, params + coef_offsets[l], acts + n * unit_offsets[l]
+            n, fan_in, fan_out, A, params + coef_offsets[l],
+            acts + n * unit_offsets[l], n * fan_in * fan_out <= cfg.tiny_product,
         )
         A = acts + n * unit_offsets[l]
         _bias_activation(
@@ -402,12 +473,16 @@ cdef double _chunk(
             # One row's weight gradient, the outer product A.T delta, is left
             # to the update, which forms it as it reads it (_update).
             _weight_gradient(
-                n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first
+                n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first,
+                n * fan_in * fan_out <= cfg.tiny_product,
             )
         _column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
         if l > 0:
             below = deltas + n * unit_offsets[l - 1]
-            _backward_product(n, fan_in, fan_out, delta, params + coef_offsets[l], below)
+            _backward_product(
+                n, fan_in, fan_out, delta, params + coef_offsets[l], below,
+                n * fan_in * fan_out <= cfg.tiny_product,
+            )
             _derivative(cfg.activation, n * fan_in, A, below)
     return loss_sum
 
@@ -666,6 +741,7 @@ def run_epoch(
     long average_start=1,
     Py_ssize_t chunk_rows,
     long check_steps=_CHECK_STEPS,
+    Py_ssize_t tiny_product=TINY_PRODUCT,
 ):
     """Run one epoch of minibatch steps on dense data, without the GIL.
 
@@ -717,6 +793,10 @@ def run_epoch(
         Rows per chunk, as given to :func:`epoch_workspace`.
     check_steps : int
         Steps between two looks for a pending Ctrl-C.
+    tiny_product : int
+        Products of at most this many multiply-adds (rows x fan_in x
+        fan_out) are computed by the loop's own code instead of BLAS; 0
+        sends every product to BLAS.
 
     Returns
     -------
@@ -852,6 +932,7 @@ def run_epoch(
     cfg.average_start = average_start
     cfg.check_steps = max(1, check_steps)
     cfg.check_rows = _CHECK_ROWS
+    cfg.tiny_product = tiny_product
 
     out.status = STATUS_OK
     out.batch = 0

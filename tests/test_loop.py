@@ -40,7 +40,10 @@ AXES = {
     "batch_size": [1, 5, 8],
     "chunk_rows": [64, 3],
     "alpha": [0.0, 0.1],
+    # Every product through BLAS, or every one through the loop's own code.
+    "products": ["blas", "own"],
 }
+TINY_PRODUCT = {"blas": 0, "own": 10**9}
 
 
 def all_pairs(axes):
@@ -151,7 +154,7 @@ def _reference_epoch(net, opt, averager, X, Y, sw, order, bounds, alpha, total, 
 class _Compiled:
     """The state the compiled loop keeps between epochs, as stage 2 will."""
 
-    def __init__(self, net, solver, opt, average, chunk_rows):
+    def __init__(self, net, solver, opt, average, chunk_rows, products="blas"):
         dtype = net.dtype
         self.params = net.parameters.copy()
         self.units = net.layer_units
@@ -166,6 +169,7 @@ class _Compiled:
         self.start = 1 if average is True else int(average)
         self.n_averaged = self.samples_seen = 0
         self.chunk_rows = chunk_rows
+        self.tiny_product = TINY_PRODUCT[products]
         self.work = _loop.epoch_workspace(self.units, chunk_rows, dtype)
 
     def epoch(self, X, Y, sw, order, bounds, alpha, total, reduction, **kwargs):
@@ -208,6 +212,7 @@ class _Compiled:
             samples_seen=self.samples_seen,
             average_start=self.start,
             chunk_rows=self.chunk_rows,
+            tiny_product=self.tiny_product,
             **state,
             **kwargs,
         )
@@ -249,6 +254,7 @@ def test_compiled_epochs_match_numpy(config):
         _optimizer(config["solver"], [net.parameters], config["reduction"]),
         average,
         config["chunk_rows"],
+        config["products"],
     )
     batcher = Minibatcher(config["batch_size"], drop_last=config["drop_last"])
     bounds = batcher.bounds(N_SAMPLES)
