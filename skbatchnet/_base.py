@@ -23,6 +23,7 @@ from ._callbacks import (
     TaskReporter,
     with_callbacks,
 )
+from ._compiled import CompiledEpochs
 from ._losses import LOSSES
 from ._optimizers import SOLVERS, STOCHASTIC_SOLVERS
 from ._parameters import Parameters
@@ -406,11 +407,16 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             drop_last=self.drop_last,
             random_state=self._rng,
         )
-        epochs = batcher.iter_epochs(n_samples)
         total = n_samples if sample_weight is None else float(sample_weight.sum())
-        # One workspace serves every batch: a shorter one uses its first rows.
-        rows = max(stop - start for start, stop in batcher.bounds(n_samples))
-        workspace = net.workspace(rows)
+        bounds, rules = batcher.bounds(n_samples), self._rules()
+        compiled = workspace = None
+        if CompiledEpochs.supports(net, X, self._optimizer):
+            compiled = CompiledEpochs(
+                net, X, Y, sample_weight, bounds=bounds, rules=rules, total_weight=total
+            )
+        else:
+            # One workspace serves every batch: a shorter one uses its first rows.
+            workspace = net.workspace(max(stop - start for start, stop in bounds))
         averager = weight_average(
             self.average, getattr(self, "_weight_average", None), net
         )
@@ -425,22 +431,22 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             self._publish_progress()
             return report.task("epoch", loss)
 
-        with workspace.blas_threads():
-            self._optimizer, averager = train_epochs(
-                net,
-                data,
-                epochs,
-                self._optimizer,
-                progress,
-                n_epochs=1 if incremental else self.max_iter,
-                rules=self._rules(),
-                workspace=workspace,
-                averager=averager,
-                rng=self._rng,
-                score=self._score_output,
-                report=epoch_report,
-                max_iter=None if incremental else self.max_iter,
-            )
+        self._optimizer, averager = train_epochs(
+            net,
+            data,
+            batcher,
+            self._optimizer,
+            progress,
+            n_epochs=1 if incremental else self.max_iter,
+            rules=rules,
+            workspace=workspace,
+            averager=averager,
+            rng=self._rng,
+            score=self._score_output,
+            report=epoch_report,
+            max_iter=None if incremental else self.max_iter,
+            compiled=compiled,
+        )
         self._set_or_drop("_weight_average", averager)
         self._publish_progress()
         if validation is not None and progress._best_parameters is not None:

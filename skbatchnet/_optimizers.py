@@ -161,7 +161,6 @@ class Adam(_Optimizer):
         self.t = 0
         self.ms = [np.zeros_like(p) for p in params]
         self.us = [np.zeros_like(p) for p in params]  # v / k
-        self._scratch = [np.empty_like(p) for p in params]
 
     def _k(self):
         return (1 - self.beta_2) / (1 - self.beta_1) ** 2
@@ -181,7 +180,12 @@ class Adam(_Optimizer):
         # Python floats keep float32 parameters in float32 arithmetic.
         neg_lr = -float(self.learning_rate / root_k)
         eps = float(self.epsilon / root_k)
-        for p, h, m, u, a in zip(params, scaled_grads, self.ms, self.us, self._scratch):
+        # Scratch space, not state: made on first use (the compiled loop needs
+        # none), so that an optimizer holds only its moments until then.
+        scratch = self.__dict__.setdefault(
+            "_scratch", [np.empty_like(p) for p in params]
+        )
+        for p, h, m, u, a in zip(params, scaled_grads, self.ms, self.us, scratch):
             m *= b1
             m += h
             u *= b2

@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from . import _compiled
 from ._averaging import WeightAverage
 from ._rollback import Checkpoint
 from .reduction import reduction_coefficients
@@ -221,6 +222,24 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager, 
     return loss_sum / weight_sum, seen
 
 
+def compiled_epoch(compiled, order, optimizer, averager, data, rules, epoch):
+    """:func:`run_epoch` by the compiled loop: the same steps, the same reports."""
+    result = compiled.run(order, optimizer, averager)
+    if result.status == _compiled.INTERRUPTED:
+        raise KeyboardInterrupt
+    if result.status == _compiled.NONFINITE_LOSS:
+        raise divergence_error("loss", epoch, result.batch, optimizer.learning_rate)
+    if result.status == _compiled.NONFINITE_WEIGHTS:
+        raise divergence_error("weights", epoch, result.batch, optimizer.learning_rate)
+    if result.weight_sum == 0:
+        # As in run_epoch: no batch carried weight, so E is evaluated exactly.
+        objective = compiled.network.objective(
+            data.X, data.Y, data.sample_weight, alpha=rules.alpha
+        )
+        return objective, result.seen
+    return result.loss_sum / result.weight_sum, result.seen
+
+
 def _count_no_improvement(progress, improved):
     """The stopping rule's counter: consecutive epochs without improvement."""
     if improved:
@@ -258,7 +277,7 @@ def update_stopping(progress, network, validation, *, rules, score):
 def train_epochs(
     network,
     data,
-    epochs,
+    batcher,
     optimizer,
     progress,
     *,
@@ -270,13 +289,18 @@ def train_epochs(
     score,
     report,
     max_iter=None,
+    compiled=None,
 ):
     """The epoch loop: steps, bookkeeping, stopping rules.
 
-    Runs at most ``n_epochs`` epochs drawn from ``epochs``. ``report(loss)``
-    is called after each epoch and returns True to stop. With ``max_iter``,
-    reaching ``progress.n_iter == max_iter`` warns that training has not
-    converged. A KeyboardInterrupt ends training at the last completed epoch.
+    Runs at most ``n_epochs`` epochs of the batches ``batcher`` (a
+    :class:`~skbatchnet.batching.Minibatcher`) draws, each by
+    :func:`run_epoch` or, when given, by the compiled loop ``compiled`` (a
+    :class:`~skbatchnet._compiled.CompiledEpochs`), which takes the same
+    steps. ``report(loss)`` is called after each epoch and returns True to
+    stop. With ``max_iter``, reaching ``progress.n_iter == max_iter`` warns
+    that training has not converged. A KeyboardInterrupt ends training at the
+    last completed epoch.
 
     Returns
     -------
@@ -284,19 +308,27 @@ def train_epochs(
         Those in force at the end (an interruption restores the ones of the
         last completed epoch).
     """
+    n_samples = data.X.shape[0]
+    orders = batcher.iter_orders(n_samples)
     for _ in range(n_epochs):
         checkpoint = Checkpoint(network.parameters, optimizer, averager, rng)
+        epoch = progress.n_iter + 1
         try:
-            loss, seen = run_epoch(
-                network,
-                data,
-                next(epochs),
-                optimizer,
-                rules=rules,
-                workspace=workspace,
-                averager=averager,
-                epoch=progress.n_iter + 1,
-            )
+            if compiled is not None:
+                loss, seen = compiled_epoch(
+                    compiled, next(orders), optimizer, averager, data, rules, epoch
+                )
+            else:
+                loss, seen = run_epoch(
+                    network,
+                    data,
+                    batcher.batches(next(orders), n_samples),
+                    optimizer,
+                    rules=rules,
+                    workspace=workspace,
+                    averager=averager,
+                    epoch=epoch,
+                )
         except KeyboardInterrupt:
             # Back to the end of the last completed epoch, so the weights
             # agree with n_iter_ and loss_curve_.
@@ -372,10 +404,9 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
         # callback is not acted on here, to keep older scipy supported.
         report(last["loss"])
 
-    with workspace.blas_threads():
-        result = driver.minimize(
-            fun, network.parameters.astype(np.float64), callback=callback
-        )
+    result = driver.minimize(
+        fun, network.parameters.astype(np.float64), callback=callback
+    )
     network.parameters[...] = result.x
     progress.n_iter = min(int(result.nit), driver.max_iter)
     loss = float(result.fun)

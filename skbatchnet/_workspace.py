@@ -7,7 +7,6 @@ the backward pass reads as the math: one weight-gradient product and one
 bias-gradient product per layer.
 """
 
-import contextlib
 import functools
 import math
 from itertools import pairwise
@@ -16,18 +15,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.blas import get_blas_funcs
 from sklearn import get_config
-from threadpoolctl import ThreadpoolController  # a requirement of scikit-learn
 
 __all__ = ["Workspace", "chunk_rows", "chunks"]
 
-# Below this many rows per batch the matrix products are too small to gain
-# from BLAS threads, whose start-up and synchronization then dominate.
+# Below this many rows per batch numpy's products cost more to call than
+# scipy's gemm, which also adds in place.
 SMALL_BATCH_ROWS = 64
-
-
-@functools.cache
-def _threadpools():
-    return ThreadpoolController()
 
 
 def parameter_shapes(layer_units):
@@ -168,10 +161,9 @@ class Workspace:
         self.intercept_grads = grads[len(coef_shapes) :]
         self.penalty = np.empty(n_coefs, dtype)
         self.product = dense_product(n_samples)
-        # Small batches run on one BLAS thread (blas_threads), where scipy's
-        # gemm adds each product onto the weight decay in one pass. BLAS has
-        # no other floating types: for float16 or longdouble scipy would
-        # write into a copy.
+        # On small batches scipy's gemm adds each product onto the weight
+        # decay in one pass. BLAS has no other floating types: for float16 or
+        # longdouble scipy would write into a copy.
         blas_type = np.dtype(dtype) in (np.float32, np.float64)
         if blas_type and n_samples < SMALL_BATCH_ROWS:
             gemm = get_blas_funcs("gemm", dtype=dtype)
@@ -209,16 +201,6 @@ class Workspace:
         """Write layer ``layer``'s bias gradient, the column sums of ``delta``."""
         if not self._deltas_are_bias_gradients:
             np.dot(self.ones[: delta.shape[0]], delta, out=self.intercept_grads[layer])
-
-    def blas_threads(self):
-        """The BLAS thread limit to train in: one thread for small batches.
-
-        A context manager, entered once around a training loop (entering it
-        costs far more than a step).
-        """
-        if self.n_samples >= SMALL_BATCH_ROWS:
-            return contextlib.nullcontext()
-        return _threadpools().limit(limits=1, user_api="blas")
 
     def accumulator(self):
         """A second gradient vector, for summing chunks of a large batch."""

@@ -135,6 +135,42 @@ class Minibatcher:
         """
         return len(self.bounds(n_samples))
 
+    def iter_orders(self, n_samples):
+        """Yield, for each epoch, the order in which its rows are visited.
+
+        Each epoch permutes the previous epoch's order by one
+        ``RandomState.shuffle`` of ``arange(n_samples)``, as scikit-learn's
+        MLP does. The order inside one batch does not change its gradient,
+        so when the rows keep their stored order, or one batch holds them
+        all, None is yielded instead: the batches are then plain slices (the
+        draw still happens, which keeps the random stream in step).
+
+        Parameters
+        ----------
+        n_samples : int
+
+        Yields
+        ------
+        order : ndarray of int of shape (n_samples,) or None
+        """
+        bounds = self.bounds(n_samples)
+        rng = check_random_state(self.random_state)
+        order = np.arange(n_samples)
+        single = len(bounds) == 1 and bounds[0] == (0, n_samples)
+        while True:
+            if self.shuffle:
+                permutation = np.arange(n_samples)
+                rng.shuffle(permutation)
+                order = order[permutation]
+            yield None if single or not self.shuffle else order
+
+    def batches(self, order, n_samples):
+        """The batches of an epoch visiting the rows in ``order`` (see
+        :meth:`iter_orders`): slices for None, index arrays otherwise."""
+        if order is None:
+            return [slice(start, stop) for start, stop in self.bounds(n_samples)]
+        return [order[start:stop] for start, stop in self.bounds(n_samples)]
+
     def iter_epochs(self, n_samples):
         """Yield, for each epoch, the list of batches.
 
@@ -149,19 +185,5 @@ class Minibatcher:
         ------
         batches : list of slice or ndarray of int
         """
-        bounds = self.bounds(n_samples)
-        rng = check_random_state(self.random_state)
-        order = np.arange(n_samples)
-        single = len(bounds) == 1 and bounds[0] == (0, n_samples)
-        while True:
-            if self.shuffle:
-                permutation = np.arange(n_samples)
-                rng.shuffle(permutation)
-                order = order[permutation]
-            if single or not self.shuffle:
-                # The order of rows inside one batch does not change its
-                # gradient, so a whole-set batch skips the gather (the draw
-                # above still keeps the random stream in step).
-                yield [slice(start, stop) for start, stop in bounds]
-            else:
-                yield [order[start:stop] for start, stop in bounds]
+        for order in self.iter_orders(n_samples):
+            yield self.batches(order, n_samples)

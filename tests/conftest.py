@@ -288,3 +288,11 @@ def find_instance(est, cls):
         seen.add(id(obj))
         stack += [child for _, child in reversed(_children(obj))]
     raise AssertionError(f"no {cls.__name__} in the estimator state")
+
+
+def use_numpy_epochs(monkeypatch):
+    """Train through the numpy specification (``_training.run_epoch``), not the
+    compiled loop, for a test that instruments ``Network.gradient``."""
+    from skbatchnet._compiled import CompiledEpochs
+
+    monkeypatch.setattr(CompiledEpochs, "supports", staticmethod(lambda *args: False))

@@ -15,6 +15,7 @@ from conftest import (
     Snapshot,
     make_data,
     pickled_state,
+    use_numpy_epochs,
 )
 
 import skbatchnet.backprop
@@ -58,6 +59,7 @@ def _count_steps(monkeypatch):
         finite.append(bool(np.isfinite(result[0])))
         return result
 
+    use_numpy_epochs(monkeypatch)
     monkeypatch.setattr(skbatchnet.backprop.Network, "gradient", batch_gradient)
     return finite
 

@@ -20,6 +20,7 @@ from conftest import (
     find_instance,
     float_arrays,
     make_data,
+    use_numpy_epochs,
 )
 
 import skbatchnet.backprop
@@ -187,6 +188,7 @@ def _fail_at_call(monkeypatch, k, exc):
             raise exc
         return original(self, *args, **kwargs)
 
+    use_numpy_epochs(monkeypatch)
     monkeypatch.setattr(skbatchnet.backprop.Network, "gradient", batch_gradient)
     return calls
 
@@ -246,6 +248,7 @@ def test_interrupted_fit_keeps_last_completed_epoch(
         else (BatchMLPRegressor, Y_REG40)
     )
     params = dict(solver=solver, batch_size=10, shuffle=True, max_iter=50, **SMALL)
+    use_numpy_epochs(monkeypatch)  # as the interrupted fit below trains
     reference = Est(**{**params, "max_iter": 2}).fit(X40, y)
 
     calls = _fail_at_call(monkeypatch, 2 * 4 + at_batch, KeyboardInterrupt())

@@ -92,3 +92,43 @@ def test_clones_fitted_in_threads_equal_sequential_fits(Est, solver, fmt):
         copied_weights(sequential[0]),
         copied_weights(sequential[1]),
     )
+
+
+def _blas_limits():
+    from threadpoolctl import threadpool_info
+
+    return sorted(
+        (p["internal_api"], p["filepath"], p["num_threads"]) for p in threadpool_info()
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 200])
+def test_fits_in_threads_leave_the_thread_limits_as_they_were(batch_size):
+    """A fit sets no process-wide limit: two overlapping fits in threads, of
+    small batches as of large ones, leave every thread pool as it was."""
+    X, _, y = make_data(n=400, n_features=8, seed=4)
+    before = _blas_limits()
+    _run_together(
+        2,
+        lambda i: BatchMLPClassifier(
+            batch_size=batch_size, max_iter=3, random_state=i, solver="sgd"
+        ).fit(X, y),
+    )
+    assert _blas_limits() == before
+
+
+def test_a_limit_the_caller_sets_is_kept_during_and_after_a_fit():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    X, _, y = make_data(n=200, n_features=8, seed=5)
+
+    class Watch(BatchMLPClassifier):
+        def _score_output(self, output, y, sample_weight):
+            seen.append({p["num_threads"] for p in threadpool_info()})
+            return super()._score_output(output, y, sample_weight)
+
+    seen = []
+    with threadpool_limits(limits=1):
+        Watch(batch_size=1, early_stopping=True, max_iter=2, random_state=0).fit(X, y)
+        after = {p["num_threads"] for p in threadpool_info()}
+    assert seen and all(s == {1} for s in seen) and after == {1}

@@ -9,6 +9,7 @@ across interruptions and warm starts.
 
 import numpy as np
 import pytest
+from conftest import use_numpy_epochs
 
 import skbatchnet._base
 import skbatchnet.backprop
@@ -134,6 +135,7 @@ def test_penalty_share_uses_the_training_part_only(monkeypatch):
         totals.append(kwargs["total_weight"])
         return original(self, *args, **kwargs)
 
+    use_numpy_epochs(monkeypatch)
     monkeypatch.setattr(skbatchnet.backprop.Network, "gradient", gradient)
     w = 1.0 + RNG.rand(30)
     BatchMLPRegressor(
@@ -198,6 +200,7 @@ def test_interrupted_epoch_leaves_the_weight_average_of_the_last_epoch(monkeypat
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
+    use_numpy_epochs(monkeypatch)
     monkeypatch.setattr(skbatchnet.backprop.Network, "gradient", gradient)
     with pytest.warns(UserWarning, match="interrupted"):
         est = BatchMLPRegressor(max_iter=5, **kw).fit(X, Y_REG)

@@ -105,19 +105,3 @@ def test_scaled_coefficients_scale_the_gradient_not_the_loss(rows, weighted):
     assert loss == pytest.approx(ref_loss, rel=1e-14)
     scaled_ref = [0.01 * g for g in ref[0] + ref[1]]
     assert_grads_close(coef_grads + intercept_grads, scaled_ref, rtol=1e-10)
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
-def test_small_batch_workspaces_limit_blas_to_one_thread(dtype):
-    """The limit follows the batch's rows, whatever kernel the dtype gets."""
-    from threadpoolctl import threadpool_info
-
-    def blas_threads():
-        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
-
-    units = [3, 5, 2]
-    outside = blas_threads()
-    with Workspace(units, SMALL_BATCH_ROWS - 1, dtype).blas_threads():
-        assert blas_threads() == {1}
-    with Workspace(units, SMALL_BATCH_ROWS, dtype).blas_threads():
-        assert blas_threads() == outside

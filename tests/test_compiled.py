@@ -1,0 +1,121 @@
+"""The compiled loop inside training (skbatchnet._compiled) against the numpy path.
+
+tests/test_loop.py holds the kernel to the numpy specification epoch by
+epoch; here whole fits through the estimators take the compiled path and
+the numpy path (``use_numpy_epochs``) and must agree to rounding, including
+how a diverged or interrupted epoch is reported.
+"""
+
+import importlib
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import make_data, use_numpy_epochs
+
+import skbatchnet
+from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, _loop
+from skbatchnet._compiled import CompiledEpochs
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+X, Y_REG, Y_CLS = make_data(n=60, n_features=5, seed=11)
+W = np.random.RandomState(1).uniform(0, 2, 60)
+W[:7] = 0.0
+
+CASES = [
+    (BatchMLPClassifier, dict(solver="sgd", batch_size=8, momentum=0.9)),
+    (BatchMLPClassifier, dict(solver="sgd", nesterovs_momentum=False, average=5)),
+    (BatchMLPClassifier, dict(solver="adam", batch_size=1, drop_last=True)),
+    (BatchMLPRegressor, dict(solver="adam", batch_size=7, drop_last="merge")),
+    (BatchMLPRegressor, dict(solver="sgd", gradient_reduction="sum", batch_size=4)),
+    (BatchMLPClassifier, dict(solver="adam", early_stopping=True, batch_size=16)),
+    (BatchMLPRegressor, dict(solver="sgd", learning_rate="invscaling", power_t=0.3)),
+]
+
+
+def _flat(est):
+    return np.concatenate([a.ravel() for a in est.coefs_ + est.intercepts_])
+
+
+def _fit(Est, params, monkeypatch=None, **fit_params):
+    if monkeypatch is not None:
+        use_numpy_epochs(monkeypatch)
+    y = Y_CLS if Est is BatchMLPClassifier else Y_REG
+    defaults = dict(
+        hidden_layer_sizes=(7, 4), max_iter=6, random_state=3, learning_rate_init=0.01
+    )
+    est = Est(alpha=0.01, **{**defaults, **params})
+    return est.fit(X, y, **fit_params)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("Est, params", CASES)
+def test_fits_through_the_compiled_loop_equal_the_numpy_path(
+    monkeypatch, Est, params, weighted
+):
+    fit_params = {"sample_weight": W} if weighted else {}
+    compiled = _fit(Est, params, **fit_params)
+    numpy_path = _fit(Est, params, monkeypatch, **fit_params)
+    assert compiled.n_iter_ == numpy_path.n_iter_
+    assert compiled.t_ == numpy_path.t_
+    np.testing.assert_allclose(_flat(compiled), _flat(numpy_path), rtol=1e-10)
+    np.testing.assert_allclose(compiled.loss_curve_, numpy_path.loss_curve_, rtol=1e-10)
+
+
+def test_dense_input_takes_the_compiled_loop_and_sparse_the_numpy_path(monkeypatch):
+    made = []
+    original = CompiledEpochs.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(args[1].shape)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CompiledEpochs, "__init__", spy)
+    BatchMLPRegressor(max_iter=2, random_state=0).fit(X, Y_REG)
+    assert made == [X.shape]
+    BatchMLPRegressor(max_iter=2, random_state=0).fit(sp.csr_matrix(X), Y_REG)
+    BatchMLPRegressor(max_iter=2, random_state=0, solver="lbfgs").fit(X, Y_REG)
+    assert made == [X.shape]
+
+
+@pytest.mark.parametrize("lr", [1e4, 1e300])
+def test_divergence_is_reported_as_the_numpy_path_reports_it(monkeypatch, lr):
+    params = dict(solver="sgd", learning_rate_init=lr, gradient_reduction="sum")
+    with pytest.raises(ValueError) as compiled:
+        _fit(BatchMLPRegressor, params)
+    with pytest.raises(ValueError) as numpy_path:
+        _fit(BatchMLPRegressor, params, monkeypatch)
+    assert str(compiled.value) == str(numpy_path.value)
+    assert "non-finite" in str(compiled.value)
+
+
+def test_an_interrupted_compiled_epoch_keeps_the_last_completed_one(monkeypatch):
+    params = dict(solver="adam", batch_size=8, average=True)
+    reference = _fit(BatchMLPClassifier, {**params, "max_iter": 2})
+    calls = {"n": 0}
+    original = CompiledEpochs.run
+
+    def run(self, order, optimizer, averager):
+        calls["n"] += 1
+        result = original(self, order, optimizer, averager)
+        if calls["n"] == 3:  # the loop saw Ctrl-C in epoch 3, mid-epoch
+            return result._replace(status=_loop.INTERRUPTED)
+        return result
+
+    monkeypatch.setattr(CompiledEpochs, "run", run)
+    with pytest.warns(UserWarning, match="interrupted"):
+        est = _fit(BatchMLPClassifier, {**params, "max_iter": 5})
+    assert est.n_iter_ == 2 and est.loss_curve_ == reference.loss_curve_
+    assert np.array_equal(_flat(est), _flat(reference))
+    assert est._optimizer.t == reference._optimizer.t
+
+
+def test_a_missing_extension_says_how_to_build_it(monkeypatch):
+    # As if the package had been copied without building it; undone after.
+    monkeypatch.setitem(sys.modules, "skbatchnet._loop", None)
+    monkeypatch.delattr(skbatchnet, "_loop")
+    monkeypatch.delitem(sys.modules, "skbatchnet._compiled")
+    with pytest.raises(ImportError, match="not built.*C compiler"):
+        importlib.import_module("skbatchnet._compiled")
