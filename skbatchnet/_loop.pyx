@@ -108,6 +108,17 @@ _CHECK_ROWS = 1 << 16
 # multiply-adds on (a ten-class output layer at one row) BLAS is as quick.
 TINY_PRODUCT = 512
 
+# Small batches keep BLAS on one thread without a process-wide limit: their
+# products go to BLAS in calls that it runs single-threaded by their size.
+# OpenBLAS (scipy's) starts threads for a gemv of 2304 * 4 multiply-adds or
+# more and for a gemm of more than 65536 * 4; threads that wake for products
+# this small cost more than they save, and on a busy machine far more. From
+# SPLIT_ROWS rows on (backprop.SMALL_BATCH_ROWS), products are left whole to
+# BLAS and its threads.
+SPLIT_ROWS = 64
+GEMV_LIMIT = 2304 * 4 - 1
+GEMM_LIMIT = 65536 * 4
+
 
 def _layout(layer_units, chunk_rows):
     """Lengths of the work buffer's parts: gathered rows, activations, deltas."""
@@ -173,17 +184,29 @@ cdef inline void _gemv(
         dgemv(t, &m, &n, &one, a, &lda, x, &inc, &zero, y, &inc)
 
 
+cdef inline Py_ssize_t _block(
+    Py_ssize_t total, Py_ssize_t per_unit, Py_ssize_t limit
+) noexcept nogil:
+    """How many of ``total`` units (of ``per_unit`` multiply-adds each) one
+    BLAS call takes so that it stays within ``limit`` (0: no limit)."""
+    if limit <= 0 or total * per_unit <= limit:
+        return total
+    return max(1, limit // per_unit)
+
+
 cdef void _forward_product(
     Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* A, floating* W, floating* out, bint own
+    floating* A, floating* W, floating* out, bint own, Py_ssize_t limit
 ) noexcept nogil:
     """out (n, fan_out) = A (n, fan_in) @ W (fan_in, fan_out).
 
     ``own``: by this loop instead of BLAS, for products too small to repay a
     BLAS call (and sure never to start its threads). It adds rows of W,
-    so it vectorizes along them.
+    so it vectorizes along them. Otherwise BLAS computes it in calls of at
+    most ``limit`` multiply-adds each (0: one call), a block of output
+    columns per call.
     """
-    cdef Py_ssize_t r, i, j
+    cdef Py_ssize_t r, i, j, b
     cdef floating a
     cdef floating* o
     cdef floating* w
@@ -198,20 +221,32 @@ cdef void _forward_product(
                 for j in range(fan_out):
                     o[j] += a * w[j]
     elif n == 1:
-        _gemv("N", fan_out, fan_in, W, fan_out, A, out)
+        b = _block(fan_out, fan_in, limit)
+        j = 0
+        while j < fan_out:
+            _gemv("N", min(b, fan_out - j), fan_in, W + j, fan_out, A, out + j)
+            j += b
     else:
-        _gemm("N", "N", fan_out, n, fan_in, W, fan_out, A, fan_in, 0, out, fan_out)
+        b = _block(fan_out, n * fan_in, limit)
+        j = 0
+        while j < fan_out:
+            _gemm(
+                "N", "N", min(b, fan_out - j), n, fan_in, W + j, fan_out, A,
+                fan_in, 0, out + j, fan_out,
+            )
+            j += b
 
 
 cdef void _backward_product(
     Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* D, floating* W, floating* out, bint own
+    floating* D, floating* W, floating* out, bint own, Py_ssize_t limit
 ) noexcept nogil:
     """out (n, fan_in) = D (n, fan_out) @ W.T: the error sent down a layer.
 
     ``own`` as in _forward_product: dot products of rows of W with D's.
+    ``limit`` too, a block of rows of W per BLAS call.
     """
-    cdef Py_ssize_t r, i, j, m = fan_in - fan_in % 4
+    cdef Py_ssize_t r, i, j, b, m = fan_in - fan_in % 4
     cdef floating t0, t1, t2, t3
     cdef floating* d
     cdef floating* w
@@ -238,20 +273,36 @@ cdef void _backward_product(
                     t0 += d[j] * w[j]
                 o[i] = t0
     elif n == 1:
-        _gemv("T", fan_out, fan_in, W, fan_out, D, out)
+        b = _block(fan_in, fan_out, limit)
+        i = 0
+        while i < fan_in:
+            _gemv(
+                "T", fan_out, min(b, fan_in - i), W + i * fan_out, fan_out, D,
+                out + i,
+            )
+            i += b
     else:
-        _gemm("T", "N", fan_in, n, fan_out, W, fan_out, D, fan_out, 0, out, fan_in)
+        b = _block(fan_in, n * fan_out, limit)
+        i = 0
+        while i < fan_in:
+            _gemm(
+                "T", "N", min(b, fan_in - i), n, fan_out, W + i * fan_out, fan_out,
+                D, fan_out, 0, out + i, fan_in,
+            )
+            i += b
 
 
 cdef void _weight_gradient(
     Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* A, floating* D, floating* G, bint accumulate, bint own
+    floating* A, floating* D, floating* G, bint accumulate, bint own,
+    Py_ssize_t limit
 ) noexcept nogil:
     """G (fan_in, fan_out) = A.T @ D (+ G when accumulating).
 
-    ``own`` as in _forward_product: each row of G sums rows of D.
+    ``own`` as in _forward_product: each row of G sums rows of D. ``limit``
+    too, a block of rows of G per BLAS call.
     """
-    cdef Py_ssize_t i, j, r
+    cdef Py_ssize_t i, j, r, b
     cdef floating a
     cdef floating* row
     cdef floating* d
@@ -279,10 +330,14 @@ cdef void _weight_gradient(
                 for j in range(fan_out):
                     row[j] = a * D[j]
     else:
-        _gemm(
-            "N", "T", fan_out, fan_in, n, D, fan_out, A, fan_in,
-            1 if accumulate else 0, G, fan_out,
-        )
+        b = _block(fan_in, n * fan_out, limit)
+        i = 0
+        while i < fan_in:
+            _gemm(
+                "N", "T", fan_out, min(b, fan_in - i), n, D, fan_out, A + i, fan_in,
+                1 if accumulate else 0, G + i * fan_out, fan_out,
+            )
+            i += b
 
 
 cdef void _column_sums(
@@ -381,6 +436,9 @@ cdef struct Config:
     long check_steps
     long check_rows
     Py_ssize_t tiny_product
+    Py_ssize_t split_rows
+    Py_ssize_t gemv_limit
+    Py_ssize_t gemm_limit
 
 
 cdef struct Counters:
@@ -428,6 +486,11 @@ cdef double _chunk(
     cdef floating ci
     cdef double loss_sum = 0
     cdef floating row_loss
+    # A small batch's products go to BLAS in calls small enough to run on one
+    # thread (see SPLIT_ROWS).
+    cdef Py_ssize_t limit = 0
+    if n < cfg.split_rows:
+        limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
 
     # Gather the rows: one row is read where it is.
     if n == 1:
@@ -444,6 +507,7 @@ cdef double _chunk(
         _forward_product(
             n, fan_in, fan_out, A, params + coef_offsets[l],
             acts + n * unit_offsets[l], n * fan_in * fan_out <= cfg.tiny_product,
+            limit,
         )
         A = acts + n * unit_offsets[l]
         _bias_activation(
@@ -474,14 +538,14 @@ cdef double _chunk(
             # to the update, which forms it as it reads it (_update).
             _weight_gradient(
                 n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first,
-                n * fan_in * fan_out <= cfg.tiny_product,
+                n * fan_in * fan_out <= cfg.tiny_product, limit,
             )
         _column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
         if l > 0:
             below = deltas + n * unit_offsets[l - 1]
             _backward_product(
                 n, fan_in, fan_out, delta, params + coef_offsets[l], below,
-                n * fan_in * fan_out <= cfg.tiny_product,
+                n * fan_in * fan_out <= cfg.tiny_product, limit,
             )
             _derivative(cfg.activation, n * fan_in, A, below)
     return loss_sum
@@ -742,6 +806,9 @@ def run_epoch(
     Py_ssize_t chunk_rows,
     long check_steps=_CHECK_STEPS,
     Py_ssize_t tiny_product=TINY_PRODUCT,
+    Py_ssize_t split_rows=SPLIT_ROWS,
+    Py_ssize_t gemv_limit=GEMV_LIMIT,
+    Py_ssize_t gemm_limit=GEMM_LIMIT,
 ):
     """Run one epoch of minibatch steps on dense data, without the GIL.
 
@@ -797,6 +864,10 @@ def run_epoch(
         Products of at most this many multiply-adds (rows x fan_in x
         fan_out) are computed by the loop's own code instead of BLAS; 0
         sends every product to BLAS.
+    split_rows, gemv_limit, gemm_limit : int
+        Products of fewer than ``split_rows`` rows go to BLAS in calls of at
+        most ``gemv_limit`` (one row) or ``gemm_limit`` multiply-adds, which
+        BLAS runs on one thread; 0 makes one call per product.
 
     Returns
     -------
@@ -933,6 +1004,9 @@ def run_epoch(
     cfg.check_steps = max(1, check_steps)
     cfg.check_rows = _CHECK_ROWS
     cfg.tiny_product = tiny_product
+    cfg.split_rows = split_rows
+    cfg.gemv_limit = gemv_limit
+    cfg.gemm_limit = gemm_limit
 
     out.status = STATUS_OK
     out.batch = 0
