@@ -96,11 +96,13 @@ n_averaged, samples_seen : int
     The weight average's counters after the epoch.
 """
 
-# Steps, and rows, between two looks for a pending Ctrl-C: taking the GIL
-# costs about as much as a step at batch size 1, so once every few thousand
-# steps is free, and the row bound keeps long steps from delaying it.
+# Steps, and rows, between two looks for a pending Ctrl-C. Taking the GIL
+# costs about as much as one step at batch size 1, so a look every few
+# thousand steps is lost in the noise; the row bound makes large batches,
+# whose steps are long, look every few steps, so that Ctrl-C is seen within
+# about a second at any batch size.
 _CHECK_STEPS = 2048
-_CHECK_ROWS = 1 << 16
+_CHECK_ROWS = 8192
 
 # Products of at most this many multiply-adds skip BLAS, whose call costs
 # more than they compute. The bound is low: BLAS picks kernels for the CPU it
