@@ -24,7 +24,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.math cimport isfinite, pow, sqrt
 from libc.string cimport memcpy
-from scipy.linalg.cython_blas cimport ddot, dgemm, dgemv, sdot, sgemm, sgemv
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from . cimport _kernels as K
 
@@ -96,17 +96,30 @@ n_averaged, samples_seen : int
     The weight average's counters after the epoch.
 """
 
-# Steps, and rows, between two looks for a pending Ctrl-C: taking the GIL
-# costs about as much as a step at batch size 1, so once every few thousand
-# steps is free, and the row bound keeps long steps from delaying it.
+# Steps, and rows, between two looks for a pending Ctrl-C. Taking the GIL
+# costs about as much as one step at batch size 1, so a look every few
+# thousand steps is lost in the noise; the row bound makes large batches,
+# whose steps are long, look every few steps, so that Ctrl-C is seen within
+# about a second at any batch size.
 _CHECK_STEPS = 2048
-_CHECK_ROWS = 1 << 16
+_CHECK_ROWS = 8192
 
 # Products of at most this many multiply-adds skip BLAS, whose call costs
 # more than they compute. The bound is low: BLAS picks kernels for the CPU it
 # runs on (AVX2, FMA), which this portable build cannot, so from a few hundred
 # multiply-adds on (a ten-class output layer at one row) BLAS is as quick.
 TINY_PRODUCT = 512
+
+# Small batches keep BLAS on one thread without a process-wide limit: their
+# products go to BLAS in calls that it runs single-threaded by their size.
+# OpenBLAS (scipy's) starts threads for a gemv of 2304 * 4 multiply-adds or
+# more and for a gemm of more than 65536 * 4; threads that wake for products
+# this small cost more than they save, and on a busy machine far more. From
+# SPLIT_ROWS rows on (backprop.SMALL_BATCH_ROWS), products are left whole to
+# BLAS and its threads.
+SPLIT_ROWS = 64
+GEMV_LIMIT = 2304 * 4 - 1
+GEMM_LIMIT = 65536 * 4
 
 
 def _layout(layer_units, chunk_rows):
@@ -173,17 +186,29 @@ cdef inline void _gemv(
         dgemv(t, &m, &n, &one, a, &lda, x, &inc, &zero, y, &inc)
 
 
+cdef inline Py_ssize_t _block(
+    Py_ssize_t total, Py_ssize_t per_unit, Py_ssize_t limit
+) noexcept nogil:
+    """How many of ``total`` units (of ``per_unit`` multiply-adds each) one
+    BLAS call takes so that it stays within ``limit`` (0: no limit)."""
+    if limit <= 0 or total * per_unit <= limit:
+        return total
+    return max(1, limit // per_unit)
+
+
 cdef void _forward_product(
     Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* A, floating* W, floating* out, bint own
+    floating* A, floating* W, floating* out, bint own, Py_ssize_t limit
 ) noexcept nogil:
     """out (n, fan_out) = A (n, fan_in) @ W (fan_in, fan_out).
 
     ``own``: by this loop instead of BLAS, for products too small to repay a
     BLAS call (and sure never to start its threads). It adds rows of W,
-    so it vectorizes along them.
+    so it vectorizes along them. Otherwise BLAS computes it in calls of at
+    most ``limit`` multiply-adds each (0: one call), a block of output
+    columns per call.
     """
-    cdef Py_ssize_t r, i, j
+    cdef Py_ssize_t r, i, j, b
     cdef floating a
     cdef floating* o
     cdef floating* w
@@ -198,20 +223,32 @@ cdef void _forward_product(
                 for j in range(fan_out):
                     o[j] += a * w[j]
     elif n == 1:
-        _gemv("N", fan_out, fan_in, W, fan_out, A, out)
+        b = _block(fan_out, fan_in, limit)
+        j = 0
+        while j < fan_out:
+            _gemv("N", min(b, fan_out - j), fan_in, W + j, fan_out, A, out + j)
+            j += b
     else:
-        _gemm("N", "N", fan_out, n, fan_in, W, fan_out, A, fan_in, 0, out, fan_out)
+        b = _block(fan_out, n * fan_in, limit)
+        j = 0
+        while j < fan_out:
+            _gemm(
+                "N", "N", min(b, fan_out - j), n, fan_in, W + j, fan_out, A,
+                fan_in, 0, out + j, fan_out,
+            )
+            j += b
 
 
 cdef void _backward_product(
     Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* D, floating* W, floating* out, bint own
+    floating* D, floating* W, floating* out, bint own, Py_ssize_t limit
 ) noexcept nogil:
     """out (n, fan_in) = D (n, fan_out) @ W.T: the error sent down a layer.
 
     ``own`` as in _forward_product: dot products of rows of W with D's.
+    ``limit`` too, a block of rows of W per BLAS call.
     """
-    cdef Py_ssize_t r, i, j, m = fan_in - fan_in % 4
+    cdef Py_ssize_t r, i, j, b, m = fan_in - fan_in % 4
     cdef floating t0, t1, t2, t3
     cdef floating* d
     cdef floating* w
@@ -238,20 +275,36 @@ cdef void _backward_product(
                     t0 += d[j] * w[j]
                 o[i] = t0
     elif n == 1:
-        _gemv("T", fan_out, fan_in, W, fan_out, D, out)
+        b = _block(fan_in, fan_out, limit)
+        i = 0
+        while i < fan_in:
+            _gemv(
+                "T", fan_out, min(b, fan_in - i), W + i * fan_out, fan_out, D,
+                out + i,
+            )
+            i += b
     else:
-        _gemm("T", "N", fan_in, n, fan_out, W, fan_out, D, fan_out, 0, out, fan_in)
+        b = _block(fan_in, n * fan_out, limit)
+        i = 0
+        while i < fan_in:
+            _gemm(
+                "T", "N", min(b, fan_in - i), n, fan_out, W + i * fan_out, fan_out,
+                D, fan_out, 0, out + i, fan_in,
+            )
+            i += b
 
 
 cdef void _weight_gradient(
     Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* A, floating* D, floating* G, bint accumulate, bint own
+    floating* A, floating* D, floating* G, bint accumulate, bint own,
+    Py_ssize_t limit
 ) noexcept nogil:
     """G (fan_in, fan_out) = A.T @ D (+ G when accumulating).
 
-    ``own`` as in _forward_product: each row of G sums rows of D.
+    ``own`` as in _forward_product: each row of G sums rows of D. ``limit``
+    too, a block of rows of G per BLAS call.
     """
-    cdef Py_ssize_t i, j, r
+    cdef Py_ssize_t i, j, r, b
     cdef floating a
     cdef floating* row
     cdef floating* d
@@ -279,10 +332,14 @@ cdef void _weight_gradient(
                 for j in range(fan_out):
                     row[j] = a * D[j]
     else:
-        _gemm(
-            "N", "T", fan_out, fan_in, n, D, fan_out, A, fan_in,
-            1 if accumulate else 0, G, fan_out,
-        )
+        b = _block(fan_in, n * fan_out, limit)
+        i = 0
+        while i < fan_in:
+            _gemm(
+                "N", "T", fan_out, min(b, fan_in - i), n, D, fan_out, A + i, fan_in,
+                1 if accumulate else 0, G + i * fan_out, fan_out,
+            )
+            i += b
 
 
 cdef void _column_sums(
@@ -381,6 +438,9 @@ cdef struct Config:
     long check_steps
     long check_rows
     Py_ssize_t tiny_product
+    Py_ssize_t split_rows
+    Py_ssize_t gemv_limit
+    Py_ssize_t gemm_limit
 
 
 cdef struct Counters:
@@ -395,13 +455,22 @@ cdef struct Counters:
     long samples_seen
 
 
-cdef double _squared_norm(floating* w, Py_ssize_t size) noexcept nogil:
-    """sum w^2, as Network.penalty computes it: a BLAS dot product."""
-    cdef int n = size, inc = 1
-    if floating is float:
-        return sdot(&n, w, &inc, w, &inc)
-    else:
-        return ddot(&n, w, &inc, w, &inc)
+cdef double _squared_norm(const floating* w, Py_ssize_t size) noexcept nogil:
+    """sum w^2 in double, with four independent sums so that it vectorizes.
+
+    Not BLAS's dot: OpenBLAS runs a dot product of a network's size on
+    several threads, which a step this short cannot afford.
+    """
+    cdef Py_ssize_t i, m = size - size % 4
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0
+    for i in range(0, m, 4):
+        a0 += <double>w[i] * w[i]
+        a1 += <double>w[i + 1] * w[i + 1]
+        a2 += <double>w[i + 2] * w[i + 2]
+        a3 += <double>w[i + 3] * w[i + 3]
+    for i in range(m, size):
+        a0 += <double>w[i] * w[i]
+    return (a0 + a1) + (a2 + a3)
 
 
 cdef double _chunk(
@@ -428,6 +497,11 @@ cdef double _chunk(
     cdef floating ci
     cdef double loss_sum = 0
     cdef floating row_loss
+    # A small batch's products go to BLAS in calls small enough to run on one
+    # thread (see SPLIT_ROWS).
+    cdef Py_ssize_t limit = 0
+    if n < cfg.split_rows:
+        limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
 
     # Gather the rows: one row is read where it is.
     if n == 1:
@@ -444,6 +518,7 @@ cdef double _chunk(
         _forward_product(
             n, fan_in, fan_out, A, params + coef_offsets[l],
             acts + n * unit_offsets[l], n * fan_in * fan_out <= cfg.tiny_product,
+            limit,
         )
         A = acts + n * unit_offsets[l]
         _bias_activation(
@@ -474,14 +549,14 @@ cdef double _chunk(
             # to the update, which forms it as it reads it (_update).
             _weight_gradient(
                 n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first,
-                n * fan_in * fan_out <= cfg.tiny_product,
+                n * fan_in * fan_out <= cfg.tiny_product, limit,
             )
         _column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
         if l > 0:
             below = deltas + n * unit_offsets[l - 1]
             _backward_product(
                 n, fan_in, fan_out, delta, params + coef_offsets[l], below,
-                n * fan_in * fan_out <= cfg.tiny_product,
+                n * fan_in * fan_out <= cfg.tiny_product, limit,
             )
             _derivative(cfg.activation, n * fan_in, A, below)
     return loss_sum
@@ -742,6 +817,9 @@ def run_epoch(
     Py_ssize_t chunk_rows,
     long check_steps=_CHECK_STEPS,
     Py_ssize_t tiny_product=TINY_PRODUCT,
+    Py_ssize_t split_rows=SPLIT_ROWS,
+    Py_ssize_t gemv_limit=GEMV_LIMIT,
+    Py_ssize_t gemm_limit=GEMM_LIMIT,
 ):
     """Run one epoch of minibatch steps on dense data, without the GIL.
 
@@ -797,6 +875,10 @@ def run_epoch(
         Products of at most this many multiply-adds (rows x fan_in x
         fan_out) are computed by the loop's own code instead of BLAS; 0
         sends every product to BLAS.
+    split_rows, gemv_limit, gemm_limit : int
+        Products of fewer than ``split_rows`` rows go to BLAS in calls of at
+        most ``gemv_limit`` (one row) or ``gemm_limit`` multiply-adds, which
+        BLAS runs on one thread; 0 makes one call per product.
 
     Returns
     -------
@@ -933,6 +1015,9 @@ def run_epoch(
     cfg.check_steps = max(1, check_steps)
     cfg.check_rows = _CHECK_ROWS
     cfg.tiny_product = tiny_product
+    cfg.split_rows = split_rows
+    cfg.gemv_limit = gemv_limit
+    cfg.gemm_limit = gemm_limit
 
     out.status = STATUS_OK
     out.batch = 0

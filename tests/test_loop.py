@@ -40,10 +40,15 @@ AXES = {
     "batch_size": [1, 5, 8],
     "chunk_rows": [64, 3],
     "alpha": [0.0, 0.1],
-    # Every product through BLAS, or every one through the loop's own code.
-    "products": ["blas", "own"],
+    # Every product through BLAS in one call, or in calls of a few
+    # multiply-adds each, or every one through the loop's own code.
+    "products": ["blas", "split", "own"],
 }
-TINY_PRODUCT = {"blas": 0, "own": 10**9}
+PRODUCTS = {
+    "blas": dict(tiny_product=0, gemv_limit=0, gemm_limit=0),
+    "split": dict(tiny_product=0, gemv_limit=7, gemm_limit=40),
+    "own": dict(tiny_product=10**9),
+}
 
 
 def all_pairs(axes):
@@ -169,7 +174,7 @@ class _Compiled:
         self.start = 1 if average is True else int(average)
         self.n_averaged = self.samples_seen = 0
         self.chunk_rows = chunk_rows
-        self.tiny_product = TINY_PRODUCT[products]
+        self.products = PRODUCTS[products]
         self.work = _loop.epoch_workspace(self.units, chunk_rows, dtype)
 
     def epoch(self, X, Y, sw, order, bounds, alpha, total, reduction, **kwargs):
@@ -212,7 +217,7 @@ class _Compiled:
             samples_seen=self.samples_seen,
             average_start=self.start,
             chunk_rows=self.chunk_rows,
-            tiny_product=self.tiny_product,
+            **self.products,
             **state,
             **kwargs,
         )
