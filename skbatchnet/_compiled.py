@@ -20,9 +20,9 @@ try:
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError(
         "skbatchnet's compiled training loop (skbatchnet._loop) is not built. "
-        "Install skbatchnet with pip (`pip install .` from a source checkout, "
-        "which needs a C compiler), or build it in place with "
-        "`pip install --no-build-isolation -e .`."
+        "Install skbatchnet with pip, which compiles it: `pip install .` from a "
+        "source checkout (`pip install -e .` for development) needs a C "
+        "compiler; pip fetches Cython and scipy for the build."
     ) from exc
 
 __all__ = ["INTERRUPTED", "NONFINITE_LOSS", "NONFINITE_WEIGHTS", "CompiledEpochs"]
