@@ -31,6 +31,7 @@ from ._training import (
     Progress,
     Rules,
     TrainingData,
+    divergence_error,
     split_validation,
     train_epochs,
     train_lbfgs,
@@ -285,6 +286,15 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
+        fitted = [W.shape[1] for W in getattr(self, "coefs_", [])[:-1]]
+        if not first_pass and fitted != hidden:
+            raise ValueError(
+                f"hidden_layer_sizes={self.hidden_layer_sizes!r} does not match the "
+                f"hidden layers {tuple(fitted)} of the network that "
+                f"{'partial_fit' if incremental else 'warm_start=True'} continues. "
+                "Set warm_start=False (or start a new estimator) to fit a network "
+                f"of the new shape, or set hidden_layer_sizes back to {tuple(fitted)}."
+            )
         X, Y, y, sample_weight, user_weight = self._objective_data(
             X,
             y,
@@ -355,16 +365,13 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             # The loss is checked before every step, so only the very last
             # step of training can get here.
-            where = f"the last step of epoch {self.n_iter_}"
-            if self.solver == "lbfgs":
-                where = f"L-BFGS iteration {self.n_iter_}"
-            elif hasattr(self, "_optimizer"):
-                where += f", at learning rate {self._optimizer.learning_rate:g}"
-            raise ValueError(
-                f"The weights became non-finite in {where}. Lower "
-                "learning_rate_init, scale the inputs (for example with "
-                "StandardScaler), or use gradient_reduction='mean' instead of "
-                "'sum'."
+            where = f"the weights became non-finite in epoch {self.n_iter_}"
+            rate = getattr(getattr(self, "_optimizer", None), "learning_rate", None)
+            raise divergence_error(
+                where,
+                stepped=True,
+                learning_rate=rate,
+                reduction=self.gradient_reduction,
             )
 
     def _fit_lbfgs(self, X, Y, sample_weight, report):

@@ -13,6 +13,7 @@ from sklearn.utils.validation import column_or_1d, validate_data
 from ._base import BaseBatchMLP
 from ._losses import LOSSES
 from ._parameters import SHARED_PARAMETERS_DOC, extend_signature
+from ._validation import check_class_weight
 
 _SHARED_ATTRIBUTES = """\
     loss_ : float
@@ -168,11 +169,14 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
     targets.""",
         parameters_after="""\
 
-    class_weight : dict, 'balanced' or None, default=None
-        Weights of the classes, multiplied into ``sample_weight``.
-        ``'balanced'`` uses ``n_samples / (n_classes * np.bincount(y))``; it is
-        not available in ``partial_fit``, whose chunks do not show the class
-        frequencies (pass a dict computed on the whole data instead).
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Weights of the classes, multiplied into ``sample_weight``: a dict
+        ``{label: weight}`` for a single-output ``y``, a list of such dicts,
+        one per output, for a multilabel ``y``; weights are finite and
+        non-negative. ``'balanced'`` uses ``n_samples / (n_classes *
+        np.bincount(y))`` (per output); it is not available in
+        ``partial_fit``, whose chunks do not show the class frequencies (pass
+        a dict computed on the whole data instead).
 """,
         attributes_before="""\
     classes_ : ndarray or list of ndarray
@@ -190,7 +194,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
 
     _parameter_constraints: dict = {
         **BaseBatchMLP._parameter_constraints,
-        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
     }
 
     @extend_signature
@@ -218,6 +222,11 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             y = column_or_1d(y, warn=True)
         _check_label_types(y, "y")
         if classes is not None:
+            if np.ndim(classes) != 1:
+                raise ValueError(
+                    "classes must be a 1-D array-like of all the labels, such as "
+                    f"[0, 1, 2], got one of shape {np.shape(classes)}."
+                )
             _check_label_types(np.asarray(classes), "classes")
         if first_pass:
             binarizer = LabelBinarizer()
@@ -236,13 +245,6 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                     )
             else:
                 binarizer.fit(y)
-            if len(binarizer.classes_) < 2:
-                raise ValueError(
-                    "The target y has only one class "
-                    f"({binarizer.classes_.tolist()}); a classifier needs at least "
-                    "two. Check the labels, or pass every class in 'classes' to "
-                    "partial_fit."
-                )
             self._label_binarizer = binarizer
             self.classes_ = binarizer.classes_
         else:
@@ -256,10 +258,12 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             seen = unique_labels(y)
             unseen = np.setdiff1d(seen, self.classes_)
             if refit and set(seen) != set(self.classes_):
+                # scikit-learn's sentence first, for code that matches on it.
                 raise ValueError(
-                    "warm_start can only be used where y has the same classes as in "
-                    f"the previous fit: previously {self.classes_.tolist()}, y has "
-                    f"{seen.tolist()}."
+                    "warm_start can only be used where `y` has the same classes as "
+                    "in the previous call to fit. Previously got "
+                    f"{self.classes_.tolist()}, `y` has {seen.tolist()}; set "
+                    "warm_start=False to fit the new classes."
                 )
             if unseen.size:
                 raise ValueError(
@@ -278,6 +282,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                 "all the data, e.g. with sklearn.utils.class_weight."
                 "compute_class_weight."
             )
+        check_class_weight(self.class_weight, np.ndim(y) == 2 and y.shape[1])
         return compute_sample_weight(self.class_weight, y)
 
     def _score_output(self, output, y, sample_weight):
@@ -302,8 +307,13 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
+            A column of ones when the model was fitted on a single class.
         """
         Z = self._forward(X, logits=True)
+        if len(self.classes_) == 1:
+            # One class is certain. (scikit-learn returns two columns of
+            # meaningless numbers here; one column matches ``classes_``.)
+            return np.ones_like(Z)
         # Logits at the edge of the float range overflow z - max(z) to -inf,
         # whose exp is the right answer, 0.
         with np.errstate(over="ignore"):
