@@ -40,6 +40,15 @@ _SHARED_ATTRIBUTES = """\
     t_ : int
         Number of training samples seen by the solver.
 
+    n_steps_per_epoch_ : list of int
+        Optimizer steps taken in each epoch of ``loss_curve_`` (1 per L-BFGS
+        iteration); a batch of zero total weight takes no step.
+
+    n_samples_per_epoch_ : list of int
+        Training rows seen in each epoch of ``loss_curve_`` (for
+        ``'lbfgs'``, the rows of every evaluation of the objective made in
+        that iteration).
+
     coefs_ : list of ndarray of shape (fan_in, fan_out)
         Weight matrix of each layer.
 
