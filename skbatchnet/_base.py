@@ -109,7 +109,8 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             Class labels for the classifier (a label indicator matrix for
             multilabel targets), predicted targets for the regressor.
         """
-        return self._predictions(self._forward(X))
+        out = self._predictions(self._forward(X))
+        return out if is_classifier(self) else self._in_model_dtype(out)
 
     # -- the network ---------------------------------------------------------
 
@@ -137,12 +138,22 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         self.coefs_, self.intercepts_ = net.coefs, net.intercepts
         return net
 
+    def _in_model_dtype(self, A):
+        """``A`` in the parameters' dtype, clipped to its range."""
+        dtype = self.coefs_[0].dtype
+        if A.dtype == dtype:
+            return A
+        big = np.finfo(dtype).max
+        return np.clip(A, -big, big).astype(dtype)
+
     def _forward(self, X, logits=False):
         """Network outputs for new data (the logits with ``logits=True``).
 
         Finite for any finite input: logits that overflow the float range are
-        clipped to it (a NaN from inf - inf becomes 0), and a float32 model
-        computes in float64 when X holds values float32 cannot represent.
+        clipped to it (a NaN from inf - inf becomes 0). A float32 model
+        computes in float64 when X holds values float32 cannot represent, and
+        returns float64 then, so that its answers agree with a float64
+        model's; the callers cast final results back to the model's dtype.
         """
         check_is_fitted(self)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -158,12 +169,10 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             if X.dtype != dtype and _beyond_range(X, dtype):
                 net = self._network(dtype=X.dtype)
             Z = net.decision_function(X.astype(net.dtype, copy=False))
-            if net.dtype != dtype or not np.isfinite(Z).all():
-                big = np.finfo(dtype).max  # the model's range, as Z is cast to it
+            if not np.isfinite(Z).all():
+                big = np.finfo(net.dtype).max
                 np.nan_to_num(Z, copy=False, nan=0.0, posinf=big, neginf=-big)
-                np.clip(Z, -big, big, out=Z)
-            out = Z if logits else net.output_from_logits(Z)
-            return out.astype(dtype, copy=False)
+            return Z if logits else net.output_from_logits(Z)
 
     # -- fitting ---------------------------------------------------------------
 

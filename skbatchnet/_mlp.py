@@ -322,7 +322,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         if len(self.classes_) == 1:
             # One class is certain. (scikit-learn returns two columns of
             # meaningless numbers here; one column matches ``classes_``.)
-            return np.ones_like(Z)
+            return np.ones_like(Z, dtype=self.coefs_[0].dtype)
         # Logits at the edge of the float range overflow z - max(z) to -inf,
         # whose exp is the right answer, 0.
         with np.errstate(over="ignore"):
@@ -334,6 +334,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                 proba = expit(np.hstack([-Z, Z]))
             else:
                 proba = expit(Z)
+        proba = self._in_model_dtype(proba)
         finfo = np.finfo(proba.dtype)
         return np.clip(proba, finfo.tiny, 1 - finfo.epsneg, out=proba)
 
