@@ -372,7 +372,11 @@ class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
     loss : {'squared_error', 'poisson'}, default='squared_error'
         ``'squared_error'``: ``loss_i = 0.5 ||y_i - yhat_i||^2`` summed over
         outputs, identity output. ``'poisson'``: the half Poisson deviance with
-        an exponential output, for non-negative targets.
+        an exponential output, for non-negative targets. scikit-learn averages
+        the squared error over the ``k`` outputs (not its gradient): the
+        steps are the same, but ``loss_curve_`` is ``k`` times scikit-learn's,
+        so ``tol`` compares ``k`` times larger improvements; ``tol=k * tol``
+        stops where scikit-learn does.
 
 """,
         example="""\

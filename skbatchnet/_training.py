@@ -135,7 +135,7 @@ def _stratification(labels, fraction):
     room = min(n_val, labels.shape[0] - n_val)
     if counts.min() >= 2 and room >= counts.size:
         return labels
-    rare = classes[np.argmin(counts)]
+    rare = classes.tolist()[int(np.argmin(counts))]
     problem = (
         f"class {rare!r} has {counts.min()} member(s), and stratification needs 2"
         if counts.min() < 2
