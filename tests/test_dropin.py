@@ -178,7 +178,8 @@ def test_readme_lists_every_deliberate_difference():
     ]:
         assert re.search(topic, section, re.S | re.I), topic
     # The trajectory claim points to its exceptions.
-    claim = text[text.index("same trajectory") :][:300]
+    claim = " ".join(text.split())
+    claim = claim[claim.index("same trajectory") :][:300]
     assert "Differences from scikit-learn" in claim, claim
 
 
