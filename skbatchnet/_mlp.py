@@ -90,7 +90,8 @@ _OBJECTIVE = """\
     biases not penalized. ``batch_size``, ``gradient_reduction``, ``shuffle``
     and ``solver`` change how ``E`` is minimized, never what. With
     ``alpha=0`` and the same ``random_state``, ``fit`` follows the same
-    trajectory as scikit-learn's MLP.
+    trajectory as scikit-learn's MLP, except with ``early_stopping=True`` on
+    a multiclass target, whose validation split is stratified here.
 """
 
 
