@@ -22,6 +22,7 @@ from sklearn.model_selection import train_test_split
 
 from ._averaging import WeightAverage
 from ._rollback import Checkpoint
+from ._validation import stratification
 from .reduction import reduction_coefficients
 
 __all__ = ["Progress", "Rules", "TrainingData", "run_epoch", "train_epochs"]
@@ -122,41 +123,6 @@ def rows_of(A, batch):
     return A[batch]
 
 
-def _stratification(labels, fraction):
-    """``labels`` if the split can be stratified by them, else None (warned).
-
-    Stratification needs two examples per class and room for every class on
-    both sides. scikit-learn stratifies binary targets and refuses those it
-    cannot stratify; it does not stratify multiclass targets, which here fall
-    back to a random split.
-    """
-    classes, counts = np.unique(labels, return_counts=True)
-    n_val = int(np.ceil(fraction * labels.shape[0]))
-    room = min(n_val, labels.shape[0] - n_val)
-    if counts.min() >= 2 and room >= counts.size:
-        return labels
-    rare = classes.tolist()[int(np.argmin(counts))]
-    problem = (
-        f"class {rare!r} has {counts.min()} member(s), and stratification needs 2"
-        if counts.min() < 2
-        else f"{room} rows on the smaller side cannot hold all {counts.size} classes"
-    )
-    if counts.size <= 2:
-        raise ValueError(
-            "With early_stopping=True the validation split of a binary target is "
-            f"stratified, but {problem}. Add examples of the rare class, change "
-            "validation_fraction, or set early_stopping=False."
-        )
-    warnings.warn(
-        f"The early-stopping validation split cannot be stratified: {problem}. "
-        "It is drawn at random instead, as scikit-learn draws it for multiclass "
-        "targets.",
-        UserWarning,
-        stacklevel=5,
-    )
-    return None
-
-
 def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None):
     """Hold out ``fraction`` of the data, stratified by ``stratify_by`` if given.
 
@@ -173,7 +139,7 @@ def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None)
         )
     stratify = None
     if stratify_by is not None:
-        stratify = _stratification(stratify_by, fraction)
+        stratify = stratification(stratify_by, fraction)
     arrays = [X, Y, y] + ([] if sample_weight is None else [sample_weight])
     parts = train_test_split(
         *arrays, random_state=rng, test_size=fraction, stratify=stratify

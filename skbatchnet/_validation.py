@@ -1,5 +1,6 @@
 """Input checks shared by the estimators; each error names the fix."""
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -101,3 +102,38 @@ def check_class_weight(class_weight, n_outputs):
                     f"class_weight gives class {label!r} the weight {weight!r}; "
                     "class weights must be finite, non-negative numbers."
                 )
+
+
+def stratification(labels, fraction):
+    """``labels`` if the split can be stratified by them, else None (warned).
+
+    Stratification needs two examples per class and room for every class on
+    both sides. scikit-learn stratifies binary targets and refuses those it
+    cannot stratify; it does not stratify multiclass targets, which here fall
+    back to a random split.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    n_val = int(np.ceil(fraction * labels.shape[0]))
+    room = min(n_val, labels.shape[0] - n_val)
+    if counts.min() >= 2 and room >= counts.size:
+        return labels
+    rare = classes.tolist()[int(np.argmin(counts))]
+    problem = (
+        f"class {rare!r} has {counts.min()} member(s), and stratification needs 2"
+        if counts.min() < 2
+        else f"{room} rows on the smaller side cannot hold all {counts.size} classes"
+    )
+    if counts.size <= 2:
+        raise ValueError(
+            "With early_stopping=True the validation split of a binary target is "
+            f"stratified, but {problem}. Add examples of the rare class, change "
+            "validation_fraction, or set early_stopping=False."
+        )
+    warnings.warn(
+        f"The early-stopping validation split cannot be stratified: {problem}. "
+        "It is drawn at random instead, as scikit-learn draws it for multiclass "
+        "targets.",
+        UserWarning,
+        stacklevel=5,
+    )
+    return None
