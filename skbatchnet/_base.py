@@ -195,6 +195,13 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         -------
         self : object
             The fitted estimator.
+
+        Notes
+        -----
+        A failure leaves the estimator as it was before the call. A
+        KeyboardInterrupt, during training or from a callback, is not a
+        failure: training ends at the last completed epoch (L-BFGS
+        iteration), which is kept, with a warning.
         """
         return self._fit(X, y, sample_weight)
 
