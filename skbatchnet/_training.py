@@ -460,7 +460,9 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
             total_weight=data.total,
             workspace=workspace,
         )
-        if not math.isfinite(loss) and last["loss"] is None:
+        # Only the first evaluation blames the data: later ones are trial
+        # points of a line search, which backs off from a non-finite value.
+        if not math.isfinite(loss) and "evaluated" not in last:
             where = "the loss was non-finite at the initial weights"
             raise divergence_error(where, stepped=False)
         last["evaluated"] = loss
