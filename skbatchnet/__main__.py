@@ -1,22 +1,30 @@
 """Demo: a grid search over ``batch_size`` x ``gradient_reduction``.
 
 Run ``python -m skbatchnet`` (``--help`` for the options). For each data set
-it cross-validates a pipeline for every combination of ``batch_size`` in
-``[1, 16, 64, 'full']`` and ``gradient_reduction`` in ``['mean', 'sum']``:
+it cross-validates (``cross_validate``, candidate by candidate) a pipeline for
+every combination of ``batch_size`` in ``[1, 16, 64, 'full']`` and
+``gradient_reduction`` in ``['mean', 'sum']``, trained by plain SGD:
 
 - digits (classification): ``StandardScaler`` + ``BatchMLPClassifier``,
   scored by accuracy;
 - diabetes (regression): ``StandardScaler`` + ``BatchMLPRegressor``, the
   regressor wrapped in a ``TransformedTargetRegressor`` that standardizes the
-  target (the raw target is in the hundreds, far from Adam's step size),
-  scored by R^2 on the original target.
+  target (the raw target is in the hundreds), scored by R^2 on the original
+  target.
+
+``'mean'`` steps along the mean of the batch's per-example gradients at
+``learning_rate_init``; ``'sum'`` steps along their sum, so it is paired with
+a per-example rate, ``learning_rate_init`` divided by the batch size (the
+linear learning-rate scaling rule). The two then take the same steps, except
+on the short last batch of an epoch, which ``'sum'`` weighs by its size. A
+candidate whose training diverges is listed as diverged, with the reason.
 
 Each candidate's row of the results table (mean CV score, mean fit time,
 epochs and optimizer steps per fit) is printed as soon as its folds are done,
 then the best candidate. The epochs and steps are read off each fitted CV
 estimator by extra "scorers" (a scorer receives the fitted pipeline), so they
-cost no extra fits: ``steps = n_iter_ * ceil(n_train / batch_size_)``, the
-number of minibatch updates with ``drop_last=False``.
+cost no extra fits (the steps are those each fit recorded,
+``n_steps_per_epoch_``).
 
 Finally, when matplotlib is installed, one model per batch size is refitted
 on all of each data set and their loss curves, against the number of training
@@ -43,7 +51,7 @@ from threadpoolctl import threadpool_limits
 
 from . import BatchMLPClassifier, BatchMLPRegressor, __version__
 from ._base import final_estimator
-from .batching import Minibatcher
+from .batching import resolve_batch_size
 
 BATCH_SIZES = [1, 16, 64, "full"]
 REDUCTIONS = ["mean", "sum"]
@@ -55,12 +63,15 @@ DEFAULTS = {"max_iter": 30, "cv": 3}
 QUICK = {"max_iter": 3, "cv": 2}
 
 HIDDEN_LAYER_SIZES = (64,)
-LEARNING_RATE_INIT = 1e-3
+# Of 'mean'; 'sum' runs at this rate divided by the batch size.
+LEARNING_RATE_INIT = 0.01
 RANDOM_STATE = 0
-# The loss curves are refitted with the default reduction; with Adam, 'sum'
-# draws nearly the same curves (see the note printed by the demo).
+# The loss curves are refitted with 'mean' ('sum' at the paired rate draws
+# nearly the same curves).
 PLOT_REDUCTION = "mean"
 DEFAULT_OUTPUT = "loss_curves.png"
+# Formats the figure can be saved in, checked before any fit.
+OUTPUT_FORMATS = (".png", ".pdf", ".svg")
 
 
 # -- the data sets -----------------------------------------------------------------
@@ -83,7 +94,7 @@ class _Task:
 def _mlp_params(max_iter):
     return dict(
         hidden_layer_sizes=HIDDEN_LAYER_SIZES,
-        solver="adam",
+        solver="sgd",
         learning_rate_init=LEARNING_RATE_INIT,
         max_iter=max_iter,
         drop_last=False,
@@ -158,31 +169,30 @@ def _epochs(pipeline, X, y):
 
 
 def _steps(pipeline, X, y):
-    """Scorer returning the optimizer steps of the fit (X, y are unused).
-
-    Every batch is one step; the pipeline's first step, a StandardScaler,
-    counted the training rows.
-    """
-    mlp = _fitted_mlp(pipeline)
-    n_train = int(pipeline[0].n_samples_seen_)
-    batcher = Minibatcher(mlp.batch_size_, drop_last=mlp.drop_last)
-    return mlp.n_iter_ * batcher.n_steps(n_train)
+    """Scorer returning the optimizer steps of the fit (X, y are unused)."""
+    return sum(_fitted_mlp(pipeline).n_steps_per_epoch_)
 
 
 # -- command line ----------------------------------------------------------------------
 
 
+_DESCRIPTION = """\
+Cross-validates MLP pipelines trained by SGD over a grid of batch_size x
+gradient_reduction on scikit-learn's digits (classification,
+BatchMLPClassifier) and diabetes (regression, BatchMLPRegressor) data:
+prints, per data set, the mean CV score, fit time, epochs and optimizer steps
+of every combination, then plots the loss curves of one model per batch size
+(needs matplotlib)."""
+
+
+_OUTPUT = """\
+image file (.png, .pdf or .svg) for the loss curves (default ./loss_curves.png);
+written only when matplotlib is installed"""
+
+
 def _parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m skbatchnet",
-        description=(
-            "Grid search over batch_size x gradient_reduction for MLP pipelines "
-            "on scikit-learn's digits (classification, BatchMLPClassifier) and "
-            "diabetes (regression, BatchMLPRegressor) data: prints, per data set, "
-            "the mean CV score, fit time, epochs and optimizer steps of every "
-            "combination, then plots the loss curves of one model per batch "
-            "size (needs matplotlib)."
-        ),
+        prog="python -m skbatchnet", description=_DESCRIPTION
     )
     parser.add_argument(
         "--dataset",
@@ -191,13 +201,7 @@ def _parse_args(argv):
         help="data set(s) to run (default both)",
     )
     parser.add_argument(
-        "--output",
-        default=DEFAULT_OUTPUT,
-        metavar="PATH",
-        help=(
-            "PNG file for the loss curves (default ./loss_curves.png); written "
-            "only when matplotlib is installed"
-        ),
+        "--output", default=DEFAULT_OUTPUT, metavar="PATH", help=_OUTPUT
     )
     parser.add_argument(
         "--n-jobs",
@@ -251,6 +255,10 @@ def _parse_args(argv):
     # Fail now rather than after the grid search.
     if not os.path.isdir(directory):
         parser.error(f"--output: directory {directory!r} does not exist")
+    if os.path.splitext(args.output)[1].lower() not in OUTPUT_FORMATS:
+        parser.error(
+            f"--output: {args.output!r} must end in one of {', '.join(OUTPUT_FORMATS)}"
+        )
     args.datasets = list(DATASETS) if args.dataset == "both" else [args.dataset]
     return args
 
@@ -289,23 +297,45 @@ def _format_row(cells, columns):
 
 
 def _describe(params):
-    return ", ".join(f"{key}={value!r}" for key, value in params.items())
+    return ", ".join(f"{k}={params[k]!r}" for k in ("batch_size", "gradient_reduction"))
+
+
+def _learning_rate(params, n_train):
+    """``learning_rate_init`` of a candidate: 'sum' runs at the per-example rate."""
+    if params["gradient_reduction"] == "mean":
+        return LEARNING_RATE_INIT
+    return LEARNING_RATE_INIT / resolve_batch_size(params["batch_size"], n_train)
+
+
+def _reason(error):
+    """Where a fit diverged, from its error; any other error is raised again."""
+    # "... Training diverged: <where>, at learning rate <r>. To fix, ..."
+    message = str(error)
+    if "Training diverged: " not in message:
+        raise error
+    return "diverged: " + message.split("Training diverged: ")[1].split(". ")[0]
 
 
 def _evaluate(task, params, cv, n_jobs):
-    """Cross-validate one candidate; the fold means of its scores and fit time."""
+    """Cross-validate one candidate; the fold means of its scores and fit time.
+
+    A candidate whose training diverges gives ``{"diverged": reason}``.
+    """
     pipeline = clone(task.pipeline).set_params(
         **{task.prefix + key: value for key, value in params.items()}
     )
-    results = cross_validate(
-        pipeline,
-        task.X,
-        task.y,
-        cv=cv,
-        scoring={"score": task.scoring, "epochs": _epochs, "steps": _steps},
-        n_jobs=n_jobs,
-        error_score="raise",
-    )
+    try:
+        results = cross_validate(
+            pipeline,
+            task.X,
+            task.y,
+            cv=cv,
+            scoring={"score": task.scoring, "epochs": _epochs, "steps": _steps},
+            n_jobs=n_jobs,
+            error_score="raise",
+        )
+    except ValueError as error:
+        return {"diverged": _reason(error)}
     return {
         "score": float(np.mean(results["test_score"])),
         "sd": float(np.std(results["test_score"])),
@@ -315,12 +345,30 @@ def _evaluate(task, params, cv, n_jobs):
     }
 
 
+def _row(params, result):
+    """The cells of a candidate's row of the table."""
+    cells = [str(params["batch_size"]), params["gradient_reduction"]]
+    if "diverged" in result:
+        return cells + ["diverged"]
+    return cells + [
+        f"{result['score']:.4f}",
+        f"{result['sd']:.4f}",
+        f"{result['fit_time']:.2f}",
+        _count(result["epochs"]),
+        _count(result["steps"]),
+    ]
+
+
 def _grid_search(task, args):
     """Print a row per candidate as its CV is done, then the best candidate."""
     cv = check_cv(args.cv, task.y, classifier=is_classifier(task.pipeline))
-    candidates = list(
-        ParameterGrid({"batch_size": BATCH_SIZES, "gradient_reduction": REDUCTIONS})
-    )
+    # For 'full', the smallest training fold sets the per-example rate.
+    n_train = min(len(train) for train, _ in cv.split(task.X, task.y))
+    grid = {"batch_size": BATCH_SIZES, "gradient_reduction": REDUCTIONS}
+    candidates = [
+        {**params, "learning_rate_init": _learning_rate(params, n_train)}
+        for params in ParameterGrid(grid)
+    ]
     print(
         f"== {task.name}: {task.description}\n"
         f"  cv:    {args.cv}-fold {type(cv).__name__}, {len(candidates)} "
@@ -336,18 +384,14 @@ def _grid_search(task, args):
     scores = []
     for params in candidates:
         result = _evaluate(task, params, cv, args.n_jobs)
-        scores.append(result["score"])
-        cells = [
-            str(params["batch_size"]),
-            params["gradient_reduction"],
-            f"{result['score']:.4f}",
-            f"{result['sd']:.4f}",
-            f"{result['fit_time']:.2f}",
-            _count(result["epochs"]),
-            _count(result["steps"]),
-        ]
-        print(_format_row(cells, columns), flush=True)
+        scores.append(result.get("score", -np.inf))
+        print(_format_row(_row(params, result), columns).rstrip(), flush=True)
+        if "diverged" in result:
+            print(f"{'':>10}  {result['diverged']}", flush=True)
 
+    if not np.isfinite(scores).any():
+        print("\nbest: none, every candidate diverged")
+        return
     # Ranked as GridSearchCV ranks: ties share the best rank, and the first
     # of the best is "best".
     ranks = rankdata(-np.asarray(scores), method="min")
@@ -369,13 +413,14 @@ def _refit_per_batch_size(task):
     """One pipeline per batch size, fitted on all of the data set."""
     fits = []
     for batch_size in BATCH_SIZES:
+        params = {"batch_size": batch_size, "gradient_reduction": PLOT_REDUCTION}
         pipeline = clone(task.pipeline).set_params(
-            **{
-                task.prefix + "batch_size": batch_size,
-                task.prefix + "gradient_reduction": PLOT_REDUCTION,
-            }
+            **{task.prefix + key: value for key, value in params.items()}
         )
-        fits.append(_fitted_mlp(pipeline.fit(task.X, task.y)))
+        try:
+            fits.append(_fitted_mlp(pipeline.fit(task.X, task.y)))
+        except ValueError as error:
+            print(f"  {task.name}, {_describe(params)}: not plotted, {_reason(error)}")
     return fits
 
 
@@ -389,6 +434,8 @@ def _plot_loss_curves(tasks, fitted, args):
     figure = Figure(figsize=(6.4 * len(tasks), 5.2), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(tasks)))
     for ax, task, mlps in zip(axes, tasks, fitted):
+        if not mlps:  # every fit diverged
+            continue
         LossCurveDisplay.from_estimator(
             mlps, x_axis="samples", ax=ax, log_scale="y" if task.log_loss else False
         )
@@ -399,7 +446,7 @@ def _plot_loss_curves(tasks, fitted, args):
         "Training loss against samples seen (a point per epoch)\n"
         "one fit per batch_size on the whole data set, "
         f"gradient_reduction={PLOT_REDUCTION!r}\n"
-        f"hidden_layer_sizes={HIDDEN_LAYER_SIZES}, Adam, "
+        f"hidden_layer_sizes={HIDDEN_LAYER_SIZES}, SGD, "
         f"learning_rate_init={LEARNING_RATE_INIT:g}, max_iter={args.max_iter}"
     )
     figure.savefig(args.output, dpi=100)
@@ -413,14 +460,29 @@ def _loss_curves(tasks, args):
         )
         return
     print(
-        "loss curves: refitting one model per batch_size on all of each data set",
-        flush=True,
+        "loss curves: refitting one model per batch_size on each data set", flush=True
     )
     start = time.perf_counter()
     fitted = [_refit_per_batch_size(task) for task in tasks]
     _plot_loss_curves(tasks, fitted, args)
     print(f"wrote {args.output} ({time.perf_counter() - start:.1f} s)", flush=True)
 
+
+_HEADER = """\
+skbatchnet demo: grid search over batch_size x gradient_reduction{quick}
+  grid:  {grid}
+  MLP:   hidden_layer_sizes={hidden}, solver='sgd', max_iter={max_iter},
+         random_state={seed}
+  rates: 'mean' steps at learning_rate_init={rate:g}; 'sum' adds up the
+         batch's gradients, so it runs at the per-example rate {rate:g} /
+         batch size (the linear scaling rule; for 'full', the smallest
+         training fold). Both then take the same steps, except on an
+         epoch's short last batch, whose 'sum' step is smaller.
+  rows:  printed as each candidate's CV is done; means over the folds
+         (one BLAS thread per fit); steps/fit = the optimizer steps each
+         fitted CV model recorded; a diverged candidate is listed with the
+         reason.
+"""
 
 # -- main ------------------------------------------------------------------------------
 
@@ -432,24 +494,15 @@ def main(argv=None):
     tasks = [_LOADERS[name](args.max_iter) for name in args.datasets]
 
     quick = " (--quick: scores are not meaningful)" if args.quick else ""
-    print(
-        "skbatchnet demo: grid search over batch_size x gradient_reduction"
-        f"{quick}\n"
-        f"  grid:  batch_size in {BATCH_SIZES} x gradient_reduction in "
-        f"{REDUCTIONS}\n"
-        f"  MLP:   hidden_layer_sizes={HIDDEN_LAYER_SIZES}, solver='adam', "
-        f"learning_rate_init={LEARNING_RATE_INIT:g},\n"
-        f"         max_iter={args.max_iter}, random_state={RANDOM_STATE}\n"
-        "  note:  'sum' makes each step's gradient batch-size times larger than\n"
-        "         'mean'. Adam divides by a running RMS of the gradient, so it is\n"
-        "         nearly insensitive to that scale: 'mean' and 'sum' differ only\n"
-        "         through epsilon and the short last batch of an epoch (and not\n"
-        "         at all for batch_size=1).\n"
-        "  rows:  printed as each candidate's CV is done; means over the folds\n"
-        "         (one BLAS thread per fit); steps/fit = epochs *\n"
-        "         ceil(n_train / batch_size_) of each fitted CV model.\n",
-        flush=True,
+    header = _HEADER.format(
+        quick=quick,
+        grid=f"batch_size in {BATCH_SIZES} x gradient_reduction in {REDUCTIONS}",
+        hidden=HIDDEN_LAYER_SIZES,
+        max_iter=args.max_iter,
+        seed=RANDOM_STATE,
+        rate=LEARNING_RATE_INIT,
     )
+    print(header, flush=True)
 
     # Silenced here only: with few epochs, most fits stop at max_iter.
     with warnings.catch_warnings():

@@ -24,6 +24,7 @@ from ._callbacks import (
     with_callbacks,
 )
 from ._compiled import CompiledEpochs
+from ._lbfgs import train_lbfgs
 from ._losses import LOSSES
 from ._optimizers import SOLVERS, STOCHASTIC_SOLVERS
 from ._parameters import Parameters
@@ -32,9 +33,9 @@ from ._training import (
     Progress,
     Rules,
     TrainingData,
+    divergence_error,
     split_validation,
     train_epochs,
-    train_lbfgs,
     weight_average,
 )
 from ._validation import (
@@ -109,7 +110,8 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             Class labels for the classifier (a label indicator matrix for
             multilabel targets), predicted targets for the regressor.
         """
-        return self._predictions(self._forward(X))
+        out = self._predictions(self._forward(X))
+        return out if is_classifier(self) else self._in_model_dtype(out)
 
     # -- the network ---------------------------------------------------------
 
@@ -137,12 +139,22 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         self.coefs_, self.intercepts_ = net.coefs, net.intercepts
         return net
 
+    def _in_model_dtype(self, A):
+        """``A`` in the parameters' dtype, clipped to its range."""
+        dtype = self.coefs_[0].dtype
+        if A.dtype == dtype:
+            return A
+        big = np.finfo(dtype).max
+        return np.clip(A, -big, big).astype(dtype)
+
     def _forward(self, X, logits=False):
         """Network outputs for new data (the logits with ``logits=True``).
 
         Finite for any finite input: logits that overflow the float range are
-        clipped to it (a NaN from inf - inf becomes 0), and a float32 model
-        computes in float64 when X holds values float32 cannot represent.
+        clipped to it (a NaN from inf - inf becomes 0). A float32 model
+        computes in float64 when X holds values float32 cannot represent, and
+        returns float64 then, so that its answers agree with a float64
+        model's; the callers cast final results back to the model's dtype.
         """
         check_is_fitted(self)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -158,12 +170,10 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             if X.dtype != dtype and _beyond_range(X, dtype):
                 net = self._network(dtype=X.dtype)
             Z = net.decision_function(X.astype(net.dtype, copy=False))
-            if net.dtype != dtype or not np.isfinite(Z).all():
-                big = np.finfo(dtype).max  # the model's range, as Z is cast to it
+            if not np.isfinite(Z).all():
+                big = np.finfo(net.dtype).max
                 np.nan_to_num(Z, copy=False, nan=0.0, posinf=big, neginf=-big)
-                np.clip(Z, -big, big, out=Z)
-            out = Z if logits else net.output_from_logits(Z)
-            return out.astype(dtype, copy=False)
+            return Z if logits else net.output_from_logits(Z)
 
     # -- fitting ---------------------------------------------------------------
 
@@ -186,6 +196,13 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         -------
         self : object
             The fitted estimator.
+
+        Notes
+        -----
+        A failure leaves the estimator as it was before the call. A
+        KeyboardInterrupt, during training or from a callback, is not a
+        failure: training ends at the last completed epoch (L-BFGS
+        iteration), which is kept, with a warning.
         """
         return self._fit(X, y, sample_weight)
 
@@ -286,6 +303,15 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
+        fitted = [W.shape[1] for W in getattr(self, "coefs_", [])[:-1]]
+        if not first_pass and fitted != hidden:
+            raise ValueError(
+                f"hidden_layer_sizes={self.hidden_layer_sizes!r} does not match the "
+                f"hidden layers {tuple(fitted)} of the network that "
+                f"{'partial_fit' if incremental else 'warm_start=True'} continues. "
+                "Set warm_start=False (or start a new estimator) to fit a network "
+                f"of the new shape, or set hidden_layer_sizes back to {tuple(fitted)}."
+            )
         X, Y, y, sample_weight, user_weight = self._objective_data(
             X,
             y,
@@ -356,16 +382,13 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             # The loss is checked before every step, so only the very last
             # step of training can get here.
-            where = f"the last step of epoch {self.n_iter_}"
-            if self.solver == "lbfgs":
-                where = f"L-BFGS iteration {self.n_iter_}"
-            elif hasattr(self, "_optimizer"):
-                where += f", at learning rate {self._optimizer.learning_rate:g}"
-            raise ValueError(
-                f"The weights became non-finite in {where}. Lower "
-                "learning_rate_init, scale the inputs (for example with "
-                "StandardScaler), or use gradient_reduction='mean' instead of "
-                "'sum'."
+            where = f"the weights became non-finite in epoch {self.n_iter_}"
+            rate = getattr(getattr(self, "_optimizer", None), "learning_rate", None)
+            raise divergence_error(
+                where,
+                stepped=True,
+                learning_rate=rate,
+                reduction=self.gradient_reduction,
             )
 
     def _fit_lbfgs(self, X, Y, sample_weight, report):

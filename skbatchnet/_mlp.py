@@ -13,6 +13,7 @@ from sklearn.utils.validation import column_or_1d, validate_data
 from ._base import BaseBatchMLP
 from ._losses import LOSSES
 from ._parameters import SHARED_PARAMETERS_DOC, extend_signature
+from ._validation import check_class_weight
 
 _SHARED_ATTRIBUTES = """\
     loss_ : float
@@ -38,6 +39,15 @@ _SHARED_ATTRIBUTES = """\
 
     t_ : int
         Number of training samples seen by the solver.
+
+    n_steps_per_epoch_ : list of int
+        Optimizer steps taken in each epoch of ``loss_curve_`` (1 per L-BFGS
+        iteration); a batch of zero total weight takes no step.
+
+    n_samples_per_epoch_ : list of int
+        Training rows seen in each epoch of ``loss_curve_`` (for
+        ``'lbfgs'``, the rows of every evaluation of the objective made in
+        that iteration).
 
     coefs_ : list of ndarray of shape (fan_in, fan_out)
         Weight matrix of each layer.
@@ -80,7 +90,8 @@ _OBJECTIVE = """\
     biases not penalized. ``batch_size``, ``gradient_reduction``, ``shuffle``
     and ``solver`` change how ``E`` is minimized, never what. With
     ``alpha=0`` and the same ``random_state``, ``fit`` follows the same
-    trajectory as scikit-learn's MLP.
+    trajectory as scikit-learn's MLP, except with ``early_stopping=True`` on
+    a multiclass target, whose validation split is stratified here.
 """
 
 
@@ -168,11 +179,14 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
     targets.""",
         parameters_after="""\
 
-    class_weight : dict, 'balanced' or None, default=None
-        Weights of the classes, multiplied into ``sample_weight``.
-        ``'balanced'`` uses ``n_samples / (n_classes * np.bincount(y))``; it is
-        not available in ``partial_fit``, whose chunks do not show the class
-        frequencies (pass a dict computed on the whole data instead).
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Weights of the classes, multiplied into ``sample_weight``: a dict
+        ``{label: weight}`` for a single-output ``y``, a list of such dicts,
+        one per output, for a multilabel ``y``; weights are finite and
+        non-negative. ``'balanced'`` uses ``n_samples / (n_classes *
+        np.bincount(y))`` (per output); it is not available in
+        ``partial_fit``, whose chunks do not show the class frequencies (pass
+        a dict computed on the whole data instead).
 """,
         attributes_before="""\
     classes_ : ndarray or list of ndarray
@@ -190,7 +204,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
 
     _parameter_constraints: dict = {
         **BaseBatchMLP._parameter_constraints,
-        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
     }
 
     @extend_signature
@@ -218,6 +232,11 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             y = column_or_1d(y, warn=True)
         _check_label_types(y, "y")
         if classes is not None:
+            if np.ndim(classes) != 1:
+                raise ValueError(
+                    "classes must be a 1-D array-like of all the labels, such as "
+                    f"[0, 1, 2], got one of shape {np.shape(classes)}."
+                )
             _check_label_types(np.asarray(classes), "classes")
         if first_pass:
             binarizer = LabelBinarizer()
@@ -236,13 +255,6 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                     )
             else:
                 binarizer.fit(y)
-            if len(binarizer.classes_) < 2:
-                raise ValueError(
-                    "The target y has only one class "
-                    f"({binarizer.classes_.tolist()}); a classifier needs at least "
-                    "two. Check the labels, or pass every class in 'classes' to "
-                    "partial_fit."
-                )
             self._label_binarizer = binarizer
             self.classes_ = binarizer.classes_
         else:
@@ -256,10 +268,12 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             seen = unique_labels(y)
             unseen = np.setdiff1d(seen, self.classes_)
             if refit and set(seen) != set(self.classes_):
+                # scikit-learn's sentence first, for code that matches on it.
                 raise ValueError(
-                    "warm_start can only be used where y has the same classes as in "
-                    f"the previous fit: previously {self.classes_.tolist()}, y has "
-                    f"{seen.tolist()}."
+                    "warm_start can only be used where `y` has the same classes as "
+                    "in the previous call to fit. Previously got "
+                    f"{self.classes_.tolist()}, `y` has {seen.tolist()}; set "
+                    "warm_start=False to fit the new classes."
                 )
             if unseen.size:
                 raise ValueError(
@@ -278,6 +292,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                 "all the data, e.g. with sklearn.utils.class_weight."
                 "compute_class_weight."
             )
+        check_class_weight(self.class_weight, np.ndim(y) == 2 and y.shape[1])
         return compute_sample_weight(self.class_weight, y)
 
     def _score_output(self, output, y, sample_weight):
@@ -302,8 +317,13 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
+            A column of ones when the model was fitted on a single class.
         """
         Z = self._forward(X, logits=True)
+        if len(self.classes_) == 1:
+            # One class is certain. (scikit-learn returns two columns of
+            # meaningless numbers here; one column matches ``classes_``.)
+            return np.ones_like(Z, dtype=self.coefs_[0].dtype)
         # Logits at the edge of the float range overflow z - max(z) to -inf,
         # whose exp is the right answer, 0.
         with np.errstate(over="ignore"):
@@ -315,6 +335,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                 proba = expit(np.hstack([-Z, Z]))
             else:
                 proba = expit(Z)
+        proba = self._in_model_dtype(proba)
         finfo = np.finfo(proba.dtype)
         return np.clip(proba, finfo.tiny, 1 - finfo.epsneg, out=proba)
 
@@ -352,7 +373,11 @@ class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
     loss : {'squared_error', 'poisson'}, default='squared_error'
         ``'squared_error'``: ``loss_i = 0.5 ||y_i - yhat_i||^2`` summed over
         outputs, identity output. ``'poisson'``: the half Poisson deviance with
-        an exponential output, for non-negative targets.
+        an exponential output, for non-negative targets. scikit-learn averages
+        the squared error over the ``k`` outputs (not its gradient): the
+        steps are the same, but ``loss_curve_`` is ``k`` times scikit-learn's,
+        so ``tol`` compares ``k`` times larger improvements; ``tol=k * tol``
+        stops where scikit-learn does.
 
 """,
         example="""\

@@ -190,7 +190,10 @@ SHARED_PARAMETERS_DOC = """\
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified by
         class for single-label classification) and stop when its score stops
-        improving; the best weights are kept.
+        improving; the best weights are kept. A binary target with a class too
+        rare to stratify raises a ValueError (as in scikit-learn); a
+        multiclass one warns and is split at random. A run that diverges
+        stops there, keeping the best weights, with a ConvergenceWarning.
 
     validation_fraction : float, default=0.1
         Share of the data held out for early stopping.

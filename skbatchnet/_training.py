@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from . import _compiled
 from ._averaging import WeightAverage
 from ._rollback import Checkpoint
+from ._validation import stratification
 from .reduction import reduction_coefficients
 
 __all__ = ["Progress", "Rules", "TrainingData", "run_epoch", "train_epochs"]
@@ -65,8 +66,16 @@ class Progress:
     validation_scores: list | None = None
     validation_loss_curve: list | None = None
     best_validation_score: float | None = None
+    n_steps_per_epoch: list = field(default_factory=list)
+    n_samples_per_epoch: list = field(default_factory=list)
     _no_improvement_count: int = 0
     _best_parameters: np.ndarray | None = None
+
+    def record(self, loss, steps, samples):
+        """Append an epoch (or L-BFGS iteration) to the curves."""
+        self.loss_curve.append(loss)
+        self.n_steps_per_epoch.append(steps)
+        self.n_samples_per_epoch.append(samples)
 
     def reset_stopping(self, early_stopping):
         """Start the bookkeeping of the stopping rule afresh."""
@@ -131,12 +140,7 @@ def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None)
         )
     stratify = None
     if stratify_by is not None:
-        _, counts = np.unique(stratify_by, return_counts=True)
-        n_val = int(np.ceil(fraction * X.shape[0]))
-        # Stratification needs two examples per class and room for every
-        # class on both sides; without that the split is plain random.
-        if counts.min() >= 2 and min(n_val, X.shape[0] - n_val) >= counts.size:
-            stratify = stratify_by
+        stratify = stratification(stratify_by, fraction)
     arrays = [X, Y, y] + ([] if sample_weight is None else [sample_weight])
     parts = train_test_split(
         *arrays, random_state=rng, test_size=fraction, stratify=stratify
@@ -160,23 +164,56 @@ def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None)
     return train, val
 
 
-def divergence_error(what, epoch, batch, learning_rate):
+# scikit-learn's sentence, first in every divergence message, so that code
+# matching on it keeps working.
+NON_FINITE = "Solver produced non-finite parameter weights."
+
+
+class Diverged(Exception):
+    """A non-finite loss or weights inside an epoch: where, and how far it got.
+
+    ``steps`` optimizer steps over ``seen`` rows were taken in the epoch.
+    """
+
+    def __init__(self, what, batch, steps, seen):
+        super().__init__(what, batch, steps, seen)
+        self.what, self.batch, self.steps, self.seen = what, batch, steps, seen
+
+
+def divergence_error(where, *, stepped, learning_rate=None, reduction="mean"):
+    """The ValueError of a diverged run, with its likely cause and remedies.
+
+    ``where`` says what became non-finite and when; ``stepped`` whether any
+    step was taken before (if not, the data overflowed, not the steps).
+    """
+    if not stepped:
+        return ValueError(
+            f"{NON_FINITE} Training diverged: {where}, before any step was "
+            "taken, so the step size is not the cause: the inputs or the sample "
+            "weights overflow (or underflow) the floating-point range. Scale the "
+            "inputs (for example with StandardScaler), the targets, and the "
+            "sample weights to moderate values."
+        )
+    rate = "" if learning_rate is None else f", at learning rate {learning_rate:g}"
+    fixes = "scale the inputs (for example with StandardScaler) or the targets"
+    if learning_rate is not None:
+        fixes = f"lower learning_rate_init, {fixes}"
+    if reduction == "sum":
+        fixes += ", or use gradient_reduction='mean' instead of 'sum'"
     return ValueError(
-        f"Training diverged: the {what} became non-finite in epoch {epoch}, "
-        f"batch {batch}, at learning rate {learning_rate:g}. Lower "
-        "learning_rate_init, scale the inputs (for example with StandardScaler), "
-        "or use gradient_reduction='mean' instead of 'sum'."
+        f"{NON_FINITE} Training diverged: {where}{rate}. To fix, {fixes}."
     )
 
 
-def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager, epoch):
-    """One pass of minibatch steps; returns the epoch loss and the rows seen.
+def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager):
+    """One pass of minibatch steps; returns the epoch loss, steps and rows seen.
 
     The epoch loss weights each batch's estimate of E by the batch's share
-    of the total weight seen, so it is comparable across batch sizes.
+    of the total weight seen, so it is comparable across batch sizes. A
+    non-finite loss or weights raise :class:`Diverged`.
     """
     X, Y, sample_weight = data.X, data.Y, data.sample_weight
-    loss_sum, weight_sum, seen = 0.0, 0.0, 0
+    loss_sum, weight_sum, seen, steps = 0.0, 0.0, 0, 0
     for number, rows in enumerate(batches, start=1):
         X_batch, Y_batch = rows_of(X, rows), rows_of(Y, rows)
         n = X_batch.shape[0]
@@ -203,41 +240,43 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager, 
             workspace=workspace,
         )
         if not math.isfinite(loss):
-            raise divergence_error("loss", epoch, number, optimizer.learning_rate)
+            raise Diverged("loss", number, steps, seen)
         optimizer.step([network.parameters], [grad])
         if averager is not None:
             averager.update(network.parameters, n)
         loss_sum += weight * loss
         weight_sum += weight
         seen += n
+        steps += 1
     # The loss check above sees each step's result only at the next step;
     # this catches an epoch's last step, once per epoch.
     if not np.isfinite(network.parameters).all():
-        raise divergence_error("weights", epoch, number, optimizer.learning_rate)
+        raise Diverged("weights", number, steps, seen)
     if weight_sum == 0:
         # No batch carried weight (drop_last=True can drop every weighted
         # row): no step was taken and no batch estimates the objective, so
         # evaluate it exactly on the training data instead.
-        return network.objective(X, Y, sample_weight, alpha=rules.alpha), seen
-    return loss_sum / weight_sum, seen
+        loss = network.objective(X, Y, sample_weight, alpha=rules.alpha)
+        return loss, steps, seen
+    return loss_sum / weight_sum, steps, seen
 
 
-def compiled_epoch(compiled, order, optimizer, averager, data, rules, epoch):
+def compiled_epoch(compiled, order, optimizer, averager, data, rules):
     """:func:`run_epoch` by the compiled loop: the same steps, the same reports."""
     result = compiled.run(order, optimizer, averager)
     if result.status == _compiled.INTERRUPTED:
         raise KeyboardInterrupt
     if result.status == _compiled.NONFINITE_LOSS:
-        raise divergence_error("loss", epoch, result.batch, optimizer.learning_rate)
+        raise Diverged("loss", result.batch, result.steps, result.seen)
     if result.status == _compiled.NONFINITE_WEIGHTS:
-        raise divergence_error("weights", epoch, result.batch, optimizer.learning_rate)
+        raise Diverged("weights", result.batch, result.steps, result.seen)
     if result.weight_sum == 0:
         # As in run_epoch: no batch carried weight, so E is evaluated exactly.
-        objective = compiled.network.objective(
+        loss = compiled.network.objective(
             data.X, data.Y, data.sample_weight, alpha=rules.alpha
         )
-        return objective, result.seen
-    return result.loss_sum / result.weight_sum, result.seen
+        return loss, result.steps, result.seen
+    return result.loss_sum / result.weight_sum, result.steps, result.seen
 
 
 def _count_no_improvement(progress, improved):
@@ -274,6 +313,47 @@ def update_stopping(progress, network, validation, *, rules, score):
         progress._best_parameters = network.parameters.copy()
 
 
+def _diverged(progress, error, data, *, rules, optimizer, stepped):
+    """Handle a divergence: raise, or stop at the best validated weights.
+
+    With a held-out set and a best model already seen, training stops as if
+    the epoch ended with nan scores, warns, and returns True (the caller
+    restores the best weights); otherwise the divergence error is raised.
+    """
+    where = (
+        f"the {error.what} became non-finite in epoch {progress.n_iter + 1}, "
+        f"batch {error.batch}"
+    )
+    if data.validation is None or progress._best_parameters is None:
+        raise divergence_error(
+            where,
+            stepped=stepped or error.steps > 0,
+            learning_rate=optimizer.learning_rate,
+            reduction=rules.reduction,
+        ) from None
+    progress.n_iter += 1
+    progress.t += error.seen
+    progress.record(np.nan, error.steps, error.seen)
+    progress.validation_scores.append(np.nan)
+    progress.validation_loss_curve.append(np.nan)
+    warnings.warn(
+        f"Training diverged: {where}. Training stops there and keeps the "
+        "weights of the best validation score; lower learning_rate_init or "
+        "scale the inputs to train further.",
+        ConvergenceWarning,
+        stacklevel=4,
+    )
+
+
+def interrupted(progress):
+    """Warn that training stopped at the last completed epoch (iteration)."""
+    warnings.warn(
+        "Training interrupted by user; the model is kept as it was after "
+        f"epoch {progress.n_iter}.",
+        stacklevel=4,
+    )
+
+
 def train_epochs(
     network,
     data,
@@ -298,28 +378,30 @@ def train_epochs(
     :func:`run_epoch` or, when given, by the compiled loop ``compiled`` (a
     :class:`~skbatchnet._compiled.CompiledEpochs`), which takes the same
     steps. ``report(loss)`` is called after each epoch and returns True to
-    stop. With ``max_iter``, reaching ``progress.n_iter == max_iter`` warns
-    that training has not converged. A KeyboardInterrupt ends training at the
-    last completed epoch.
+    stop. With ``max_iter``,
+    reaching ``progress.n_iter == max_iter`` warns that training has not
+    converged. A KeyboardInterrupt, in an epoch or in ``report``, ends
+    training at the last completed epoch. A divergence raises a ValueError,
+    unless there is a held-out set and a best model: then training stops,
+    warning, and the caller restores the best weights.
 
     Returns
     -------
     optimizer, averager
-        Those in force at the end (an interruption restores the ones of the
-        last completed epoch).
+        Those in force at the end (an interruption or a divergence restores
+        the ones of the last completed epoch).
     """
     n_samples = data.X.shape[0]
     orders = batcher.iter_orders(n_samples)
-    for _ in range(n_epochs):
+    for epoch in range(n_epochs):
         checkpoint = Checkpoint(network.parameters, optimizer, averager, rng)
-        epoch = progress.n_iter + 1
         try:
             if compiled is not None:
-                loss, seen = compiled_epoch(
-                    compiled, next(orders), optimizer, averager, data, rules, epoch
+                loss, steps, seen = compiled_epoch(
+                    compiled, next(orders), optimizer, averager, data, rules
                 )
             else:
-                loss, seen = run_epoch(
+                loss, steps, seen = run_epoch(
                     network,
                     data,
                     batcher.batches(next(orders), n_samples),
@@ -327,26 +409,33 @@ def train_epochs(
                     rules=rules,
                     workspace=workspace,
                     averager=averager,
-                    epoch=epoch,
                 )
         except KeyboardInterrupt:
             # Back to the end of the last completed epoch, so the weights
             # agree with n_iter_ and loss_curve_.
             optimizer, averager = checkpoint.restore(network.parameters)
-            warnings.warn(
-                "Training interrupted by user; the model is kept as it was "
-                f"after epoch {progress.n_iter}.",
-                stacklevel=3,
-            )
+            interrupted(progress)
+            break
+        except Diverged as error:
+            stepped = epoch > 0 or progress.t > 0
+            kw = dict(rules=rules, optimizer=optimizer, stepped=stepped)
+            _diverged(progress, error, data, **kw)
+            # The optimizer and average of the last finite epoch go on.
+            optimizer, averager = checkpoint.restore(network.parameters)
             break
         progress.n_iter += 1
         progress.t += seen
-        progress.loss_curve.append(loss)
+        progress.record(loss, steps, seen)
         if rules.verbose:
             print(f"Iteration {progress.n_iter}, loss = {loss:.8f}")
         update_stopping(progress, network, data.validation, rules=rules, score=score)
         optimizer.iteration_ends(progress.t)
-        if report(loss):
+        try:
+            if report(loss):
+                break
+        except KeyboardInterrupt:
+            # The epoch is complete: keep it.
+            interrupted(progress)
             break
         if progress._no_improvement_count > rules.n_iter_no_change:
             what = "Validation score" if data.validation else "Training loss"
@@ -365,58 +454,3 @@ def train_epochs(
                 stacklevel=3,
             )
     return optimizer, averager
-
-
-def train_lbfgs(network, data, driver, progress, *, rules, report):
-    """Minimize the whole-set objective E with the L-BFGS driver.
-
-    ``batch_size`` and ``gradient_reduction`` do not apply: every evaluation
-    is the exact ``E`` and ``grad E`` on all the data.
-
-    Returns
-    -------
-    loss : float
-        The objective at the solution.
-    """
-    workspace = network.workspace(data.X.shape[0])
-    c = reduction_coefficients(data.sample_weight, data.X.shape[0], "mean")
-    last = {}
-
-    def fun(x):
-        network.parameters[...] = x
-        loss, grad = network.gradient(
-            data.X,
-            data.Y,
-            c,
-            sample_weight=data.sample_weight,
-            alpha=rules.alpha,
-            total_weight=data.total,
-            workspace=workspace,
-        )
-        last["loss"] = loss
-        return loss, grad.astype(np.float64)
-
-    def callback(xk):
-        progress.loss_curve.append(last["loss"])
-        if rules.verbose:
-            print(f"Iteration {len(progress.loss_curve)}, loss = {last['loss']:.8f}")
-        # scipy >= 1.11 would honour StopIteration; a stop request from a
-        # callback is not acted on here, to keep older scipy supported.
-        report(last["loss"])
-
-    result = driver.minimize(
-        fun, network.parameters.astype(np.float64), callback=callback
-    )
-    network.parameters[...] = result.x
-    progress.n_iter = min(int(result.nit), driver.max_iter)
-    loss = float(result.fun)
-    progress.best_loss = min(progress.loss_curve + [loss])
-    if result.status != 0:
-        warnings.warn(
-            f"lbfgs failed to converge after {progress.n_iter} iterations "
-            f"(status={result.status}): {result.message}. Increase max_iter "
-            "or max_fun, or scale the data.",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
-    return loss

@@ -1,6 +1,7 @@
 """Input checks shared by the estimators; each error names the fix."""
 
-from numbers import Integral
+import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils.validation import _check_sample_weight
@@ -64,3 +65,75 @@ def merge_class_weight(sample_weight, class_weight, X):
     if sample_weight is not None:
         class_weight *= sample_weight
     return check_sample_weight(class_weight, X)
+
+
+def check_class_weight(class_weight, n_outputs):
+    """Check ``class_weight`` against ``y``: a dict per output, finite weights.
+
+    ``n_outputs`` is the number of columns of a multilabel ``y`` and 0 (or
+    False) for a single-output ``y``.
+    """
+    if isinstance(class_weight, str):
+        return
+    if n_outputs:
+        if not isinstance(class_weight, list) or len(class_weight) != n_outputs:
+            raise ValueError(
+                f"class_weight for a multilabel y with {n_outputs} outputs must be "
+                f"'balanced' or a list of {n_outputs} dicts, one per output (such "
+                f"as [{{0: 1, 1: 2}}] * {n_outputs}), got {class_weight!r}."
+            )
+        dicts = class_weight
+    elif isinstance(class_weight, list):
+        raise ValueError(
+            "class_weight is a list, which is for a multilabel y (one dict per "
+            "output); for this single-output y pass one dict {label: weight} or "
+            "'balanced'."
+        )
+    else:
+        dicts = [class_weight]
+    for weights in dicts:
+        if not isinstance(weights, dict):
+            raise ValueError(
+                f"class_weight must hold dicts {{label: weight}}, got {weights!r}."
+            )
+        for label, weight in weights.items():
+            if not (isinstance(weight, Real) and np.isfinite(weight) and weight >= 0):
+                raise ValueError(
+                    f"class_weight gives class {label!r} the weight {weight!r}; "
+                    "class weights must be finite, non-negative numbers."
+                )
+
+
+def stratification(labels, fraction):
+    """``labels`` if the split can be stratified by them, else None (warned).
+
+    Stratification needs two examples per class and room for every class on
+    both sides. scikit-learn stratifies binary targets and refuses those it
+    cannot stratify; it does not stratify multiclass targets, which here fall
+    back to a random split.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    n_val = int(np.ceil(fraction * labels.shape[0]))
+    room = min(n_val, labels.shape[0] - n_val)
+    if counts.min() >= 2 and room >= counts.size:
+        return labels
+    rare = classes.tolist()[int(np.argmin(counts))]
+    problem = (
+        f"class {rare!r} has {counts.min()} member(s), and stratification needs 2"
+        if counts.min() < 2
+        else f"{room} rows on the smaller side cannot hold all {counts.size} classes"
+    )
+    if counts.size <= 2:
+        raise ValueError(
+            "With early_stopping=True the validation split of a binary target is "
+            f"stratified, but {problem}. Add examples of the rare class, change "
+            "validation_fraction, or set early_stopping=False."
+        )
+    warnings.warn(
+        f"The early-stopping validation split cannot be stratified: {problem}. "
+        "It is drawn at random instead, as scikit-learn draws it for multiclass "
+        "targets.",
+        UserWarning,
+        stacklevel=5,
+    )
+    return None

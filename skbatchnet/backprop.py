@@ -73,6 +73,57 @@ def _as_2d_target(y, dtype):
     return y.reshape(-1, 1) if y.ndim == 1 else y
 
 
+def _check_batch(network, X, y, sample_weight=None):
+    """Check a batch against ``network``; ``y`` as a 2-D array of its dtype.
+
+    Each ValueError names the argument that does not fit.
+    """
+    n_in, n_out = network.coefs[0].shape[0], network.coefs[-1].shape[1]
+    shape = getattr(X, "shape", ())
+    if len(shape) != 2 or shape[1] != n_in or shape[0] < 1:
+        raise ValueError(
+            f"X must be a 2-D array of at least one row and {n_in} columns (the "
+            f"network's inputs), got shape {shape}."
+        )
+    Y = _as_2d_target(y, network.dtype)
+    if Y.ndim != 2 or Y.shape != (shape[0], n_out):
+        raise ValueError(
+            f"y must have one row per row of X ({shape[0]}) and {n_out} output(s), "
+            f"got shape {np.shape(y)}."
+        )
+    if sample_weight is not None:
+        w = np.asarray(sample_weight)
+        if w.shape != (shape[0],):
+            raise ValueError(
+                f"sample_weight must have one entry per row of X ({shape[0]}), got "
+                f"shape {w.shape}."
+            )
+        if not (np.isfinite(w).all() and (w >= 0).all()):
+            raise ValueError(
+                "sample_weight must be finite and non-negative; drop the examples "
+                "with negative weight or give them weight 0."
+            )
+    return Y
+
+
+def _check_shapes(coefs, intercepts):
+    """Each weight matrix maps the layer below to its bias vector's layer."""
+    fan_in = None
+    for i, (W, b) in enumerate(zip(coefs, intercepts)):
+        W_shape, b_shape = np.shape(W), np.shape(b)
+        if len(W_shape) != 2 or (fan_in is not None and W_shape[0] != fan_in):
+            raise ValueError(
+                f"coefs[{i}] must be a 2-D array of shape ({fan_in or 'fan_in'}, "
+                f"fan_out) that takes the previous layer's outputs, got {W_shape}."
+            )
+        if b_shape != (W_shape[1],):
+            raise ValueError(
+                f"intercepts[{i}] must have shape ({W_shape[1]},) to match "
+                f"coefs[{i}] of shape {W_shape}, got {b_shape}."
+            )
+        fan_in = W_shape[1]
+
+
 class Network:
     """A fully connected network with a canonical-link output loss.
 
@@ -131,6 +182,7 @@ class Network:
                 "coefs and intercepts must be non-empty lists of the same length, "
                 f"got {len(coefs)} and {len(intercepts)}."
             )
+        _check_shapes(coefs, intercepts)
         dtype = np.result_type(*coefs)
         shapes = [np.shape(W) for W in coefs] + [np.shape(b) for b in intercepts]
         # math.prod: numpy's prod costs microseconds per tiny tuple, and
@@ -380,9 +432,9 @@ class Network:
             Laid out like :attr:`parameters` (:meth:`unpack` splits it); the
             workspace's buffer when one is given.
         """
+        Y = _check_batch(self, X, y, sample_weight)
         n = X.shape[0]
         ws = workspace if workspace is not None else self.workspace(n)
-        Y = _as_2d_target(y, self.dtype)
         c, c_total = coefficients
         weight = n if sample_weight is None else float(sample_weight.sum())
         if total_weight is None:
@@ -461,6 +513,7 @@ class Network:
         intercept_grads : list of ndarray
             Same shapes as ``intercepts``.
         """
+        _check_batch(self, X, y, sample_weight)
         ws = workspace if workspace is not None else self.workspace(X.shape[0])
         c = reduction_coefficients(sample_weight, X.shape[0], reduction)
         loss, _ = self.gradient(

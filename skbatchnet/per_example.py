@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._workspace import Workspace, chunks
-from .backprop import _as_2d_target
+from .backprop import _check_batch
 
 __all__ = [
     "per_example_gradients",
@@ -79,11 +79,11 @@ def per_example_gradients(network, X, y, *, alpha=0.0, total_weight=None):
     coef_grads : list of ndarray of shape (n_samples, fan_in, fan_out)
     intercept_grads : list of ndarray of shape (n_samples, fan_out)
     """
+    Y = _check_batch(network, X, y)
     n = X.shape[0]
     k = alpha / float(n if total_weight is None else total_weight)
     ws = Workspace(network.layer_units, n, network.dtype)
     # c_i = 1: the deltas are each example's own, unscaled.
-    Y = _as_2d_target(y, network.dtype)
     network.backward(X, Y, workspace=ws, gradients=False)
     dense_X = X.toarray() if sp.issparse(X) else X
     inputs = [dense_X.astype(network.dtype, copy=False)] + ws.activations[:-1]
@@ -111,9 +111,9 @@ def per_example_gradient_norms(network, X, y, *, alpha=0.0, total_weight=None):
     -------
     norms : ndarray of shape (n_samples,)
     """
+    Y = _check_batch(network, X, y)
     n = X.shape[0]
     k = alpha / float(n if total_weight is None else total_weight)
-    Y = _as_2d_target(y, network.dtype)
     ws = network.workspace(n)
     norms = np.empty(n, network.dtype)
     for rows in chunks(n, ws.n_samples):
@@ -188,7 +188,7 @@ def per_example_input_gradients(network, X, y):
     True
     """
     n = X.shape[0]
-    Y = _as_2d_target(y, network.dtype)
+    Y = _check_batch(network, X, y)
     W1 = network.coefs[0]
     ws = network.workspace(n)
     input_grads = np.empty((n, W1.shape[0]), network.dtype)

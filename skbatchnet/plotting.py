@@ -72,6 +72,15 @@ def _is_lbfgs(estimator):
     return getattr(estimator, "solver", None) == "lbfgs"
 
 
+def _recorded_x(estimator, x_axis):
+    """Cumulative steps or samples as recorded in training, or None."""
+    name = "n_steps_per_epoch_" if x_axis == "steps" else "n_samples_per_epoch_"
+    counts = getattr(estimator, name, None)
+    if counts is None or len(counts) != len(estimator.loss_curve_):
+        return None
+    return np.cumsum(np.asarray(counts, dtype=np.int64))
+
+
 def _curve_x(estimator, x_axis):
     """x values of each point of ``estimator.loss_curve_``."""
     n_points = len(estimator.loss_curve_)
@@ -88,6 +97,11 @@ def _curve_x(estimator, x_axis):
             "iteration. Use x_axis='epochs' or 'steps', which both count L-BFGS "
             "iterations."
         )
+    recorded = _recorded_x(estimator, x_axis)
+    if recorded is not None:
+        return recorded
+    # Estimators without per-epoch counts (such as scikit-learn's MLP): the
+    # counts are reconstructed from t_ and batch_size_.
     batch_size = getattr(estimator, "batch_size_", None)
     seen = getattr(estimator, "t_", None)
     if batch_size is None or seen is None:
@@ -520,9 +534,12 @@ class LossCurveDisplay:
         penalized objective. The validation curve is the mean loss on the
         held-out set, without the penalty.
 
-        The estimators do not store the size of their training set, so the
-        "steps" and "samples" axes are computed from ``t_`` (training rows
-        seen), ``batch_size_`` and ``drop_last``: an epoch saw
+        The "steps" and "samples" axes are the cumulative sums of the
+        fitted attributes ``n_steps_per_epoch_`` and ``n_samples_per_epoch_``,
+        recorded during training, so they are exact after ``partial_fit``
+        calls of different sizes or warm starts. For estimators without them
+        (such as scikit-learn's MLP) they are computed from ``t_`` (training
+        rows seen), ``batch_size_`` and ``drop_last``: an epoch saw
         ``rows = t_ / len(loss_curve_)`` rows and took ``ceil(rows /
         batch_size_)`` steps (``rows // batch_size_`` with
         ``drop_last=True``, whose dropped rows ``t_`` does not count, or
@@ -531,8 +548,7 @@ class LossCurveDisplay:
         start on other data, a change of ``batch_size`` or ``solver``, or
         ``partial_fit`` on chunks of different sizes, it is an approximation
         (a warning is raised when the epochs did not see equal numbers of
-        rows). A batch of zero total sample weight counts as a step although
-        the solver skips it.
+        rows).
 
         Examples
         --------

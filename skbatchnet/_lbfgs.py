@@ -1,0 +1,107 @@
+"""The L-BFGS run: scipy's quasi-Newton method on the whole-set objective.
+
+Every evaluation is the exact ``E`` and ``grad E`` on all the training data,
+so ``batch_size`` and ``gradient_reduction`` do not apply. The bookkeeping
+(``Progress``, interruptions, divergence) follows the epoch loop's in
+:mod:`skbatchnet._training`.
+"""
+
+import math
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from ._training import divergence_error, interrupted
+from .reduction import reduction_coefficients
+
+__all__ = ["train_lbfgs"]
+
+
+class _Stop(Exception):
+    """A callback asked L-BFGS to stop."""
+
+
+def train_lbfgs(network, data, driver, progress, *, rules, report):
+    """Minimize the whole-set objective E with the L-BFGS driver.
+
+    ``batch_size`` and ``gradient_reduction`` do not apply: every evaluation
+    is the exact ``E`` and ``grad E`` on all the data. A stop request from
+    ``report`` or a KeyboardInterrupt ends the run at the last completed
+    iteration. A non-finite objective raises a ValueError.
+
+    Returns
+    -------
+    loss : float
+        The objective at the solution.
+    """
+    n = data.X.shape[0]
+    workspace = network.workspace(n)
+    c = reduction_coefficients(data.sample_weight, n, "mean")
+    start = network.parameters.astype(np.float64)
+    # The last completed iteration: its weights and loss, and the function
+    # evaluations (passes over the data) since the one before.
+    last = {"x": start, "loss": None, "evaluations": 0, "iterations": 0}
+
+    def fun(x):
+        network.parameters[...] = x
+        loss, grad = network.gradient(
+            data.X,
+            data.Y,
+            c,
+            sample_weight=data.sample_weight,
+            alpha=rules.alpha,
+            total_weight=data.total,
+            workspace=workspace,
+        )
+        # Only the first evaluation blames the data: later ones are trial
+        # points of a line search, which backs off from a non-finite value.
+        if not math.isfinite(loss) and "evaluated" not in last:
+            where = "the loss was non-finite at the initial weights"
+            raise divergence_error(where, stepped=False)
+        last["evaluated"] = loss
+        last["evaluations"] += 1
+        return loss, grad.astype(np.float64)
+
+    def callback(xk):
+        loss = last["evaluated"]
+        last.update(x=xk.copy(), loss=loss, iterations=last["iterations"] + 1)
+        progress.record(loss, 1, last["evaluations"] * n)
+        last["evaluations"] = 0
+        if rules.verbose:
+            print(f"Iteration {len(progress.loss_curve)}, loss = {loss:.8f}")
+        if report(loss):
+            raise _Stop
+
+    result = None
+    try:
+        result = driver.minimize(fun, start, callback=callback)
+    except _Stop:
+        pass
+    except KeyboardInterrupt:
+        progress.n_iter = last["iterations"]
+        interrupted(progress)
+    if result is None:  # stopped early: keep the last completed iteration
+        network.parameters[...] = last["x"]
+        progress.n_iter, loss = last["iterations"], last["loss"]
+        if loss is None:  # no iteration completed
+            loss = network.objective(
+                data.X, data.Y, data.sample_weight, alpha=rules.alpha
+            )
+    else:
+        network.parameters[...] = result.x
+        progress.n_iter = min(int(result.nit), driver.max_iter)
+        loss = float(result.fun)
+    if not (math.isfinite(loss) and np.isfinite(network.parameters).all()):
+        where = f"the loss became non-finite in L-BFGS iteration {progress.n_iter}"
+        raise divergence_error(where, stepped=True)
+    progress.best_loss = min(progress.loss_curve + [loss])
+    if result is not None and result.status != 0:
+        warnings.warn(
+            f"lbfgs failed to converge after {progress.n_iter} iterations "
+            f"(status={result.status}): {result.message}. Increase max_iter "
+            "or max_fun, or scale the data.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return loss

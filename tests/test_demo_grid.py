@@ -1,0 +1,126 @@
+"""The demo's grid, its failures and its description in the docs."""
+
+import pathlib
+import re
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.model_selection import KFold, cross_validate
+
+import skbatchnet.__main__ as demo
+from skbatchnet import BatchMLPRegressor
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROW = re.compile(r"^\s*(\d+|full)\s+(mean|sum)\s+(\S+)")
+
+
+# -- 16. --output is checked before any fit ------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["x.txt", "x", "x.png.bak"])
+def test_output_with_an_unknown_format_fails_before_any_fit(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--quick", "--output", str(tmp_path / name)])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing was fitted or printed
+    assert "--output" in captured.err and ".png" in captured.err, captured.err
+
+
+@pytest.mark.parametrize("name", ["x.png", "x.PDF", "x.svg"])
+def test_output_formats_matplotlib_writes_are_accepted(name):
+    assert demo._parse_args(["--output", name]).output == name
+
+
+# -- 17. 'mean' against 'sum' with plain SGD -----------------------------------------
+
+
+def test_grid_trains_by_plain_sgd():
+    for load in demo._LOADERS.values():
+        task = load(3)
+        mlp = demo._fitted_mlp(task.pipeline)  # unfitted: the last step
+        assert getattr(mlp, "regressor", mlp).solver == "sgd"
+
+
+@pytest.mark.parametrize("batch_size, n_train, size", [(1, 50, 1), (16, 50, 16)])
+def test_sum_runs_at_the_per_example_rate(batch_size, n_train, size):
+    lr = demo.LEARNING_RATE_INIT
+    mean = {"batch_size": batch_size, "gradient_reduction": "mean"}
+    total = {"batch_size": batch_size, "gradient_reduction": "sum"}
+    assert demo._learning_rate(mean, n_train) == lr
+    assert demo._learning_rate(total, n_train) == lr / size
+    full = {"batch_size": "full", "gradient_reduction": "sum"}
+    assert demo._learning_rate(full, n_train) == lr / n_train
+
+
+def test_sum_at_the_per_example_rate_takes_the_steps_of_mean():
+    # The pairing the grid relies on: with no short last batch, 'sum' at
+    # learning_rate_init / batch_size is 'mean' at learning_rate_init.
+    X, y = load_diabetes(return_X_y=True)
+    X, y = (X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std()
+    kw = dict(solver="sgd", batch_size=16, drop_last=True, max_iter=3, random_state=0)
+    lr = demo.LEARNING_RATE_INIT
+    mean = BatchMLPRegressor(learning_rate_init=lr, **kw).fit(X, y)
+    total = BatchMLPRegressor(
+        learning_rate_init=lr / 16, gradient_reduction="sum", **kw
+    )
+    total.fit(X, y)
+    np.testing.assert_allclose(total.loss_curve_, mean.loss_curve_, rtol=1e-10)
+
+
+def _rows(out):
+    return {(m[1], m[2]): m[3] for m in map(ROW.match, out.splitlines()) if m}
+
+
+def test_a_diverging_candidate_is_listed_with_the_reason(monkeypatch, tmp_path, capsys):
+    # At this rate the minibatch candidates diverge and the full batch does not.
+    monkeypatch.setattr(demo, "LEARNING_RATE_INIT", 5.0)
+    output = tmp_path / "x.png"
+    assert demo.main(["--quick", "--dataset", "diabetes", "--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    rows = _rows(out)
+    assert len(rows) == 8, out
+    diverged = [key for key, score in rows.items() if score == "diverged"]
+    assert ("1", "mean") in diverged and ("full", "mean") not in diverged, out
+    reasons = re.findall(
+        r"^\s+diverged: the loss became non-finite in epoch \d+, "
+        r"batch \d+, at learning rate [\d.e+-]+$",
+        out,
+        re.M,
+    )
+    assert len(reasons) == len(diverged), out
+    best = re.search(r"^best: batch_size='full'", out, re.M)
+    assert best, out
+
+
+def test_the_reason_is_what_a_fit_of_that_candidate_raises(monkeypatch):
+    # Oracle: cross_validate on the candidate's pipeline, outside the demo.
+    monkeypatch.setattr(demo, "LEARNING_RATE_INIT", 5.0)
+    task = demo._diabetes(3)
+    params = {"batch_size": 16, "gradient_reduction": "mean", "learning_rate_init": 5.0}
+    result = demo._evaluate(task, params, KFold(2), 1)
+    pipeline = task.pipeline.set_params(
+        **{task.prefix + key: value for key, value in params.items()}
+    )
+    with pytest.raises(ValueError) as info:
+        cross_validate(pipeline, task.X, task.y, cv=KFold(2), error_score="raise")
+    assert result["diverged"].split(": ", 1)[1] in str(info.value)
+
+
+def test_other_errors_are_not_reported_as_divergence():
+    with pytest.raises(ValueError, match="something else"):
+        demo._reason(ValueError("something else"))
+
+
+# -- 18. the docs describe the demo ---------------------------------------------------
+
+
+def test_getting_started_describes_the_demo_as_it_runs():
+    text = (ROOT / "docs" / "getting_started.rst").read_text()
+    section = " ".join(text.split("A first fit")[0].split())
+    assert "GridSearchCV" not in section
+    for word in ("cross_validate", "digits", "diabetes", "SGD", "diverged"):
+        assert word in section, word
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "cross-validates" in readme and "plain SGD" in readme
