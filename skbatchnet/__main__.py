@@ -13,11 +13,12 @@ every combination of ``batch_size`` in ``[1, 16, 64, 'full']`` and
   target.
 
 ``'mean'`` steps along the mean of the batch's per-example gradients at
-``learning_rate_init``; ``'sum'`` steps along their sum, so it is paired with
-a per-example rate, ``learning_rate_init`` divided by the batch size (the
-linear learning-rate scaling rule). The two then take the same steps, except
-on the short last batch of an epoch, which ``'sum'`` weighs by its size. A
-candidate whose training diverges is listed as diverged, with the reason.
+``learning_rate_init``; ``'sum'`` steps along their sum at one per-example
+rate for every batch size, ``learning_rate_init / 16`` (the rate per example
+of ``'mean'`` at batch 16). Its step therefore grows with the batch: the
+linear learning-rate scaling rule, built in. At batch 16 the two take the
+same steps; below, ``'sum'`` steps less far, above, farther. A candidate whose
+training diverges is listed as diverged, with the reason.
 
 Each candidate's row of the results table (mean CV score, mean fit time,
 epochs and optimizer steps per fit) is printed as soon as its folds are done,
@@ -51,7 +52,6 @@ from threadpoolctl import threadpool_limits
 
 from . import BatchMLPClassifier, BatchMLPRegressor, __version__
 from ._base import final_estimator
-from .batching import resolve_batch_size
 
 BATCH_SIZES = [1, 16, 64, "full"]
 REDUCTIONS = ["mean", "sum"]
@@ -65,6 +65,8 @@ QUICK = {"max_iter": 3, "cv": 2}
 HIDDEN_LAYER_SIZES = (64,)
 # Of 'mean'; 'sum' runs at this rate divided by the batch size.
 LEARNING_RATE_INIT = 0.01
+# 'sum' runs at the per-example rate that 'mean' has at this batch size.
+SUM_RATE_BATCH = 16
 RANDOM_STATE = 0
 # The loss curves are refitted with 'mean' ('sum' at the paired rate draws
 # nearly the same curves).
@@ -300,11 +302,11 @@ def _describe(params):
     return ", ".join(f"{k}={params[k]!r}" for k in ("batch_size", "gradient_reduction"))
 
 
-def _learning_rate(params, n_train):
+def _learning_rate(params):
     """``learning_rate_init`` of a candidate: 'sum' runs at the per-example rate."""
     if params["gradient_reduction"] == "mean":
         return LEARNING_RATE_INIT
-    return LEARNING_RATE_INIT / resolve_batch_size(params["batch_size"], n_train)
+    return LEARNING_RATE_INIT / SUM_RATE_BATCH
 
 
 def _reason(error):
@@ -362,11 +364,9 @@ def _row(params, result):
 def _grid_search(task, args):
     """Print a row per candidate as its CV is done, then the best candidate."""
     cv = check_cv(args.cv, task.y, classifier=is_classifier(task.pipeline))
-    # For 'full', the smallest training fold sets the per-example rate.
-    n_train = min(len(train) for train, _ in cv.split(task.X, task.y))
     grid = {"batch_size": BATCH_SIZES, "gradient_reduction": REDUCTIONS}
     candidates = [
-        {**params, "learning_rate_init": _learning_rate(params, n_train)}
+        {**params, "learning_rate_init": _learning_rate(params)}
         for params in ParameterGrid(grid)
     ]
     print(

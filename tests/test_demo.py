@@ -73,9 +73,10 @@ def _check_section(name, text):
         per_epoch = [1 if size == "full" else math.ceil(n / int(size)) for n in n_train]
         assert _number(m["steps"]) == 3 * np.mean(per_epoch)
 
-    # With one row per batch, 'mean' and 'sum' take the very same steps.
+    # 'sum' runs at one per-example rate, 1/16 of 'mean''s rate at batch 1:
+    # there the two take steps of different lengths and end elsewhere.
     by_candidate = {(m["batch_size"], m["reduction"]): m for m in rows}
-    assert by_candidate["1", "mean"]["score"] == by_candidate["1", "sum"]["score"]
+    assert by_candidate["1", "mean"]["score"] != by_candidate["1", "sum"]["score"]
 
     best = [m for m in map(BEST.match, text.splitlines()) if m]
     assert len(best) == 1, text
