@@ -9,12 +9,14 @@ record; none of them sees an estimator. A step of stochastic training is
    and the penalty share ``alpha / S``;
 4. the optimizer's update,
 
-which :func:`run_epoch` spells out line by line.
+which :func:`run_epoch` spells out line by line, asking its data for steps
+2 and 3 (:meth:`TrainingData.gradient`): data held elsewhere, such as on a
+cluster (:mod:`skbatchnet.dask`), answers with the same numbers.
 """
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -36,6 +38,40 @@ class TrainingData:
     sample_weight: object
     total: float
     validation: object = None
+
+    @property
+    def n_samples(self):
+        return self.X.shape[0]
+
+    def gradient(self, network, rows, *, scale, rules, workspace):
+        """One batch's rows, weight, loss and reduced gradient times ``scale``.
+
+        The loss and gradient are None for a batch without weight.
+        """
+        X_batch, Y_batch = rows_of(self.X, rows), rows_of(self.Y, rows)
+        n = X_batch.shape[0]
+        if self.sample_weight is None:
+            w_batch, weight = None, float(n)
+        else:
+            w_batch = rows_of(self.sample_weight, rows)
+            weight = float(w_batch.sum())
+            if weight == 0:
+                return n, 0.0, None, None
+        c = reduction_coefficients(w_batch, n, rules.reduction).scaled(scale)
+        loss, grad = network.gradient(
+            X_batch,
+            Y_batch,
+            c,
+            sample_weight=w_batch,
+            alpha=rules.alpha,
+            total_weight=self.total,
+            workspace=workspace,
+        )
+        return n, weight, loss, grad
+
+    def objective(self, network, alpha):
+        """``E`` on all of the training rows."""
+        return network.objective(self.X, self.Y, self.sample_weight, alpha=alpha)
 
 
 @dataclass(frozen=True)
@@ -111,6 +147,8 @@ def rows_of(A, batch):
     """
     if isinstance(batch, np.ndarray) and isinstance(A, np.ndarray):
         return A.take(batch, axis=0)
+    if isinstance(batch, slice) and batch == slice(None):
+        return A  # every row: a sparse matrix would be copied
     return A[batch]
 
 
@@ -174,33 +212,21 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager, 
     The epoch loss weights each batch's estimate of E by the batch's share
     of the total weight seen, so it is comparable across batch sizes.
     """
-    X, Y, sample_weight = data.X, data.Y, data.sample_weight
     loss_sum, weight_sum, seen = 0.0, 0.0, 0
     for number, rows in enumerate(batches, start=1):
-        X_batch, Y_batch = rows_of(X, rows), rows_of(Y, rows)
-        n = X_batch.shape[0]
-        if sample_weight is None:
-            w_batch, weight = None, float(n)
-        else:
-            w_batch = rows_of(sample_weight, rows)
-            weight = float(w_batch.sum())
-            if weight == 0:
-                # A batch with no weight has no gradient to follow.
-                seen += n
-                continue
-        c = reduction_coefficients(w_batch, n, rules.reduction)
         # The optimizer's first factor (SGD's rate, Adam's 1 - beta_1) joins
-        # the coefficients: the gradient is linear in them.
-        c = c.scaled(optimizer.gradient_scale)
-        loss, grad = network.gradient(
-            X_batch,
-            Y_batch,
-            c,
-            sample_weight=w_batch,
-            alpha=rules.alpha,
-            total_weight=data.total,
+        # the reduction coefficients: the gradient is linear in them.
+        n, weight, loss, grad = data.gradient(
+            network,
+            rows,
+            scale=optimizer.gradient_scale,
+            rules=rules,
             workspace=workspace,
         )
+        seen += n
+        if weight == 0:
+            # A batch with no weight has no gradient to follow.
+            continue
         if not math.isfinite(loss):
             raise divergence_error("loss", epoch, number, optimizer.learning_rate)
         optimizer.step([network.parameters], [grad])
@@ -208,7 +234,6 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager, 
             averager.update(network.parameters, n)
         loss_sum += weight * loss
         weight_sum += weight
-        seen += n
     # The loss check above sees each step's result only at the next step;
     # this catches an epoch's last step, once per epoch.
     if not np.isfinite(network.parameters).all():
@@ -217,7 +242,7 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager, 
         # No batch carried weight (drop_last=True can drop every weighted
         # row): no step was taken and no batch estimates the objective, so
         # evaluate it exactly on the training data instead.
-        return network.objective(X, Y, sample_weight, alpha=rules.alpha), seen
+        return data.objective(network, rules.alpha), seen
     return loss_sum / weight_sum, seen
 
 
@@ -346,20 +371,14 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
     loss : float
         The objective at the solution.
     """
-    workspace = network.workspace(data.X.shape[0])
-    c = reduction_coefficients(data.sample_weight, data.X.shape[0], "mean")
+    workspace = network.workspace(data.n_samples)
+    every_row, mean = slice(None), replace(rules, reduction="mean")
     last = {}
 
     def fun(x):
         network.parameters[...] = x
-        loss, grad = network.gradient(
-            data.X,
-            data.Y,
-            c,
-            sample_weight=data.sample_weight,
-            alpha=rules.alpha,
-            total_weight=data.total,
-            workspace=workspace,
+        _, _, loss, grad = data.gradient(
+            network, every_row, scale=1.0, rules=mean, workspace=workspace
         )
         last["loss"] = loss
         return loss, grad.astype(np.float64)
