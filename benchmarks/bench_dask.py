@@ -74,7 +74,7 @@ class StepTimer:
         ClusterData.gradient = self._original
 
 
-def fit(X, y, skip_first=True, **params):
+def fit(client, X, y, skip_first=True, **params):
     settings = dict(
         hidden_layer_sizes=(32,),
         solver="sgd",
@@ -86,7 +86,7 @@ def fit(X, y, skip_first=True, **params):
     estimator = BatchMLPRegressor(**{**settings, **params})
     with StepTimer() as timer, warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = DataParallel(estimator).fit(X, y)
+        model = DataParallel(estimator, client=client).fit(X, y)
     times = timer.times[1:] if skip_first and len(timer.times) > 1 else timer.times
     traffic = model.traffic_
     return {
@@ -96,54 +96,79 @@ def fit(X, y, skip_first=True, **params):
     }
 
 
-def configuration(n_workers, rows, chunk_rows, epochs):
+def cases(epochs):
+    """(name, rows of the data used or None for all, fit settings)."""
+    return [
+        # 40 steps of 64 rows in stored order: one block per step.
+        ("overhead (batch 64)", 64 * 40, dict(batch_size=64, shuffle=False)),
+        ("batch 65536", None, dict(batch_size=65536, max_iter=1)),
+        ("full", None, dict(batch_size="full", max_iter=epochs, skip_first=False)),
+        ("lbfgs (1 evaluation)", None, dict(solver="lbfgs", max_iter=epochs)),
+    ]
+
+
+def start(n_workers):
     cluster = distributed.LocalCluster(
         n_workers=n_workers,
         threads_per_worker=1,
         host="127.0.0.1",
         dashboard_address=None,
     )
-    with cluster, distributed.Client(cluster) as client:
-        X, y = make_data(rows, chunk_rows)
-        X, y = client.persist([X, y])
-        distributed.wait([X, y])
-        return {
-            # 40 steps of 64 rows in stored order: one block per step.
-            "overhead (batch 64)": fit(
-                X[: 64 * 40], y[: 64 * 40], batch_size=64, max_iter=1, shuffle=False
-            ),
-            "batch 65536": fit(X, y, batch_size=65536, max_iter=1),
-            "full": fit(X, y, batch_size="full", max_iter=epochs, skip_first=False),
-            "lbfgs (1 evaluation)": fit(
-                X, y, solver="lbfgs", max_iter=epochs, skip_first=False
-            ),
+    return cluster, distributed.Client(cluster, set_as_default=False)
+
+
+def measure(rows, chunk_rows, epochs, rounds):
+    """Median step figures per number of workers and case.
+
+    Both clusters live side by side and the measurements alternate between
+    them, round after round, so that a change in the machine's load hits
+    both; each figure is the median over the rounds.
+    """
+    clusters = {n: start(n) for n in (1, 2)}
+    data = {}
+    for n, (_, client) in clusters.items():
+        data[n] = client.persist(list(make_data(rows, chunk_rows)))
+        distributed.wait(data[n])
+    runs = {n: {name: [] for name, _, _ in cases(epochs)} for n in clusters}
+    for _ in range(rounds):
+        for name, used, settings in cases(epochs):
+            for n, (_, client) in clusters.items():
+                X, y = data[n] if used is None else (A[:used] for A in data[n])
+                runs[n][name].append(fit(client, X, y, **settings))
+    data.clear()
+    results = {
+        n: {
+            name: {
+                key: statistics.median(r[key] for r in measured)
+                for key in ("step", "sent", "received")
+            }
+            for name, measured in by_case.items()
         }
+        for n, by_case in runs.items()
+    }
+    return results, clusters
 
 
-def client_memory(rows, chunk_rows):
+def client_memory(client, rows, chunk_rows):
     """Client RSS before and at most during a 2-epoch full-batch fit."""
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-    )
-    with cluster, distributed.Client(cluster):
-        X, y = make_data(rows, chunk_rows)
-        process = psutil.Process()
-        baseline = process.memory_info().rss
-        peak, done = [baseline], threading.Event()
+    X, y = make_data(rows, chunk_rows)
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak, done = [baseline], threading.Event()
 
-        def sample():
-            while not done.is_set():
-                peak[0] = max(peak[0], process.memory_info().rss)
-                time.sleep(0.01)
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.01)
 
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
-            fit(X, y, batch_size="full", max_iter=2)
-        finally:
-            done.set()
-            sampler.join()
-        return X.nbytes, baseline, peak[0]
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        fit(client, X, y, batch_size="full", max_iter=2)
+    finally:
+        done.set()
+        sampler.join()
+    return X.nbytes, baseline, peak[0]
 
 
 def main(argv=None):
@@ -152,27 +177,23 @@ def main(argv=None):
     parser.add_argument("--memory-rows", type=int, default=2 * 10**6)
     parser.add_argument("--chunk-rows", type=int, default=125_000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, smoke test")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.memory_rows, args.chunk_rows, args.epochs = (
-            2**17,
-            2**17,
-            2**15,
-            2,
-        )
+        args.rows = args.memory_rows = 2**17
+        args.chunk_rows, args.epochs, args.rounds = 2**15, 2, 1
     print("\n".join(environment_lines()))
     print(
         f"data: {args.rows} x {FEATURES} float64 in chunks of {args.chunk_rows} rows; "
-        "hidden_layer_sizes=(32,); medians over the steps of each fit\n"
+        "hidden_layer_sizes=(32,); medians over the steps of a fit, then over "
+        f"{args.rounds} alternating rounds\n"
     )
-    results = {
-        n: configuration(n, args.rows, args.chunk_rows, args.epochs) for n in (1, 2)
-    }
-    rows = []
+    results, clusters = measure(args.rows, args.chunk_rows, args.epochs, args.rounds)
+    table = []
     for case in results[1]:
         one, two = results[1][case], results[2][case]
-        rows.append(
+        table.append(
             [
                 case,
                 f"{1e3 * one['step']:.1f}",
@@ -181,18 +202,8 @@ def main(argv=None):
                 f"{two['sent'] / 1e3:.1f} / {two['received'] / 1e3:.1f}",
             ]
         )
-    print(
-        markdown_table(
-            [
-                "step",
-                "1 worker (ms)",
-                "2 workers (ms)",
-                "scaling",
-                "kB sent / received (2 workers)",
-            ],
-            rows,
-        )
-    )
+    headers = ["step", "1 worker (ms)", "2 workers (ms)", "scaling"]
+    print(markdown_table(headers + ["kB sent / received (2 workers)"], table))
     for n in (1, 2):
         overhead = results[n]["overhead (batch 64)"]["step"]
         full = results[n]["full"]["step"]
@@ -201,13 +212,18 @@ def main(argv=None):
             f"\n{n} worker(s): round-trip overhead {1e3 * overhead:.1f} ms per step; "
             f"a step is compute-bound above about {overhead / per_row:,.0f} rows"
         )
-    x_bytes, baseline, peak = client_memory(args.memory_rows, args.chunk_rows)
+    x_bytes, baseline, peak = client_memory(
+        clusters[2][1], args.memory_rows, args.chunk_rows
+    )
+    for cluster, client in clusters.values():
+        client.close()
+        cluster.close()
     growth = peak - baseline
     print(
         f"\nclient RSS during a full-batch fit on {x_bytes / 1e9:.2f} GB of X "
-        "(2 workers): "
-        f"baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, growth "
-        f"{growth / 2**20:.1f} MiB = {100 * growth / x_bytes:.2f}% of X (target < 5%)"
+        f"(2 workers): baseline {baseline / 2**20:.0f} MiB, peak "
+        f"{peak / 2**20:.0f} MiB, growth {growth / 2**20:.1f} MiB = "
+        f"{100 * growth / x_bytes:.2f}% of X (target < 5%)"
     )
 
 

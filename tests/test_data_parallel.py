@@ -350,6 +350,16 @@ def test_import_error_names_the_extra(monkeypatch):
     assert out.returncode == 0 and "BatchMLPRegressor" in out.stdout, out.stderr
 
 
+def test_docstring_example_runs(client):
+    # Its own in-process cluster; closing it leaves this module's the default.
+    import doctest
+
+    module = importlib.import_module("skbatchnet.dask")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+    assert distributed.default_client() is client
+
+
 def test_a_killed_worker_does_not_change_the_fit(monkeypatch):
     # The data has lineage (a random graph, not scattered from here), so the
     # scheduler recomputes the blocks the killed worker held.
