@@ -133,9 +133,9 @@ class DataParallel(MetaEstimatorMixin, BaseEstimator):
         """
         estimator = clone(self.estimator)
         self._check_settings(estimator)
+        hidden = check_hidden_layer_sizes(estimator.hidden_layer_sizes)
         client = self.client or distributed.default_client()
         data = distribute(client, estimator, X, y, sample_weight)
-        hidden = check_hidden_layer_sizes(estimator.hidden_layer_sizes)
         # The random draws of the in-memory fit, in its order: the stream
         # starts afresh, the initial weights come first, the shuffles next.
         estimator._rng = check_random_state(estimator.random_state)
