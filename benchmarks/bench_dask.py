@@ -128,7 +128,8 @@ def measure(rows, chunk_rows, epochs, rounds):
     data = {}
     for n, (_, client) in clusters.items():
         data[n] = client.persist(list(make_data(rows, chunk_rows)))
-        distributed.wait(data[n])
+        with client.as_current():
+            distributed.wait(data[n])
     runs = {n: {name: [] for name, _, _ in cases(epochs)} for n in clusters}
     for _ in range(rounds):
         for name, used, settings in cases(epochs):
