@@ -23,7 +23,6 @@ from ._callbacks import (
     TaskReporter,
     with_callbacks,
 )
-from ._compiled import CompiledEpochs
 from ._lbfgs import train_lbfgs
 from ._losses import LOSSES
 from ._optimizers import SOLVERS, STOCHASTIC_SOLVERS
@@ -34,6 +33,7 @@ from ._training import (
     Rules,
     TrainingData,
     divergence_error,
+    epoch_paths,
     split_validation,
     train_epochs,
     weight_average,
@@ -423,58 +423,68 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
                 stratify_by=stratify,
             )
         n_samples = X.shape[0]
+        batcher = self._batcher(n_samples)
+        total = n_samples if sample_weight is None else float(sample_weight.sum())
+        progress = self._progress
+        if not incremental:
+            progress.n_iter = 0
+        averager = self._train_epochs(
+            net,
+            TrainingData(X, Y, sample_weight, total, validation),
+            batcher,
+            incremental=incremental,
+            report=lambda loss: report.task("epoch", loss),
+        )
+        if validation is not None and progress._best_parameters is not None:
+            net.parameters[...] = progress._best_parameters
+        self._publish_average(net, averager)
+
+    def _batcher(self, n_samples):
+        """The Minibatcher of this estimator's settings, on its random stream."""
         self.batch_size_ = resolve_batch_size(self.batch_size, n_samples)
-        batcher = Minibatcher(
+        return Minibatcher(
             self.batch_size,
             shuffle=self.shuffle,
             drop_last=self.drop_last,
             random_state=self._rng,
         )
-        total = n_samples if sample_weight is None else float(sample_weight.sum())
-        bounds, rules = batcher.bounds(n_samples), self._rules()
-        compiled = workspace = None
-        if CompiledEpochs.supports(net, X, self._optimizer):
-            compiled = CompiledEpochs(
-                net, X, Y, sample_weight, bounds=bounds, rules=rules, total_weight=total
-            )
-        else:
-            # One workspace serves every batch: a shorter one uses its first rows.
-            workspace = net.workspace(max(stop - start for start, stop in bounds))
+
+    def _train_epochs(self, net, data, batcher, *, incremental, report):
+        """Run :func:`train_epochs` with this estimator's settings and state.
+
+        ``report(loss)`` sees each epoch after the fitted attributes are
+        updated. Returns the weight average in force at the end.
+        """
+        rules = self._rules()
+        paths = epoch_paths(net, data, batcher, self._optimizer, rules)
         averager = weight_average(
             self.average, getattr(self, "_weight_average", None), net
         )
         self._set_or_drop("_weight_average", averager)
-        progress = self._progress
-        if not incremental:
-            progress.n_iter = 0
-        data = TrainingData(X, Y, sample_weight, total, validation)
 
         def epoch_report(loss):
             self.loss_ = loss
             self._publish_progress()
-            return report.task("epoch", loss)
+            return report(loss)
 
         self._optimizer, averager = train_epochs(
             net,
             data,
             batcher,
             self._optimizer,
-            progress,
+            self._progress,
             n_epochs=1 if incremental else self.max_iter,
             rules=rules,
-            workspace=workspace,
             averager=averager,
             rng=self._rng,
             score=self._score_output,
             report=epoch_report,
             max_iter=None if incremental else self.max_iter,
-            compiled=compiled,
+            **paths,
         )
         self._set_or_drop("_weight_average", averager)
         self._publish_progress()
-        if validation is not None and progress._best_parameters is not None:
-            net.parameters[...] = progress._best_parameters
-        self._publish_average(net, averager)
+        return averager
 
     def _set_or_drop(self, name, value):
         if value is None:

@@ -8,12 +8,12 @@ so ``batch_size`` and ``gradient_reduction`` do not apply. The bookkeeping
 
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._training import divergence_error, interrupted
-from .reduction import reduction_coefficients
 
 __all__ = ["train_lbfgs"]
 
@@ -35,9 +35,10 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
     loss : float
         The objective at the solution.
     """
-    n = data.X.shape[0]
+    n = data.n_samples
     workspace = network.workspace(n)
-    c = reduction_coefficients(data.sample_weight, n, "mean")
+    # Every evaluation is E on all the rows: the 'mean' of the whole set.
+    every_row, whole_set = slice(None), replace(rules, reduction="mean")
     start = network.parameters.astype(np.float64)
     # The last completed iteration: its weights and loss, and the function
     # evaluations (passes over the data) since the one before.
@@ -45,14 +46,8 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
 
     def fun(x):
         network.parameters[...] = x
-        loss, grad = network.gradient(
-            data.X,
-            data.Y,
-            c,
-            sample_weight=data.sample_weight,
-            alpha=rules.alpha,
-            total_weight=data.total,
-            workspace=workspace,
+        _, _, loss, grad = data.gradient(
+            network, every_row, scale=1.0, rules=whole_set, workspace=workspace
         )
         # Only the first evaluation blames the data: later ones are trial
         # points of a line search, which backs off from a non-finite value.
@@ -85,9 +80,7 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
         network.parameters[...] = last["x"]
         progress.n_iter, loss = last["iterations"], last["loss"]
         if loss is None:  # no iteration completed
-            loss = network.objective(
-                data.X, data.Y, data.sample_weight, alpha=rules.alpha
-            )
+            loss = data.objective(network, rules.alpha)
     else:
         network.parameters[...] = result.x
         progress.n_iter = min(int(result.nit), driver.max_iter)

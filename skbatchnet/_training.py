@@ -9,7 +9,9 @@ record; none of them sees an estimator. A step of stochastic training is
    and the penalty share ``alpha / S``;
 4. the optimizer's update,
 
-which :func:`run_epoch` spells out line by line.
+which :func:`run_epoch` spells out line by line, asking its data for steps
+2 and 3 (:meth:`TrainingData.gradient`): data held elsewhere, such as on a
+cluster (:mod:`skbatchnet.dask`), answers with the same numbers.
 """
 
 import math
@@ -38,6 +40,40 @@ class TrainingData:
     sample_weight: object
     total: float
     validation: object = None
+
+    @property
+    def n_samples(self):
+        return self.X.shape[0]
+
+    def gradient(self, network, rows, *, scale, rules, workspace):
+        """One batch's rows, weight, loss and reduced gradient times ``scale``.
+
+        The loss and gradient are None for a batch without weight.
+        """
+        X_batch, Y_batch = rows_of(self.X, rows), rows_of(self.Y, rows)
+        n = X_batch.shape[0]
+        if self.sample_weight is None:
+            w_batch, weight = None, float(n)
+        else:
+            w_batch = rows_of(self.sample_weight, rows)
+            weight = float(w_batch.sum())
+            if weight == 0:
+                return n, 0.0, None, None
+        c = reduction_coefficients(w_batch, n, rules.reduction).scaled(scale)
+        loss, grad = network.gradient(
+            X_batch,
+            Y_batch,
+            c,
+            sample_weight=w_batch,
+            alpha=rules.alpha,
+            total_weight=self.total,
+            workspace=workspace,
+        )
+        return n, weight, loss, grad
+
+    def objective(self, network, alpha):
+        """``E`` on all of the training rows."""
+        return network.objective(self.X, self.Y, self.sample_weight, alpha=alpha)
 
 
 @dataclass(frozen=True)
@@ -121,6 +157,8 @@ def rows_of(A, batch):
     """
     if isinstance(batch, np.ndarray) and isinstance(A, np.ndarray):
         return A.take(batch, axis=0)
+    if isinstance(batch, slice) and batch == slice(None):
+        return A  # every row: a sparse matrix would be copied
     return A[batch]
 
 
@@ -169,15 +207,24 @@ def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None)
 NON_FINITE = "Solver produced non-finite parameter weights."
 
 
-class Diverged(Exception):
+class Diverged(ValueError):
     """A non-finite loss or weights inside an epoch: where, and how far it got.
 
-    ``steps`` optimizer steps over ``seen`` rows were taken in the epoch.
+    ``steps`` optimizer steps over ``seen`` rows were taken in the epoch. The
+    epoch loop turns it into :func:`divergence_error`'s message; raised
+    elsewhere (by a worker's local epoch, say) it reads as that error does.
     """
 
     def __init__(self, what, batch, steps, seen):
-        super().__init__(what, batch, steps, seen)
+        super().__init__(
+            f"{NON_FINITE} Training diverged: the {what} became non-finite in "
+            f"batch {batch}, after {steps} steps. Lower learning_rate_init or "
+            "scale the inputs."
+        )
         self.what, self.batch, self.steps, self.seen = what, batch, steps, seen
+
+    def __reduce__(self):  # pickled from a worker with its fields
+        return type(self), (self.what, self.batch, self.steps, self.seen)
 
 
 def divergence_error(where, *, stepped, learning_rate=None, reduction="mean"):
@@ -212,33 +259,21 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager):
     of the total weight seen, so it is comparable across batch sizes. A
     non-finite loss or weights raise :class:`Diverged`.
     """
-    X, Y, sample_weight = data.X, data.Y, data.sample_weight
     loss_sum, weight_sum, seen, steps = 0.0, 0.0, 0, 0
     for number, rows in enumerate(batches, start=1):
-        X_batch, Y_batch = rows_of(X, rows), rows_of(Y, rows)
-        n = X_batch.shape[0]
-        if sample_weight is None:
-            w_batch, weight = None, float(n)
-        else:
-            w_batch = rows_of(sample_weight, rows)
-            weight = float(w_batch.sum())
-            if weight == 0:
-                # A batch with no weight has no gradient to follow.
-                seen += n
-                continue
-        c = reduction_coefficients(w_batch, n, rules.reduction)
         # The optimizer's first factor (SGD's rate, Adam's 1 - beta_1) joins
-        # the coefficients: the gradient is linear in them.
-        c = c.scaled(optimizer.gradient_scale)
-        loss, grad = network.gradient(
-            X_batch,
-            Y_batch,
-            c,
-            sample_weight=w_batch,
-            alpha=rules.alpha,
-            total_weight=data.total,
+        # the reduction coefficients: the gradient is linear in them.
+        n, weight, loss, grad = data.gradient(
+            network,
+            rows,
+            scale=optimizer.gradient_scale,
+            rules=rules,
             workspace=workspace,
         )
+        if weight == 0:
+            # A batch with no weight has no gradient to follow.
+            seen += n
+            continue
         if not math.isfinite(loss):
             raise Diverged("loss", number, steps, seen)
         optimizer.step([network.parameters], [grad])
@@ -256,9 +291,32 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager):
         # No batch carried weight (drop_last=True can drop every weighted
         # row): no step was taken and no batch estimates the objective, so
         # evaluate it exactly on the training data instead.
-        loss = network.objective(X, Y, sample_weight, alpha=rules.alpha)
-        return loss, steps, seen
+        return data.objective(network, rules.alpha), steps, seen
     return loss_sum / weight_sum, steps, seen
+
+
+def epoch_paths(network, data, batcher, optimizer, rules):
+    """How the epochs run: ``compiled`` and ``workspace`` for :func:`train_epochs`.
+
+    The compiled loop where it can train on the data (dense rows of the
+    network's float type), else :func:`run_epoch` with one workspace for every
+    batch (a shorter one uses its first rows).
+    """
+    bounds = batcher.bounds(data.n_samples)
+    X = getattr(data, "X", None)
+    if _compiled.CompiledEpochs.supports(network, X, optimizer):
+        compiled = _compiled.CompiledEpochs(
+            network,
+            X,
+            data.Y,
+            data.sample_weight,
+            bounds=bounds,
+            rules=rules,
+            total_weight=data.total,
+        )
+        return {"compiled": compiled, "workspace": None}
+    rows = max(stop - start for start, stop in bounds)
+    return {"compiled": None, "workspace": network.workspace(rows)}
 
 
 def compiled_epoch(compiled, order, optimizer, averager, data, rules):
@@ -272,9 +330,7 @@ def compiled_epoch(compiled, order, optimizer, averager, data, rules):
         raise Diverged("weights", result.batch, result.steps, result.seen)
     if result.weight_sum == 0:
         # As in run_epoch: no batch carried weight, so E is evaluated exactly.
-        loss = compiled.network.objective(
-            data.X, data.Y, data.sample_weight, alpha=rules.alpha
-        )
+        loss = data.objective(compiled.network, rules.alpha)
         return loss, result.steps, result.seen
     return result.loss_sum / result.weight_sum, result.steps, result.seen
 
@@ -391,7 +447,7 @@ def train_epochs(
         Those in force at the end (an interruption or a divergence restores
         the ones of the last completed epoch).
     """
-    n_samples = data.X.shape[0]
+    n_samples = data.n_samples
     orders = batcher.iter_orders(n_samples)
     for epoch in range(n_epochs):
         checkpoint = Checkpoint(network.parameters, optimizer, averager, rng)

@@ -1,0 +1,281 @@
+"""Training data held on a Dask cluster, and the tasks that reduce it there.
+
+The rows stay where Dask keeps them, one block (chunk) of rows per task input.
+A batch's gradient is a weighted sum over its rows, so it splits across the
+blocks: each block's task returns the partial sums of the rows it holds,
+
+    ``G_b = sum_i s_i grad(loss_i)``, ``S_b = sum_i s_i``, ``L_b = sum_i s_i loss_i``,
+
+and :class:`ClusterData` adds them in block order and applies the reduction
+on the client. What travels is parameters and row indices out, partial sums
+back. Every task is a pure function of its arguments, and the blocks are
+computed from a graph, so Dask can recompute whatever a lost worker held.
+"""
+
+from itertools import pairwise
+from types import SimpleNamespace
+
+import dask.array as da
+import numpy as np
+from dask.core import flatten
+from distributed import futures_of
+from sklearn.base import is_classifier
+
+from ._mlp import _one_hot
+from ._training import rows_of
+from .backprop import Network
+from .reduction import Coefficients, reduction_coefficients
+
+
+def network_of(spec, parameters):
+    """A :class:`Network` of ``spec = (layer_units, activation, loss)``."""
+    units, activation, loss = spec
+    dtype = parameters.dtype
+    net = Network(
+        [np.empty(shape, dtype) for shape in pairwise(units)],
+        [np.empty(n, dtype) for n in units[1:]],
+        activation=activation,
+        loss=loss,
+    )
+    net.parameters[...] = parameters
+    return net
+
+
+def partial_sums(parameters, spec, X, Y, w, rows):
+    """``(G_b, S_b, L_b, n_b)`` over ``rows`` of one block (a worker's task).
+
+    The coefficients are the rows' weights ``s_i`` (1 without weights) and
+    the penalty is left out: the reduction and the penalty need the whole
+    batch, which only the client sees.
+    """
+    net = network_of(spec, parameters)
+    X, Y = rows_of(X, rows), rows_of(Y, rows)
+    w = None if w is None else rows_of(w, rows)
+    n = X.shape[0]
+    weight = float(n) if w is None else float(w.sum())
+    c = Coefficients(1.0 if w is None else w, weight)
+    loss, grad = net.gradient(X, Y, c, sample_weight=w, workspace=net.workspace(n))
+    # gradient() returns the weighted mean loss; the client needs the sum.
+    return grad.copy(), weight, loss * weight, n
+
+
+def encode_block(y, binarizer, dtype):
+    """Targets of one block as the network sees them (one-hot for classes)."""
+    if binarizer is not None:
+        return _one_hot(binarizer, y, dtype)
+    Y = np.asarray(y, dtype=dtype)
+    return Y.reshape(-1, 1) if Y.ndim == 1 else Y
+
+
+def as_dask_array(value, name):
+    """``value`` as a dask array, and its column names if it was a DataFrame."""
+    columns = None
+    if hasattr(value, "to_dask_array"):  # a dask DataFrame or Series
+        columns = list(getattr(value, "columns", [])) or None
+        # Partition lengths are unknown by design; the row blocks need them.
+        value = value.to_dask_array(lengths=True)
+    if not isinstance(value, da.Array):
+        raise TypeError(
+            f"DataParallel.fit takes dask arrays or dask DataFrames, but {name} is "
+            f"a {type(value).__name__}. Wrap in-memory data with "
+            f"dask.array.from_array({name}, chunks=...) or fit the estimator "
+            "itself."
+        )
+    if any(np.isnan(size) for size in value.chunks[0]):
+        raise ValueError(
+            f"{name} has unknown chunk sizes (NaN) along the rows, so its rows "
+            f"cannot be addressed. Call {name}.compute_chunk_sizes() first (for "
+            "a dask DataFrame, to_dask_array(lengths=True))."
+        )
+    return value, columns
+
+
+class ClusterData:
+    """Row blocks on a cluster, answering training as :class:`TrainingData` does.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    blocks : list of tuple
+        ``(X, Y, w)`` futures of each block, ``w`` None without weights.
+    block_rows : list of int
+    total : float
+        ``S``, the total sample weight.
+    spec : tuple
+        ``(layer_units, activation, loss)`` of the network.
+    """
+
+    validation = None
+
+    def __init__(self, client, blocks, block_rows, total, spec):
+        self.client, self.blocks, self.total, self.spec = client, blocks, total, spec
+        self.block_rows = [int(n) for n in block_rows]
+        self.offsets = np.cumsum([0, *self.block_rows])
+        self.n_samples = int(self.offsets[-1])
+        self.bytes_sent = self.bytes_received = self.steps = 0
+
+    def split(self, rows):
+        """``[(block, local rows)]`` of a batch, blocks in order, none empty."""
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(self.n_samples)
+            out = []
+            for b, (lo, hi) in enumerate(pairwise(self.offsets)):
+                if max(start, lo) < min(stop, hi):
+                    local = slice(int(max(start, lo) - lo), int(min(stop, hi) - lo))
+                    out.append((b, local))
+            return out
+        block = np.searchsorted(self.offsets, rows, side="right") - 1
+        order = np.argsort(block, kind="stable")
+        cuts = np.searchsorted(block[order], np.arange(len(self.block_rows) + 1))
+        # Rows within a block fit in 32 bits: half the bytes to send.
+        return [
+            (b, (rows[order[lo:hi]] - self.offsets[b]).astype(np.int32))
+            for b, (lo, hi) in enumerate(pairwise(cuts))
+            if hi > lo
+        ]
+
+    def submit(self, parameters, rows):
+        """The partial-sum tasks of one batch, in block order."""
+        # One task holds the parameters; the blocks' tasks fetch them from
+        # the worker that has it, so the client sends them once per step.
+        params = self.client.submit(np.array, parameters, pure=False)
+        parts = self.split(rows)
+        self.steps += 1
+        self.bytes_sent += parameters.nbytes + sum(
+            getattr(r, "nbytes", 0) for _, r in parts
+        )
+        return [
+            self.client.submit(partial_sums, params, self.spec, *self.blocks[b], r)
+            for b, r in parts
+        ]
+
+    def gather(self, futures):
+        results = self.client.gather(futures)
+        self.bytes_received += sum(g.nbytes + 24 for g, *_ in results)
+        return results
+
+    def gradient(self, network, rows, *, scale, rules, workspace=None):
+        """As :meth:`TrainingData.gradient`, from the blocks' partial sums."""
+        parts = self.gather(self.submit(network.parameters, rows))
+        n = sum(p[3] for p in parts)
+        weight = sum(p[1] for p in parts)
+        if weight == 0:
+            return n, 0.0, None, None
+        grad = parts[0][0]
+        for g, *_ in parts[1:]:
+            grad += g
+        # Each row's coefficient is s_i times that of one unit of weight in a
+        # batch of total weight ``weight``: 1/weight for 'mean', 1 for 'sum'.
+        c = reduction_coefficients(None, weight, rules.reduction).scaled(scale)
+        grad *= c.c
+        W = network.parameters[: network.n_coefs]
+        loss = sum(p[2] for p in parts) / weight
+        if rules.alpha:
+            grad[: network.n_coefs] += W * (rules.alpha * c.total / self.total)
+            loss += 0.5 * rules.alpha * network.penalty() / self.total
+        return n, weight, loss, grad
+
+    def objective(self, network, alpha):
+        """``E`` on all of the rows."""
+        rules = SimpleNamespace(alpha=alpha, reduction="mean")
+        return self.gradient(network, slice(None), scale=1.0, rules=rules)[2]
+
+
+def distribute(client, estimator, X, y, sample_weight):
+    """Validate the data on the cluster, fit the target encoding, persist blocks.
+
+    Sets the estimator's first-pass attributes (``n_features_in_``,
+    ``classes_``...) from a few probe rows, never from the data itself.
+
+    Returns
+    -------
+    data : ClusterData
+        With ``dtype`` and ``n_outputs`` set, and without the network spec,
+        which the caller fills in once the network is drawn.
+    """
+    X, columns = as_dask_array(X, "X")
+    y, _ = as_dask_array(y, "y")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D, got {X.ndim} dimensions.")
+    if not isinstance(X._meta, np.ndarray):
+        raise TypeError(
+            f"DataParallel needs dense blocks of X, got {type(X._meta).__name__}; "
+            "convert them with X.map_blocks(lambda b: b.toarray())."
+        )
+    if X.numblocks[1] > 1:
+        # A task sees whole rows: blocks split along the columns are joined.
+        X = X.rechunk({1: -1})
+    rows = X.chunks[0]
+    arrays = {"y": y}
+    if sample_weight is not None:
+        arrays["sample_weight"] = as_dask_array(sample_weight, "sample_weight")[0]
+    for name, A in arrays.items():
+        if A.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"X has {X.shape[0]} rows but {name} has {A.shape[0]}; they must "
+                "have the same number of rows."
+            )
+        arrays[name] = A.rechunk((rows,) + A.shape[1:])
+    y, w = arrays["y"], arrays.get("sample_weight")
+    dtype = np.float32 if X.dtype == np.float32 else np.float64
+    X = X.astype(dtype)
+    classifier = is_classifier(estimator)
+    if classifier and y.ndim > 1 and y.shape[1] > 1:
+        raise ValueError(
+            "DataParallel does not support multilabel targets (2-D y) for "
+            "classifiers yet; fit the estimator in memory."
+        )
+    checks = [
+        da.isfinite(X).all(),
+        1.0 if w is None else w.min(),
+        float(X.shape[0]) if w is None else w.sum(),
+        da.unique(y.ravel()) if classifier else da.isfinite(y).all(),
+    ]
+    if getattr(estimator, "loss", None) == "poisson":
+        checks.append(y.min())
+    stats = client.gather(client.compute(checks))
+    _check_stats(stats, classifier, w is not None)
+    probe_y = stats[3] if classifier else np.zeros((1,) + y.shape[1:], dtype)
+    probe_X = np.zeros((len(probe_y), X.shape[1]), dtype)
+    if columns is not None:
+        import pandas as pd
+
+        probe_X = pd.DataFrame(probe_X, columns=columns)
+    # The estimator's own encoding, fitted on one probe row per class.
+    estimator._encode_targets(probe_X, probe_y, True, False, None, False, None)
+    binarizer = getattr(estimator, "_label_binarizer", None)
+    n_outputs = encode_block(probe_y, binarizer, dtype).shape[1]
+    persisted = client.persist([A for A in (X, y, w) if A is not None])
+    Xb, yb = _block_futures(persisted[0]), _block_futures(persisted[1])
+    wb = _block_futures(persisted[2]) if w is not None else [None] * len(Xb)
+    Yb = [client.submit(encode_block, f, binarizer, dtype) for f in yb]
+    data = ClusterData(client, list(zip(Xb, Yb, wb)), rows, float(stats[2]), None)
+    data.dtype, data.n_outputs = dtype, n_outputs
+    return data
+
+
+def _check_stats(stats, classifier, weighted):
+    finite_X, w_min, w_sum, targets = stats[:4]
+    if not finite_X:
+        raise ValueError(
+            "X contains NaN or infinity; remove or impute those values (for "
+            "example with sklearn.impute.SimpleImputer) before fitting."
+        )
+    if weighted and not (np.isfinite(w_sum) and w_min >= 0 and w_sum > 0):
+        raise ValueError(
+            "sample_weight must be finite and non-negative with a positive sum, "
+            f"got a minimum of {float(w_min)!r} and a sum of {float(w_sum)!r}."
+        )
+    if not classifier and not targets:
+        raise ValueError("y contains NaN or infinity; every target must be finite.")
+    if len(stats) > 4 and stats[4] < 0:
+        raise ValueError(
+            "loss='poisson' requires non-negative targets y; got a minimum of "
+            f"{float(stats[4])!r}. Use loss='squared_error' or shift the targets."
+        )
+
+
+def _block_futures(A):
+    """The futures of a persisted array's blocks, in row order."""
+    futures = {f.key: f for f in futures_of(A)}
+    return [futures[key] for key in flatten(A.__dask_keys__())]
