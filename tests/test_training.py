@@ -203,3 +203,35 @@ def test_interrupted_epoch_leaves_the_weight_average_of_the_last_epoch(monkeypat
         est = BatchMLPRegressor(max_iter=5, **kw).fit(X, Y_REG)
     assert est.n_iter_ == 2
     assert np.array_equal(_parameters(est), _parameters(reference))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_weighted_epoch_loss_weights_each_batch_by_its_weight(reduction):
+    """The epoch loss is sum_b W_b E_b / sum_b W_b, where E_b is batch b's
+    estimate of the objective at the weights before its step,
+    (1 / W_b) sum_{i in b} s_i loss_i + (alpha / 2S) ||W||^2, and W_b the
+    batch's total weight. Replayed by hand, so it holds on every supported
+    scikit-learn version (whose own MLP weighs batches by row count)."""
+    w = 0.2 + 3.0 * RNG.rand(30)
+    alpha, size = 0.3, 8  # batches of 8, 8, 8 and 6 rows
+    params = dict(hidden_layer_sizes=(5,), batch_size=size, shuffle=False)
+    est = BatchMLPRegressor(
+        **params, alpha=alpha, gradient_reduction=reduction, max_iter=1, **SGD
+    ).fit(X, Y_REG, sample_weight=w)
+    net = Network.initialize(
+        [4, 5, 1], activation="relu", random_state=SGD["random_state"]
+    )
+    Y = Y_REG.reshape(-1, 1)
+    estimates, weights = [], []
+    for start in range(0, 30, size):
+        rows = slice(start, start + size)
+        data = np.average(net.per_example_loss(X[rows], Y[rows]), weights=w[rows])
+        estimates.append(data + 0.5 * alpha * net.penalty() / w.sum())
+        weights.append(w[rows].sum())
+        _replay_sgd(net, [(X[rows], Y[rows], w[rows])], alpha, w.sum(), reduction, 0.05)
+    expected = np.dot(weights, estimates) / np.sum(weights)
+    assert est.loss_curve_ == [pytest.approx(expected, rel=1e-12)]
+    np.testing.assert_allclose(_parameters(est), net.parameters, rtol=1e-12)
+    # Row counts as batch weights (scikit-learn's rule) give another number.
+    by_rows = np.dot([8, 8, 8, 6], estimates) / 30
+    assert not np.isclose(by_rows, expected, rtol=1e-6)
