@@ -51,7 +51,15 @@ STATUS = {
     34: "skipped",
     None: "not run",
 }
-COLUMNS = ("generated", "killed", "survived", "timeout", "no tests", "other")
+COLUMNS = (
+    "generated",
+    "killed",
+    "survived",
+    "timeout",
+    "no tests",
+    "not run",
+    "other",
+)
 
 
 def ensure_mutmut():
@@ -81,7 +89,7 @@ def results(module):
 
 
 def summary(modules, seconds):
-    header = f"{'module':<14}" + "".join(f"{c:>11}" for c in COLUMNS)
+    header = f"{'module':<14}" + "".join(f"{c:>10}" for c in COLUMNS)
     header += f"{'s/mutant':>10}"
     print(header)
     print("-" * len(header))
@@ -93,17 +101,21 @@ def summary(modules, seconds):
             print(f"{module:<14}  not run")
             continue
         counts, names = found
+        if counts["not run"] == counts["generated"]:
+            # Generated with another module's run, never tested.
+            print(f"{module:<14}  not run")
+            continue
         total.update(counts)
         survivors += names
         per = seconds.get(module)
         per = f"{per / max(counts['generated'], 1):.2f}" if per else "-"
         print(
             f"{module:<14}"
-            + "".join(f"{counts[c]:>11}" for c in COLUMNS)
+            + "".join(f"{counts[c]:>10}" for c in COLUMNS)
             + f"{per:>10}"
         )
     print("-" * len(header))
-    print(f"{'total':<14}" + "".join(f"{total[c]:>11}" for c in COLUMNS))
+    print(f"{'total':<14}" + "".join(f"{total[c]:>10}" for c in COLUMNS))
     if survivors:
         print("\nSurviving mutants (inspect with `mutmut show NAME`):")
         for name in survivors:

@@ -119,6 +119,15 @@ def test_divergence_message_names_epoch_batch_rate_and_remedies(monkeypatch, cas
     assert "learning_rate_init" in msg
     assert "StandardScaler" in msg or "scale" in msg.lower()
     assert "'mean'" in msg
+    # and the whole message, word for word around the numbers
+    what = "loss" if False in finite else "weights"
+    expected = (
+        rf"Training diverged: the {what} became non-finite in epoch {epoch + 1}, "
+        rf"batch {batch + 1}, at learning rate \S+\. Lower learning_rate_init, "
+        r"scale the inputs \(for example with StandardScaler\), or use "
+        r"gradient_reduction='mean' instead of 'sum'\."
+    )
+    assert re.fullmatch(expected, msg), msg
     assert not hasattr(est, "coefs_")
 
 

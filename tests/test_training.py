@@ -7,6 +7,9 @@ skipped batches, weighted validation, the penalty's S, the weight average
 across interruptions and warm starts.
 """
 
+import contextlib
+import warnings
+
 import numpy as np
 import pytest
 
@@ -235,3 +238,174 @@ def test_weighted_epoch_loss_weights_each_batch_by_its_weight(reduction):
     # Row counts as batch weights (scikit-learn's rule) give another number.
     by_rows = np.dot([8, 8, 8, 6], estimates) / 30
     assert not np.isclose(by_rows, expected, rtol=1e-6)
+
+
+# -- the stopping rule, the weight average's start, L-BFGS (mutation testing) --
+
+
+def _stop_epoch(curve, tol, n_iter_no_change, higher_is_better=False):
+    """scikit-learn's stopping rule, written out: the epoch at which more than
+    ``n_iter_no_change`` consecutive epochs failed to beat the best value by
+    ``tol`` (an epoch equal to the best beats it when ``tol`` is 0), or None."""
+    best, count = -np.inf if higher_is_better else np.inf, 0
+    for epoch, value in enumerate(curve, start=1):
+        if higher_is_better:
+            count = count + 1 if value < best + tol else 0
+            best = max(best, value)
+        else:
+            count = count + 1 if value > best - tol else 0
+            best = min(best, value)
+        if count > n_iter_no_change:
+            return epoch
+    return None
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-3, 0.05])
+@pytest.mark.parametrize("n_iter_no_change", [1, 2])
+def test_training_loss_stopping_rule(tol, n_iter_no_change):
+    # A large rate makes the loss go up and down, so the counter both grows
+    # and resets before the rule fires.
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        batch_size=4,
+        tol=tol,
+        n_iter_no_change=n_iter_no_change,
+        max_iter=40,
+        **dict(SGD, learning_rate_init=0.3),
+    ).fit(X, Y_REG)
+    stop = _stop_epoch(est.loss_curve_, tol, n_iter_no_change)
+    assert stop == est.n_iter_ == len(est.loss_curve_) < 40
+    assert est.best_loss_ == min(est.loss_curve_)
+
+
+def test_equal_loss_counts_as_improvement_when_tol_is_zero():
+    # Without any weighted batch no step is taken: every epoch has the same
+    # loss. With tol=0 an equal loss is not worse than the best (as in
+    # scikit-learn), so training runs all its epochs.
+    w = np.zeros(30)
+    w[-4:] = 1.0  # batches of 13 rows: the last 4 rows are dropped
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        batch_size=13,
+        shuffle=False,
+        drop_last=True,
+        tol=0.0,
+        n_iter_no_change=1,
+        max_iter=5,
+        **SGD,
+    ).fit(X, Y_REG, sample_weight=w)
+    assert len(set(est.loss_curve_)) == 1
+    assert est.n_iter_ == 5
+    est.set_params(tol=1e-12).fit(X, Y_REG, sample_weight=w)
+    assert est.n_iter_ == 3  # epochs 2 and 3 do not improve
+
+
+class _Recorder(BatchMLPClassifier):
+    """Logs the weights at each validation scoring."""
+
+    def _score_output(self, output, y, sample_weight):
+        self.__dict__.setdefault("log", []).append(_parameters(self))
+        return super()._score_output(output, y, sample_weight)
+
+
+@pytest.mark.parametrize("tol, n_iter_no_change", [(0.0, 2), (0.05, 1), (0.0, 100)])
+def test_validation_stopping_rule_and_best_weights(tol, n_iter_no_change, capsys):
+    est = _Recorder(
+        hidden_layer_sizes=(5,),
+        batch_size=4,
+        early_stopping=True,
+        validation_fraction=0.4,
+        tol=tol,
+        n_iter_no_change=n_iter_no_change,
+        max_iter=15,
+        verbose=True,
+        **dict(SGD, learning_rate_init=0.01),
+    ).fit(X, Y_CLS)
+    scores = est.validation_scores_
+    stop = _stop_epoch(scores, tol, n_iter_no_change, higher_is_better=True)
+    assert est.n_iter_ == len(scores) == (stop or 15)
+    # The best weights are those of the first epoch reaching the best score.
+    first_best = scores.index(max(scores))
+    assert np.array_equal(_parameters(est), est.log[first_best])
+    if n_iter_no_change == 100:
+        assert scores.count(max(scores)) > 1, "precondition: a tie at the best"
+        assert not np.array_equal(est.log[first_best], est.log[-1])
+    out = capsys.readouterr().out.splitlines()
+    printed = [line for line in out if line.startswith("Validation score: ")]
+    assert printed == [f"Validation score: {s:f}" for s in scores]
+
+
+@pytest.mark.parametrize("average, first", [(True, 0), (1, 0), (3, 2), (7, 6)])
+def test_weight_average_starts_at_the_step_that_sees_k_samples(average, first):
+    """With one row per step, average=k averages the weights after steps
+    k, k+1, ... (True is 1): replayed by hand."""
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        batch_size=1,
+        shuffle=False,
+        average=average,
+        max_iter=1,
+        **SGD,
+    ).fit(X[:10], Y_REG[:10])
+    net = Network.initialize(
+        [4, 5, 1], activation="relu", random_state=SGD["random_state"]
+    )
+    trajectory = []
+    for i in range(10):
+        rows = slice(i, i + 1)
+        _replay_sgd(net, [(X[rows], Y_REG[rows], np.ones(1))], 0.0001, 10, "mean", 0.05)
+        trajectory.append(net.parameters.copy())
+    expected = np.mean(trajectory[first:], axis=0)
+    np.testing.assert_allclose(_parameters(est), expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("max_iter", [3, 200])
+def test_lbfgs_follows_scipy_on_the_objective(max_iter):
+    """The oracle: scipy's L-BFGS-B on E and grad E from the public core
+    (Network.objective, Network.batch_gradient over all the rows), from the
+    same initial weights, with the estimator's limits."""
+    import scipy.optimize
+    from sklearn.exceptions import ConvergenceWarning
+
+    w = 0.5 + RNG.rand(30)
+    params = dict(hidden_layer_sizes=(5,), alpha=0.2, max_iter=max_iter, tol=1e-6)
+    message = (
+        r"lbfgs failed to converge after 3 iterations \(status=1\): .+\. "
+        r"Increase max_iter or max_fun, or scale the data\.$"
+    )
+    expected = pytest.warns(ConvergenceWarning, match=message)
+    with expected if max_iter == 3 else _no_warning():
+        est = BatchMLPRegressor(solver="lbfgs", random_state=3, **params).fit(
+            X, Y_REG, sample_weight=w
+        )
+    net = Network.initialize([4, 5, 1], activation="relu", random_state=3)
+    Y = Y_REG.reshape(-1, 1)
+
+    def fun(x):
+        net.parameters[...] = x
+        _, coef_grads, intercept_grads = net.batch_gradient(X, Y, w, alpha=0.2)
+        grad = np.concatenate([g.ravel() for g in coef_grads + intercept_grads])
+        return net.objective(X, Y, w, alpha=0.2), grad
+
+    curve = []
+    result = scipy.optimize.minimize(
+        fun,
+        net.parameters.copy(),
+        method="L-BFGS-B",
+        jac=True,
+        callback=lambda xk: curve.append(fun(xk)[0]),
+        options={"maxiter": max_iter, "maxfun": 15000, "gtol": 1e-6},
+    )
+    np.testing.assert_allclose(_parameters(est), result.x, rtol=1e-9, atol=1e-12)
+    assert est.n_iter_ == result.nit
+    assert est.loss_curve_ == pytest.approx(curve, rel=1e-9)
+    assert est.loss_ == pytest.approx(result.fun, rel=1e-9)
+    assert est.best_loss_ == min(est.loss_curve_ + [est.loss_])
+    assert (result.status != 0) == (max_iter == 3)
+
+
+@contextlib.contextmanager
+def _no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
