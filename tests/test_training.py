@@ -12,10 +12,12 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.model_selection import train_test_split
 
 import skbatchnet._base
 import skbatchnet.backprop
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
+from skbatchnet._training import split_validation
 from skbatchnet.backprop import Network
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -359,25 +361,31 @@ def test_weight_average_starts_at_the_step_that_sees_k_samples(average, first):
     np.testing.assert_allclose(_parameters(est), expected, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("weighted", [True, False])
 @pytest.mark.parametrize("max_iter", [3, 200])
-def test_lbfgs_follows_scipy_on_the_objective(max_iter):
+def test_lbfgs_follows_scipy_on_the_objective(max_iter, weighted, capsys):
     """The oracle: scipy's L-BFGS-B on E and grad E from the public core
     (Network.objective, Network.batch_gradient over all the rows), from the
     same initial weights, with the estimator's limits."""
     import scipy.optimize
     from sklearn.exceptions import ConvergenceWarning
 
-    w = 0.5 + RNG.rand(30)
-    params = dict(hidden_layer_sizes=(5,), alpha=0.2, max_iter=max_iter, tol=1e-6)
+    w = 0.5 + RNG.rand(30) if weighted else None
+    params = dict(
+        hidden_layer_sizes=(5,), alpha=0.2, max_iter=max_iter, tol=1e-6, verbose=True
+    )
     message = (
         r"lbfgs failed to converge after 3 iterations \(status=1\): .+\. "
         r"Increase max_iter or max_fun, or scale the data\.$"
     )
     expected = pytest.warns(ConvergenceWarning, match=message)
-    with expected if max_iter == 3 else _no_warning():
+    with expected if max_iter == 3 else _no_warning() as record:
         est = BatchMLPRegressor(solver="lbfgs", random_state=3, **params).fit(
             X, Y_REG, sample_weight=w
         )
+    if max_iter == 3:
+        # Attributed to the caller's code, not to the training loop.
+        assert not record[0].filename.endswith("_training.py")
     net = Network.initialize([4, 5, 1], activation="relu", random_state=3)
     Y = Y_REG.reshape(-1, 1)
 
@@ -402,6 +410,11 @@ def test_lbfgs_follows_scipy_on_the_objective(max_iter):
     assert est.loss_ == pytest.approx(result.fun, rel=1e-9)
     assert est.best_loss_ == min(est.loss_curve_ + [est.loss_])
     assert (result.status != 0) == (max_iter == 3)
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if "Iteration" in ln]
+    assert printed == [
+        f"Iteration {i}, loss = {loss:.8f}"
+        for i, loss in enumerate(est.loss_curve_, start=1)
+    ]
 
 
 @contextlib.contextmanager
@@ -409,3 +422,87 @@ def _no_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         yield
+
+
+# -- the early-stopping split, against scikit-learn's train_test_split --------
+
+
+def _split(n=30, fraction=0.3, stratify=True, sample_weight=None, y=None, seed=7):
+    y = (np.arange(n) % 3) if y is None else y
+    # Row i of X is (i, i): the parts show which rows went where.
+    X_, Y_ = np.repeat(np.arange(n, dtype=float), 2).reshape(n, 2), np.ones((n, 1))
+    ours = split_validation(
+        X_,
+        Y_,
+        y,
+        sample_weight,
+        fraction=fraction,
+        rng=np.random.RandomState(seed),
+        stratify_by=y if stratify else None,
+    )
+    return (X_, Y_, y, sample_weight), ours
+
+
+@pytest.mark.parametrize(
+    "labels, fraction, stratified",
+    [
+        (np.arange(30) % 3, 0.3, True),
+        (np.arange(30) % 3, 0.1, True),  # n_val = 3 = n_classes: just enough
+        (np.arange(30) % 3, 0.05, False),  # n_val = 2 < 3 classes
+        (np.arange(30) % 3, 0.95, False),  # 1 training row < 3 classes
+        (np.r_[np.zeros(29, int), 1], 0.3, False),  # a class of one example
+        (np.r_[np.zeros(28, int), 1, 1], 0.3, True),  # two are enough
+    ],
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_split_validation_is_train_test_split(labels, fraction, stratified, weighted):
+    """Stratified when every class has two examples and fits on both sides,
+    plain random otherwise; the oracle is train_test_split with the same
+    seed."""
+    w = 1.0 + np.arange(30.0) if weighted else None
+    (X_, Y_, y, w), (train, val) = _split(fraction=fraction, y=labels, sample_weight=w)
+    arrays = [X_, Y_, y] + ([w] if weighted else [])
+    expected = train_test_split(
+        *arrays,
+        random_state=np.random.RandomState(7),
+        test_size=fraction,
+        stratify=y if stratified else None,
+    )
+    if not weighted:
+        expected += [None, None]
+    assert len(train) == len(val) == 4
+    for got, want in zip(train + val, expected[0::2] + expected[1::2]):
+        if want is None:
+            assert got is None
+        else:
+            assert np.array_equal(got, want)
+
+
+def test_split_validation_refusals():
+    with pytest.raises(ValueError) as info:
+        _split(fraction=0)
+    assert str(info.value) == (
+        "early_stopping=True needs a held-out set, but validation_fraction "
+        "is 0. Set validation_fraction to a value in (0, 1), e.g. 0.1."
+    )
+    with pytest.raises(ValueError) as info:
+        _split(n=10, fraction=0.1, stratify=False)  # one held-out row
+    assert str(info.value) == (
+        "The validation set is too small. Increase validation_fraction or "
+        "the size of the data set, or set early_stopping=False."
+    )
+    _, (_, val) = _split(n=10, fraction=0.2, stratify=False)  # two: enough
+    assert val[0].shape[0] == 2
+    _, (train, val) = _split(sample_weight=np.ones(30))
+    for side, part in [("held-out", val), ("training", train)]:
+        # The split does not depend on the weights: zero one side's rows.
+        w = np.ones(30)
+        w[part[0][:, 0].astype(int)] = 0.0
+        with pytest.raises(ValueError) as info:
+            _split(sample_weight=w)
+        assert str(info.value) == (
+            f"With early_stopping=True the {side} part of the data has zero "
+            "total sample weight. Give more examples a positive weight, "
+            "change validation_fraction or random_state, or set "
+            "early_stopping=False."
+        )
