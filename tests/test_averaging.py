@@ -28,6 +28,10 @@ def _trajectory(est, X, y, steps, **fit_kw):
     return np.array(weights)
 
 
+def _flat(est):
+    return np.concatenate([p.ravel() for p in est.coefs_ + est.intercepts_])
+
+
 def _predict_with(est, flat):
     net = Network(est.coefs_, est.intercepts_, activation=est.activation, loss=est.loss)
     net.parameters[...] = flat
@@ -73,18 +77,18 @@ def test_average_survives_pickling_and_warm_start():
     for a, b in zip(straight.coefs_, resumed.coefs_):
         assert_allclose(a, b, rtol=0)
 
-    # warm_start fits keep averaging over the new fit's steps.
-    warm = BatchMLPRegressor(
-        **dict(KW, solver="sgd", average=True, max_iter=2, warm_start=True)
-    )
+    # warm_start fits keep averaging over the new fit's steps: two fits of two
+    # full-batch steps average the weights after each of the four steps.
+    # Plain SGD (momentum=0) keeps no optimizer state, so four warm fits of
+    # one step each give the same raw trajectory.
+    sgd = dict(KW, solver="sgd", momentum=0.0, warm_start=True)
+    warm = BatchMLPRegressor(**sgd, average=True, max_iter=2)
     warm.fit(X, y_reg)
-    twice = warm.fit(X, y_reg).coefs_[0].copy()
-    plain = BatchMLPRegressor(**dict(KW, solver="sgd", max_iter=2, warm_start=True))
-    raw = np.array(
-        [plain.fit(X, y_reg).coefs_[0].copy() for _ in range(2)]
-    )  # weights after 2 and 4 steps
-    assert not np.allclose(twice, raw[-1])  # the average, not the last weights
-    assert np.linalg.norm(twice - raw[-1]) < np.linalg.norm(raw[0] - raw[-1])
+    warm.fit(X, y_reg)
+    plain = BatchMLPRegressor(**sgd, max_iter=1)
+    raw = np.array([_flat(plain.fit(X, y_reg)) for _ in range(4)])
+    assert_allclose(_flat(warm), raw.mean(axis=0), rtol=1e-12, atol=1e-15)
+    assert not np.allclose(_flat(warm), raw[2:].mean(axis=0))  # not this fit's only
 
 
 def test_average_off_drops_the_average():

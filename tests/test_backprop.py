@@ -26,6 +26,7 @@ from skbatchnet._activations import relu
 from skbatchnet._losses import _row_max
 from skbatchnet.backprop import Network
 from skbatchnet.per_example import per_example_gradients
+from skbatchnet.reduction import Coefficients, reduction_coefficients
 
 
 # ---- 1. Finite differences of an independent objective ----
@@ -283,3 +284,98 @@ def test_float32_gradient(loss, n_outputs, reduction):
         assert loss32 == pytest.approx(loss64, rel=1e-5)
         for g32, g64 in zip(cg32 + ig32, cg64 + ig64):
             assert rel_error(g32.astype(np.float64), g64) < 1e-4
+
+
+# -- defaults, messages, dtypes and the chunked paths (mutation testing) -------
+
+
+def test_network_defaults():
+    net = Network.initialize([3, 4, 2], random_state=0)
+    assert (net.activation, net.loss) == ("relu", "squared_error")
+    plain = Network(net.coefs, net.intercepts)
+    assert (plain.activation, plain.loss) == ("relu", "squared_error")
+    X, Y = np.ones((2, 3)), np.ones((2, 2))
+    # objective's alpha defaults to 0: the data term alone.
+    assert plain.objective(X, Y) == plain.objective(X, Y, alpha=0.0)
+    assert plain.objective(X, Y) != plain.objective(X, Y, alpha=1.0)
+
+
+def test_network_messages():
+    net = Network.initialize([3, 4, 2], random_state=0)
+    cases = [
+        (dict(activation="gelu"), "activation must be one of "),
+        (dict(loss="hinge"), "loss must be one of "),
+    ]
+    for kwargs, start in cases:
+        with pytest.raises(ValueError) as info:
+            Network(net.coefs, net.intercepts, **kwargs)
+        assert str(info.value).startswith(start)
+        assert repr(next(iter(kwargs.values()))) + "." in str(info.value)
+    with pytest.raises(ValueError) as info:
+        Network(net.coefs, net.intercepts[:1])
+    assert str(info.value) == (
+        "coefs and intercepts must be non-empty lists of the same length, got 2 and 1."
+    )
+
+
+def test_float32_network_stays_float32():
+    net = Network.initialize(
+        [3, 4, 2], loss="binary_log_loss", dtype=np.float32, random_state=0
+    )
+    assert all(p.dtype == np.float32 for p in net.coefs + net.intercepts)
+    X = np.random.RandomState(0).randn(5, 3).astype(np.float32)
+    y = np.array([[0, 1], [1, 0], [1, 1], [0, 0], [1, 0]], dtype=np.float64)
+    assert net.decision_function(X).dtype == np.float32
+    assert net.per_example_loss(X, y).dtype == np.float32
+
+
+def test_one_dimensional_target_is_one_column():
+    net = Network.initialize([3, 4, 1], random_state=0)
+    X, y = np.random.RandomState(1).randn(6, 3), np.arange(6.0)
+    np.testing.assert_array_equal(
+        net.per_example_loss(X, y), net.per_example_loss(X, y.reshape(-1, 1))
+    )
+
+
+def test_zero_weight_sum_batch_estimates_the_penalty_alone():
+    # 'sum' accepts a batch of total weight 0: no example counts, so its
+    # estimate of E is the penalty alone, and its gradient (every c_i is 0)
+    # is 0.
+    net = Network.initialize([3, 4, 2], random_state=0)
+    X, Y = np.ones((3, 3)), np.ones((3, 2))
+    w = np.zeros(3)
+    c = reduction_coefficients(w, 3, "sum")
+    loss, grad = net.gradient(X, Y, c, sample_weight=w, alpha=0.5, total_weight=4.0)
+    assert loss == pytest.approx(0.5 * 0.5 * net.penalty() / 4.0, rel=1e-15)
+    np.testing.assert_array_equal(grad, np.zeros_like(grad))
+
+
+def test_scalar_coefficients_scale_the_gradient():
+    net = Network.initialize([3, 4, 2], random_state=0)
+    rng = np.random.RandomState(2)
+    X, Y = rng.randn(5, 3), rng.randn(5, 2)
+    one = net.gradient(X, Y, Coefficients(1.0, 5.0), alpha=0.3)[1].copy()
+    for factor in (2.0, 0.5):
+        scaled = net.gradient(X, Y, Coefficients(factor, 5.0 * factor), alpha=0.3)[1]
+        np.testing.assert_allclose(scaled, factor * one, rtol=1e-13)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_chunked_paths_equal_one_pass(monkeypatch, weighted):
+    # Past chunk_rows a batch is processed chunk by chunk; force tiny chunks
+    # and compare with the one-pass results.
+    net = Network.initialize([3, 4, 2], random_state=0)
+    rng = np.random.RandomState(3)
+    X, Y = rng.randn(23, 3), rng.randn(23, 2)
+    w = rng.uniform(0.5, 2.0, 23) if weighted else None
+    c = reduction_coefficients(w, 23, "mean")
+    whole_out = net.decision_function(X)
+    whole_loss, whole_grad = net.gradient(X, Y, c, sample_weight=w, alpha=0.1)
+    whole_grad = whole_grad.copy()
+    monkeypatch.setattr(Network, "chunk_rows", lambda self, cache_mib=None: 5)
+    np.testing.assert_allclose(net.decision_function(X), whole_out, rtol=1e-13)
+    loss, grad = net.gradient(
+        X, Y, c, sample_weight=w, alpha=0.1, workspace=net.workspace(5)
+    )
+    assert loss == pytest.approx(whole_loss, rel=1e-13)
+    np.testing.assert_allclose(grad, whole_grad, rtol=1e-12, atol=1e-15)

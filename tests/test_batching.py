@@ -61,6 +61,41 @@ def test_resolve_batch_size_rejects(bad):
         resolve_batch_size(bad, 10)
 
 
+@pytest.mark.parametrize("bad", [0, 2.5, "Auto", None])
+def test_resolve_batch_size_error_names_the_choices(bad):
+    with pytest.raises(ValueError) as info:
+        resolve_batch_size(bad, 10)
+    assert str(info.value) == (
+        f"batch_size must be a positive integer, 'auto' or 'full', got {bad!r}."
+    )
+
+
+def test_invalid_minibatcher_messages():
+    # The whole messages, word for word: each names the value and the fix.
+    with pytest.raises(ValueError) as info:
+        Minibatcher(4, drop_last="keep").bounds(10)
+    assert str(info.value) == "drop_last must be False, True or 'merge', got 'keep'."
+    with pytest.raises(ValueError) as info:
+        Minibatcher(4).bounds(0)
+    assert str(info.value) == (
+        "n_samples must be a positive integer, got 0: an epoch needs at least one row."
+    )
+
+
+def test_default_batch_size_is_auto():
+    assert Minibatcher().batch_size == "auto"
+    assert Minibatcher().bounds(450) == Minibatcher("auto").bounds(450)
+    assert Minibatcher().bounds(450) == [(0, 200), (200, 400), (400, 450)]
+
+
+@pytest.mark.parametrize("merge", ["".join(["mer", "ge"]), np.str_("merge")])
+def test_merge_is_recognised_by_value_not_identity(merge):
+    # A string equal to 'merge' built at run time (or a numpy string, as read
+    # from a configuration) is not the literal's object; it is the same policy.
+    assert merge == "merge"
+    assert Minibatcher(4, drop_last=merge).bounds(10) == [(0, 4), (4, 10)]
+
+
 def test_invalid_minibatcher_options():
     for kwargs in ({"drop_last": "keep"}, {"drop_last": None}, {"drop_last": 2}):
         with pytest.raises(ValueError):

@@ -7,11 +7,12 @@ import pytest
 from conftest import (
     SMALL,
     allclose_weights,
+    bitwise_equal,
     copied_weights,
     make_data,
 )
 
-from skbatchnet import BatchMLPRegressor
+from skbatchnet import BatchMLPRegressor, Network
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -40,14 +41,23 @@ def test_drop_last_changes_the_batches():
 
 def test_drop_last_never_records_nan_loss():
     # The only weighted rows sit in the short last batch, which is dropped:
-    # no step has any weight. Fitting must not silently report NaN losses.
+    # no step has any weight. Fitting takes no step and records, for each
+    # epoch, the objective E at the unchanged initial weights: not NaN, not 0.
     X, y, _ = make_data()
+    w = np.r_[np.zeros(32), np.ones(8)]
     est = BatchMLPRegressor(
-        solver="sgd", batch_size=16, drop_last=True, shuffle=False, max_iter=2, **SMALL
+        solver="sgd",
+        batch_size=16,
+        drop_last=True,
+        shuffle=False,
+        max_iter=2,
+        alpha=0.1,
+        **SMALL,
+    ).fit(X, y, sample_weight=w)
+    init = Network.initialize(
+        [4, 6, 1], activation="relu", random_state=SMALL["random_state"]
     )
-    try:
-        est.fit(X, y, sample_weight=np.r_[np.zeros(32), np.ones(8)])
-    except ValueError as exc:
-        assert "weight" in str(exc)
-    else:
-        assert np.isfinite(est.loss_curve_).all(), est.loss_curve_
+    assert bitwise_equal(copied_weights(est), init.coefs + init.intercepts)
+    objective = init.objective(X, y.reshape(-1, 1), w, alpha=0.1)
+    assert est.loss_curve_ == [pytest.approx(objective, rel=1e-12)] * 2
+    assert est.n_iter_ == 2

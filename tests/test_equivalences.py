@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from conftest import fitted_weights
 from numpy.testing import assert_allclose
-from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
@@ -232,40 +231,6 @@ def test_penalty_share_is_independent_of_batch_size(weighted):
         for acc_sum, acc_mean, w in zip(epoch_sum, epoch_mean, W):
             assert_allclose(acc_sum, alpha * w, rtol=1e-9, atol=1e-14)
             assert_allclose(acc_mean, alpha / S * w, rtol=1e-9, atol=1e-14)
-
-
-def test_sklearn_penalty_share_depends_on_batch_size():
-    # Contrast: scikit-learn's per-batch gradient carries (alpha / B) W, so
-    # its penalty's weight relative to the data term changes with B. This uses
-    # scikit-learn's private _backprop; skip if its signature has changed.
-    n, alpha = 20, 0.9
-    X, Y = _data(n=n)
-    est = MLPRegressor(
-        hidden_layer_sizes=(6,), solver="sgd", max_iter=1, random_state=0
-    ).fit(X, Y)
-
-    def backprop(batch, a):
-        est.alpha = a
-        grads = [np.empty_like(c) for c in est.coefs_ + est.intercepts_]
-        activations = [X[batch]] + [None] * len(est.coefs_)
-        deltas = [None] * len(est.coefs_)
-        coef_grads, intercept_grads = grads[: len(deltas)], grads[len(deltas) :]
-        _, cg, _ = est._backprop(
-            X[batch], Y[batch], None, activations, deltas, coef_grads, intercept_grads
-        )
-        return [g.copy() for g in cg]
-
-    try:
-        backprop(np.arange(3), 0.0)
-    except (TypeError, AttributeError) as exc:  # pragma: no cover
-        pytest.skip(f"scikit-learn's private _backprop changed: {exc}")
-    for size in (1, 7, n):
-        batch = np.arange(size)
-        parts = [a - b for a, b in zip(backprop(batch, alpha), backprop(batch, 0.0))]
-        for p, w in zip(parts, est.coefs_):
-            assert_allclose(p, alpha / size * w, rtol=1e-9, atol=1e-14)
-            if size != n:  # not grad E's (alpha / n) W
-                assert not np.allclose(p, alpha / n * w, rtol=1e-3)
 
 
 # -- 5. integer sample weights are repeated rows --------------------------------

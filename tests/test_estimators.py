@@ -9,14 +9,16 @@ import scipy.sparse as sp
 from conftest import (
     SMALL,
     allclose_weights,
+    bitwise_equal,
     copied_weights,
     make_data,
     pickled_state,
 )
 from scipy.special import logsumexp
 from sklearn.base import clone
-from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.preprocessing import LabelBinarizer
 
+import skbatchnet._base
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, Minibatcher, Network
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -43,7 +45,9 @@ def test_partial_fit_keeps_optimizer_state(solver, stateful):
     cont = clone(est).partial_fit(X, y).partial_fit(X, y)
     fresh = clone(est).partial_fit(X, y)
     fresh.set_params(warm_start=True, max_iter=1).fit(X, y)
-    assert allclose_weights(copied_weights(cont), copied_weights(fresh)) is not bool(
+    # Without optimizer state the two runs make the same operations in the
+    # same order: bit for bit the same weights.
+    assert bitwise_equal(copied_weights(cont), copied_weights(fresh)) is not bool(
         stateful
     )
 
@@ -89,7 +93,7 @@ def test_regressor_partial_fit_ignores_classes():
     X, y, _ = make_data()
     a = BatchMLPRegressor(solver="sgd", **SMALL).partial_fit(X, y, classes=[1, 2])
     b = BatchMLPRegressor(solver="sgd", **SMALL).partial_fit(X, y)
-    assert allclose_weights(copied_weights(a), copied_weights(b), rtol=0, atol=0)
+    assert bitwise_equal(copied_weights(a), copied_weights(b))
 
 
 @pytest.mark.parametrize("Est", [BatchMLPClassifier, BatchMLPRegressor])
@@ -211,15 +215,35 @@ def test_batch_size_resolved(batch_size, n, expected):
     assert est.batch_size_ == expected
 
 
-def test_early_stopping_attributes():
+def test_early_stopping_attributes(monkeypatch):
+    # Exact oracle: each epoch's validation score and loss recomputed from the
+    # same held-out rows and that epoch's weights (logged by _Recorder).
+    original = skbatchnet._base.split_validation
+    parts = {}
+
+    def spy(*args, **kwargs):
+        parts["train"], parts["val"] = original(*args, **kwargs)
+        return parts["train"], parts["val"]
+
+    monkeypatch.setattr(skbatchnet._base, "split_validation", spy)
     X, _, y = make_data(n=60)
-    est = BatchMLPClassifier(
-        early_stopping=True, max_iter=6, n_iter_no_change=100, **SMALL
-    ).fit(X, y)
-    assert len(est.validation_scores_) == len(est.validation_loss_curve_) == 6
+    w = np.linspace(0.2, 3.0, 60)
+    est = _Recorder(early_stopping=True, max_iter=6, n_iter_no_change=100, **SMALL)
+    est.fit(X, y, sample_weight=w)
+    X_val, _, y_val, w_val = parts["val"]
+    Y_val = LabelBinarizer().fit(est.classes_).transform(y_val)
+    scores, losses = [], []
+    for _, weights in est.log:
+        net = Network(
+            weights[:2], weights[2:], activation=est.activation, loss="log_loss"
+        )
+        predicted = est.classes_[net.decision_function(X_val).argmax(axis=1)]
+        scores.append(np.average(predicted == y_val, weights=w_val))
+        losses.append(np.average(net.per_example_loss(X_val, Y_val), weights=w_val))
+    assert len(est.log) == 6
+    assert est.validation_scores_ == pytest.approx(scores, rel=1e-15)
+    assert est.validation_loss_curve_ == pytest.approx(losses, rel=1e-12)
     assert est.best_validation_score_ == max(est.validation_scores_)
-    assert all(0 <= s <= 1 for s in est.validation_scores_)
-    assert all(np.isfinite(v) and v > 0 for v in est.validation_loss_curve_)
     assert est.best_loss_ is None
     assert est.batch_size_ == 54  # 'auto' on the 54 training rows
 
@@ -232,7 +256,7 @@ def test_early_stopping_keeps_best_weights():
     best = int(np.argmax(est.validation_scores_))
     assert len(snapshots) == est.n_iter_ == 12
     assert best < 11, "precondition: the last epoch is not the best"
-    assert allclose_weights(copied_weights(est), snapshots[best], rtol=0, atol=0)
+    assert bitwise_equal(copied_weights(est), snapshots[best])
     assert not allclose_weights(copied_weights(est), snapshots[-1])
 
 
@@ -349,14 +373,18 @@ def test_zero_sample_weight_equals_dropping_rows():
 
 
 def test_class_weight():
+    # class_weight is documented as multiplied into the sample weights, so
+    # the fits are bit for bit those with the product as sample_weight.
     X, _, y = make_data()
     y[:25] = 0  # imbalanced
     est = BatchMLPClassifier(batch_size=10, max_iter=5, **SMALL)
     plain = copied_weights(clone(est).fit(X, y))
 
     balanced = copied_weights(clone(est).set_params(class_weight="balanced").fit(X, y))
-    sw = compute_sample_weight("balanced", y)
-    assert allclose_weights(
+    # 'balanced', written out: n_samples / (n_classes * count of the class).
+    counts = np.bincount(y)
+    sw = (len(y) / (len(counts) * counts))[y]
+    assert bitwise_equal(
         balanced, copied_weights(clone(est).fit(X, y, sample_weight=sw))
     )
     assert not allclose_weights(balanced, plain)
@@ -364,7 +392,7 @@ def test_class_weight():
     cw = {0: 1.0, 1: 3.0, 2: 0.5}
     as_dict = copied_weights(clone(est).set_params(class_weight=cw).fit(X, y))
     sw_cw = np.array([cw[c] for c in y])
-    assert allclose_weights(
+    assert bitwise_equal(
         as_dict, copied_weights(clone(est).fit(X, y, sample_weight=sw_cw))
     )
     assert not allclose_weights(as_dict, plain)
@@ -372,7 +400,7 @@ def test_class_weight():
     extra = np.linspace(0.5, 2.0, 40)
     both = clone(est).set_params(class_weight=cw).fit(X, y, sample_weight=extra)
     product = clone(est).fit(X, y, sample_weight=extra * sw_cw)
-    assert allclose_weights(copied_weights(both), copied_weights(product))
+    assert bitwise_equal(copied_weights(both), copied_weights(product))
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])

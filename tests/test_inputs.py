@@ -158,6 +158,21 @@ def test_balanced_class_weight_in_partial_fit():
     assert pickled_state(est) == before
     est.set_params(class_weight={0: 1.0, 1: 2.0, 2: 1.0}).partial_fit(X, Y_CLS)
     assert est.n_iter_ == 2
+    # The dict weighs this call exactly as the same weights given per row.
+    by_hand = BatchMLPClassifier(solver="sgd", **SMALL)
+    by_hand.partial_fit(X, Y_CLS, classes=[0, 1, 2])
+    by_hand.partial_fit(X, Y_CLS, sample_weight=np.where(Y_CLS == 1, 2.0, 1.0))
+    unweighted = BatchMLPClassifier(solver="sgd", **SMALL)
+    unweighted.partial_fit(X, Y_CLS, classes=[0, 1, 2]).partial_fit(X, Y_CLS)
+    weights = est.coefs_ + est.intercepts_
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(weights, by_hand.coefs_ + by_hand.intercepts_)
+    )
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(weights, unweighted.coefs_ + unweighted.intercepts_)
+    )
 
 
 @pytest.mark.parametrize("Est, y", ESTIMATORS)

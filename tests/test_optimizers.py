@@ -13,6 +13,7 @@ same formulas (the stored state and the constants differ), so the
 trajectories agree to rounding, not bitwise.
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -251,3 +252,82 @@ def test_constant_schedule_and_adam_stop_when_the_loss_stalls(capsys):
     adam = Adam(_params(), learning_rate_init=0.01)
     adam.iteration_ends(1000)  # no schedule
     assert adam.learning_rate == 0.01
+
+
+# -- defaults, the stopping boundary and the L-BFGS driver (mutation testing) --
+
+
+@pytest.mark.parametrize(
+    "ours, theirs", [(SGD, "SGDOptimizer"), (Adam, "AdamOptimizer")]
+)
+def test_defaults_are_scikit_learns(ours, theirs):
+    # The oracle is scikit-learn's optimizers built with their defaults;
+    # skbatchnet spells 'nesterovs_momentum' as 'nesterov'.
+    from sklearn.neural_network import _stochastic_optimizers
+
+    reference = getattr(_stochastic_optimizers, theirs)(_params())
+    opt = ours(_params())
+    names = [
+        name
+        for name in inspect.signature(type(reference)).parameters
+        if name != "params"
+    ]
+    assert names
+    for name in names:
+        mine = "nesterov" if name == "nesterovs_momentum" else name
+        theirs_value = getattr(reference, name)
+        assert getattr(opt, mine) == theirs_value, name
+        assert type(getattr(opt, mine)) is type(theirs_value), name
+
+
+@pytest.mark.parametrize("rate", [2e-6, 1e-6, 5e-7])
+def test_adaptive_stop_boundary_is_scikit_learns(rate, capsys):
+    # At exactly 1e-6 scikit-learn stops; the messages are the same too.
+    from sklearn.neural_network._stochastic_optimizers import SGDOptimizer
+
+    ours = SGD(_params(), lr_schedule="adaptive")
+    theirs = SGDOptimizer(_params(), lr_schedule="adaptive")
+    ours.learning_rate = theirs.learning_rate = rate
+    stop = ours.trigger_stopping("Stalled.", verbose=True)
+    out = capsys.readouterr().out
+    assert stop == theirs.trigger_stopping("Stalled.", verbose=True)
+    assert out == capsys.readouterr().out
+    assert ours.learning_rate == theirs.learning_rate
+
+
+def _rosenbrock(x):
+    """Value and gradient of the n-dimensional Rosenbrock function."""
+    a, b = x[:-1], x[1:]
+    value = np.sum(100.0 * (b - a**2) ** 2 + (1.0 - a) ** 2)
+    grad = np.zeros_like(x)
+    grad[:-1] = -400.0 * a * (b - a**2) - 2.0 * (1.0 - a)
+    grad[1:] += 200.0 * (b - a**2)
+    return value, grad
+
+
+def test_lbfgs_driver_converges_and_reports_each_iteration():
+    seen = []
+    result = LBFGS(max_iter=1000, max_fun=15000, tol=1e-10).minimize(
+        _rosenbrock, np.zeros(6), callback=lambda x: seen.append(x.copy())
+    )
+    assert result.success
+    np.testing.assert_allclose(result.x, np.ones(6), rtol=1e-5)
+    assert len(seen) == result.nit > 10
+
+
+def test_lbfgs_driver_respects_max_iter_max_fun_and_tol():
+    def counted(x):
+        counted.calls += 1
+        return _rosenbrock(x)
+
+    counted.calls = 0
+    x0 = np.zeros(6)
+    assert LBFGS(max_iter=3, max_fun=15000, tol=0.0).minimize(_rosenbrock, x0).nit == 3
+    result = LBFGS(max_iter=1000, max_fun=5, tol=0.0).minimize(counted, x0)
+    # scipy checks the budget between line searches, so it may overshoot a
+    # little; without the budget the run needs far more evaluations.
+    assert counted.calls == result.nfev < 30
+    loose = LBFGS(max_iter=1000, max_fun=15000, tol=1.0).minimize(_rosenbrock, x0)
+    tight = LBFGS(max_iter=1000, max_fun=15000, tol=1e-10).minimize(_rosenbrock, x0)
+    assert np.abs(loose.jac).max() < 1.0
+    assert loose.nit < tight.nit

@@ -9,9 +9,11 @@ epochs, a few hidden units), so no example can hang.
 """
 
 import contextlib
+import re
 import warnings
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -110,9 +112,51 @@ def parameters(draw, solvers=("sgd", "adam", "lbfgs"), early_stopping=None):
     )
 
 
-def _refused(error):
-    assert isinstance(error, (ValueError, TypeError)), repr(error)
-    assert str(error).strip(), f"{type(error).__name__} without a message"
+def _zero_weight(sample_weight):
+    return sample_weight is not None and not np.any(sample_weight)
+
+
+def _allowed_refusals(est, task, X, y, sample_weight, classes=None):
+    """The documented refusals that these inputs can trigger, as patterns.
+
+    Each refusal is allowed only when its cause is present in the inputs, so
+    that a refusal of a problem the estimator should fit fails the test.
+    ``classes`` are the labels known before this call (given to partial_fit
+    or learnt by an earlier call).
+    """
+    allowed = []
+    if _zero_weight(sample_weight):
+        allowed.append(r"Sample weights must contain at least one non-zero number")
+    if X.shape[0] == 0:
+        allowed.append(r"Found array with 0 sample\(s\) .* a minimum of 1 is required")
+    if X.shape[0] == 1 and task in CLASSIFICATION:
+        allowed.append(r"Found array with 1 sample\(s\) .* a minimum of 2 is required")
+    if task in ("binary", "multiclass"):
+        if len(np.unique(y) if classes is None else classes) < 2:
+            allowed.append(r"The target y has only one class \(.*\); a classifier")
+    if est.learning_rate_init >= 0.1 or est.gradient_reduction == "sum":
+        # Large steps may diverge (inputs are scaled up to 10x); the
+        # documented refusal says which parameters to change.
+        allowed.append(
+            r"Solver produced non-finite parameter weights\. "
+            r"Training diverged: the loss became non-finite"
+        )
+    if est.early_stopping:
+        allowed += [
+            r"The validation set is too small\. Increase validation_fraction",
+            r"With early_stopping=True the (training|held-out) part of the data "
+            r"has zero total sample weight\.",
+        ]
+    return allowed
+
+
+def _refused(error, allowed):
+    assert isinstance(error, ValueError), repr(error)
+    message = str(error)
+    assert any(re.match(pattern, message) for pattern in allowed), (
+        f"refused with {message!r}, which none of these inputs explains "
+        f"(allowed: {allowed})"
+    )
 
 
 @contextlib.contextmanager
@@ -163,8 +207,10 @@ def _fit_or_refuse(est, task, X, y, sample_weight, X_new):
         try:
             est.fit(X, y, sample_weight=sample_weight)
         except Exception as error:
-            _refused(error)
+            _refused(error, _allowed_refusals(est, task, X, y, sample_weight))
             return
+        # Data without any weight has no objective: it must be refused.
+        assert not _zero_weight(sample_weight), "fitted data of zero total weight"
         _check_fitted(est, task, X, y, X_new)
 
 
@@ -196,7 +242,7 @@ def test_classifier_fits_or_refuses(data, params):
 )
 def test_partial_fit_chunks_fit_or_refuse(data, params, n_chunks):
     # partial_fit over consecutive chunks (early stopping is refused there,
-    # see test_estimators.py);
+    # see test_partial_fit_refuses_early_stopping below);
     # a refused chunk leaves a model that still predicts sanely.
     task, X, y, sample_weight, X_new = data
     est = _make(task, params)
@@ -207,10 +253,41 @@ def test_partial_fit_chunks_fit_or_refuse(data, params, n_chunks):
     with _quiet():
         for start, stop in zip(bounds[:-1], bounds[1:]):
             w = None if sample_weight is None else sample_weight[start:stop]
+            X_chunk, y_chunk = X[start:stop], y[start:stop]
             try:
-                est.partial_fit(X[start:stop], y[start:stop], sample_weight=w, **kw)
+                est.partial_fit(X_chunk, y_chunk, sample_weight=w, **kw)
             except Exception as error:
-                _refused(error)
-            kw = {}
+                # Once known, the classes make a chunk of one class as valid
+                # as any other.
+                classes = kw.get("classes", getattr(est, "classes_", None))
+                _refused(
+                    error, _allowed_refusals(est, task, X_chunk, y_chunk, w, classes)
+                )
+            else:
+                assert not _zero_weight(w), "fitted a chunk of zero total weight"
+                # The classes are needed until a call succeeds, not only on
+                # the first call.
+                kw = {}
             if hasattr(est, "coefs_"):
                 _check_fitted(est, task, X, y, X_new)
+
+
+@SETTINGS
+@given(
+    datasets(REGRESSION + CLASSIFICATION),
+    parameters(solvers=("sgd", "adam"), early_stopping=True),
+)
+def test_partial_fit_refuses_early_stopping(data, params):
+    # The held-out set would change with every call, so the documented
+    # refusal comes before any other check of the data.
+    task, X, y, sample_weight, _ = data
+    est = _make(task, params)
+    kw = {"classes": np.unique(y)} if task in ("binary", "multiclass") else {}
+    with pytest.raises(ValueError) as info:
+        est.partial_fit(X, y, sample_weight=sample_weight, **kw)
+    assert str(info.value) == (
+        "partial_fit does not support early_stopping=True: the held-out "
+        "set would change with every call. Use fit, or set "
+        "early_stopping=False."
+    )
+    assert not hasattr(est, "coefs_")

@@ -73,8 +73,35 @@ def test_unit_weights_equal_no_weights(reduction):
 
 
 def test_mean_of_zero_total_weight_is_refused():
-    with pytest.raises(ValueError, match="total sample weight"):
+    with pytest.raises(ValueError) as info:
         reduction_coefficients(np.zeros(3), 3, "mean")
+    # The whole message, word for word: it names the cause and the fix.
+    assert str(info.value) == (
+        "The 'mean' reduction divides by the batch's total sample weight, "
+        "which is 0 for this batch. Give the batch a positive weight or "
+        "skip it."
+    )
+
+
+@pytest.mark.parametrize("total", [1e-300, 0.25, 1.0])
+def test_mean_accepts_any_positive_total_weight(total):
+    # Only a total of exactly 0 has no mean; a small total is a valid batch.
+    sw = np.array([0.0, 1.0, 3.0]) * (total / 4.0)
+    c, c_total = reduction_coefficients(sw, 3, "mean")
+    np.testing.assert_allclose(c, [0.0, 0.25, 0.75], rtol=1e-15)
+    assert c_total == 1.0
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0, 0.5, 0.0])
+@pytest.mark.parametrize("sw", [None, WEIGHTS])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_scaled_coefficients(reduction, sw, factor):
+    c, total = reduction_coefficients(sw, len(WEIGHTS), reduction)
+    got_c, got_total = reduction_coefficients(sw, len(WEIGHTS), reduction).scaled(
+        factor
+    )
+    np.testing.assert_array_equal(got_c, np.multiply(c, factor))
+    assert got_total == total * factor
 
 
 @pytest.mark.parametrize("reduction", ["avg", "Mean", None])

@@ -24,9 +24,49 @@ from conftest import (
 )
 
 import skbatchnet.backprop
-from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
+from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, _rollback
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+class _Holder:
+    """The least an object needs for snapshot/restore: get_params and vars."""
+
+    def __init__(self, random_state):
+        self.random_state = random_state
+
+    def get_params(self, deep=True):
+        return {"random_state": self.random_state}
+
+
+def test_restore_rewinds_both_generators_when_they_differ():
+    # random_state (the caller's generator) and _rng (the training stream)
+    # are usually one object; when they are two, both are rewound in place.
+    given, stream = np.random.RandomState(0), np.random.RandomState(1)
+    est = _Holder(given)
+    est._rng = stream
+    est.coefs_ = [np.zeros(2)]
+    expected = (given.get_state()[1].copy(), stream.get_state()[1].copy())
+    backup = _rollback.snapshot(est)
+    given.rand(5)
+    stream.rand(7)
+    est.coefs_[0][:] = 1.0
+    _rollback.restore(est, backup)
+    assert est.random_state is given and est._rng is stream
+    np.testing.assert_array_equal(given.get_state()[1], expected[0])
+    np.testing.assert_array_equal(stream.get_state()[1], expected[1])
+    np.testing.assert_array_equal(est.coefs_[0], np.zeros(2))
+
+
+def test_restore_keeps_the_named_attributes():
+    est = _Holder(0)
+    est.coefs_, est.log_ = [np.zeros(2)], ["before"]
+    backup = _rollback.snapshot(est, keep_by_reference=("log_",))
+    est.coefs_, est.log_ = [np.ones(2)], ["before", "during"]
+    _rollback.restore(est, backup, keep=("log_", "absent_"))
+    assert est.log_ == ["before", "during"]
+    np.testing.assert_array_equal(est.coefs_[0], np.zeros(2))
+    assert not hasattr(est, "absent_")
 
 
 def test_snapshot_sees_every_kind_of_change():

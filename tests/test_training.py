@@ -7,13 +7,18 @@ skipped batches, weighted validation, the penalty's S, the weight average
 across interruptions and warm starts.
 """
 
+import contextlib
+import warnings
+
 import numpy as np
 import pytest
 from conftest import use_numpy_epochs
+from sklearn.model_selection import train_test_split
 
 import skbatchnet._base
 import skbatchnet.backprop
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
+from skbatchnet._training import split_validation
 from skbatchnet.backprop import Network
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -206,3 +211,302 @@ def test_interrupted_epoch_leaves_the_weight_average_of_the_last_epoch(monkeypat
         est = BatchMLPRegressor(max_iter=5, **kw).fit(X, Y_REG)
     assert est.n_iter_ == 2
     assert np.array_equal(_parameters(est), _parameters(reference))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_weighted_epoch_loss_weights_each_batch_by_its_weight(reduction):
+    """The epoch loss is sum_b W_b E_b / sum_b W_b, where E_b is batch b's
+    estimate of the objective at the weights before its step,
+    (1 / W_b) sum_{i in b} s_i loss_i + (alpha / 2S) ||W||^2, and W_b the
+    batch's total weight. Replayed by hand, so it holds on every supported
+    scikit-learn version (whose own MLP weighs batches by row count)."""
+    w = 0.2 + 3.0 * RNG.rand(30)
+    alpha, size = 0.3, 8  # batches of 8, 8, 8 and 6 rows
+    params = dict(hidden_layer_sizes=(5,), batch_size=size, shuffle=False)
+    est = BatchMLPRegressor(
+        **params, alpha=alpha, gradient_reduction=reduction, max_iter=1, **SGD
+    ).fit(X, Y_REG, sample_weight=w)
+    net = Network.initialize(
+        [4, 5, 1], activation="relu", random_state=SGD["random_state"]
+    )
+    Y = Y_REG.reshape(-1, 1)
+    estimates, weights = [], []
+    for start in range(0, 30, size):
+        rows = slice(start, start + size)
+        data = np.average(net.per_example_loss(X[rows], Y[rows]), weights=w[rows])
+        estimates.append(data + 0.5 * alpha * net.penalty() / w.sum())
+        weights.append(w[rows].sum())
+        _replay_sgd(net, [(X[rows], Y[rows], w[rows])], alpha, w.sum(), reduction, 0.05)
+    expected = np.dot(weights, estimates) / np.sum(weights)
+    assert est.loss_curve_ == [pytest.approx(expected, rel=1e-12)]
+    np.testing.assert_allclose(_parameters(est), net.parameters, rtol=1e-12)
+    # Row counts as batch weights (scikit-learn's rule) give another number.
+    by_rows = np.dot([8, 8, 8, 6], estimates) / 30
+    assert not np.isclose(by_rows, expected, rtol=1e-6)
+
+
+# -- the stopping rule, the weight average's start, L-BFGS (mutation testing) --
+
+
+def _stop_epoch(curve, tol, n_iter_no_change, higher_is_better=False):
+    """scikit-learn's stopping rule, written out: the epoch at which more than
+    ``n_iter_no_change`` consecutive epochs failed to beat the best value by
+    ``tol`` (an epoch equal to the best beats it when ``tol`` is 0), or None."""
+    best, count = -np.inf if higher_is_better else np.inf, 0
+    for epoch, value in enumerate(curve, start=1):
+        if higher_is_better:
+            count = count + 1 if value < best + tol else 0
+            best = max(best, value)
+        else:
+            count = count + 1 if value > best - tol else 0
+            best = min(best, value)
+        if count > n_iter_no_change:
+            return epoch
+    return None
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-3, 0.05])
+@pytest.mark.parametrize("n_iter_no_change", [1, 2])
+def test_training_loss_stopping_rule(tol, n_iter_no_change):
+    # A large rate makes the loss go up and down, so the counter both grows
+    # and resets before the rule fires.
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        batch_size=4,
+        tol=tol,
+        n_iter_no_change=n_iter_no_change,
+        max_iter=40,
+        **dict(SGD, learning_rate_init=0.3),
+    ).fit(X, Y_REG)
+    stop = _stop_epoch(est.loss_curve_, tol, n_iter_no_change)
+    assert stop == est.n_iter_ == len(est.loss_curve_) < 40
+    assert est.best_loss_ == min(est.loss_curve_)
+
+
+def test_equal_loss_counts_as_improvement_when_tol_is_zero():
+    # Without any weighted batch no step is taken: every epoch has the same
+    # loss. With tol=0 an equal loss is not worse than the best (as in
+    # scikit-learn), so training runs all its epochs.
+    w = np.zeros(30)
+    w[-4:] = 1.0  # batches of 13 rows: the last 4 rows are dropped
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        batch_size=13,
+        shuffle=False,
+        drop_last=True,
+        tol=0.0,
+        n_iter_no_change=1,
+        max_iter=5,
+        **SGD,
+    ).fit(X, Y_REG, sample_weight=w)
+    assert len(set(est.loss_curve_)) == 1
+    assert est.n_iter_ == 5
+    est.set_params(tol=1e-12).fit(X, Y_REG, sample_weight=w)
+    assert est.n_iter_ == 3  # epochs 2 and 3 do not improve
+
+
+class _Recorder(BatchMLPClassifier):
+    """Logs the weights at each validation scoring."""
+
+    def _score_output(self, output, y, sample_weight):
+        self.__dict__.setdefault("log", []).append(_parameters(self))
+        return super()._score_output(output, y, sample_weight)
+
+
+@pytest.mark.parametrize("tol, n_iter_no_change", [(0.0, 2), (0.05, 1), (0.0, 100)])
+def test_validation_stopping_rule_and_best_weights(tol, n_iter_no_change, capsys):
+    est = _Recorder(
+        hidden_layer_sizes=(5,),
+        batch_size=4,
+        early_stopping=True,
+        validation_fraction=0.4,
+        tol=tol,
+        n_iter_no_change=n_iter_no_change,
+        max_iter=15,
+        verbose=True,
+        **dict(SGD, learning_rate_init=0.01),
+    ).fit(X, Y_CLS)
+    scores = est.validation_scores_
+    stop = _stop_epoch(scores, tol, n_iter_no_change, higher_is_better=True)
+    assert est.n_iter_ == len(scores) == (stop or 15)
+    # The best weights are those of the first epoch reaching the best score.
+    first_best = scores.index(max(scores))
+    assert np.array_equal(_parameters(est), est.log[first_best])
+    if n_iter_no_change == 100:
+        assert scores.count(max(scores)) > 1, "precondition: a tie at the best"
+        assert not np.array_equal(est.log[first_best], est.log[-1])
+    out = capsys.readouterr().out.splitlines()
+    printed = [line for line in out if line.startswith("Validation score: ")]
+    assert printed == [f"Validation score: {s:f}" for s in scores]
+
+
+@pytest.mark.parametrize("average, first", [(True, 0), (1, 0), (3, 2), (7, 6)])
+def test_weight_average_starts_at_the_step_that_sees_k_samples(average, first):
+    """With one row per step, average=k averages the weights after steps
+    k, k+1, ... (True is 1): replayed by hand."""
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        batch_size=1,
+        shuffle=False,
+        average=average,
+        max_iter=1,
+        **SGD,
+    ).fit(X[:10], Y_REG[:10])
+    net = Network.initialize(
+        [4, 5, 1], activation="relu", random_state=SGD["random_state"]
+    )
+    trajectory = []
+    for i in range(10):
+        rows = slice(i, i + 1)
+        _replay_sgd(net, [(X[rows], Y_REG[rows], np.ones(1))], 0.0001, 10, "mean", 0.05)
+        trajectory.append(net.parameters.copy())
+    expected = np.mean(trajectory[first:], axis=0)
+    np.testing.assert_allclose(_parameters(est), expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("max_iter", [3, 200])
+def test_lbfgs_follows_scipy_on_the_objective(max_iter, weighted, capsys):
+    """The oracle: scipy's L-BFGS-B on E and grad E from the public core
+    (Network.objective, Network.batch_gradient over all the rows), from the
+    same initial weights, with the estimator's limits."""
+    import scipy.optimize
+    from sklearn.exceptions import ConvergenceWarning
+
+    w = 0.5 + RNG.rand(30) if weighted else None
+    params = dict(
+        hidden_layer_sizes=(5,), alpha=0.2, max_iter=max_iter, tol=1e-6, verbose=True
+    )
+    message = (
+        r"lbfgs failed to converge after 3 iterations \(status=1\): .+\. "
+        r"Increase max_iter or max_fun, or scale the data\.$"
+    )
+    expected = pytest.warns(ConvergenceWarning, match=message)
+    with expected if max_iter == 3 else _no_warning() as record:
+        est = BatchMLPRegressor(solver="lbfgs", random_state=3, **params).fit(
+            X, Y_REG, sample_weight=w
+        )
+    if max_iter == 3:
+        # Attributed to the caller's code, not to the training loop.
+        assert not record[0].filename.endswith("_training.py")
+    net = Network.initialize([4, 5, 1], activation="relu", random_state=3)
+    Y = Y_REG.reshape(-1, 1)
+
+    def fun(x):
+        net.parameters[...] = x
+        _, coef_grads, intercept_grads = net.batch_gradient(X, Y, w, alpha=0.2)
+        grad = np.concatenate([g.ravel() for g in coef_grads + intercept_grads])
+        return net.objective(X, Y, w, alpha=0.2), grad
+
+    curve = []
+    result = scipy.optimize.minimize(
+        fun,
+        net.parameters.copy(),
+        method="L-BFGS-B",
+        jac=True,
+        callback=lambda xk: curve.append(fun(xk)[0]),
+        options={"maxiter": max_iter, "maxfun": 15000, "gtol": 1e-6},
+    )
+    np.testing.assert_allclose(_parameters(est), result.x, rtol=1e-9, atol=1e-12)
+    assert est.n_iter_ == result.nit
+    assert est.loss_curve_ == pytest.approx(curve, rel=1e-9)
+    assert est.loss_ == pytest.approx(result.fun, rel=1e-9)
+    assert est.best_loss_ == min(est.loss_curve_ + [est.loss_])
+    assert (result.status != 0) == (max_iter == 3)
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if "Iteration" in ln]
+    assert printed == [
+        f"Iteration {i}, loss = {loss:.8f}"
+        for i, loss in enumerate(est.loss_curve_, start=1)
+    ]
+
+
+@contextlib.contextmanager
+def _no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+# -- the early-stopping split, against scikit-learn's train_test_split --------
+
+
+def _split(n=30, fraction=0.3, stratify=True, sample_weight=None, y=None, seed=7):
+    y = (np.arange(n) % 3) if y is None else y
+    # Row i of X is (i, i): the parts show which rows went where.
+    X_, Y_ = np.repeat(np.arange(n, dtype=float), 2).reshape(n, 2), np.ones((n, 1))
+    ours = split_validation(
+        X_,
+        Y_,
+        y,
+        sample_weight,
+        fraction=fraction,
+        rng=np.random.RandomState(seed),
+        stratify_by=y if stratify else None,
+    )
+    return (X_, Y_, y, sample_weight), ours
+
+
+@pytest.mark.parametrize(
+    "labels, fraction, stratified",
+    [
+        (np.arange(30) % 3, 0.3, True),
+        (np.arange(30) % 3, 0.1, True),  # n_val = 3 = n_classes: just enough
+        (np.arange(30) % 3, 0.05, False),  # n_val = 2 < 3 classes
+        (np.arange(30) % 3, 0.95, False),  # 1 training row < 3 classes
+        (np.r_[np.zeros(28, int), 1, 2], 0.3, False),  # a class of one example
+        (np.r_[np.zeros(28, int), 1, 1], 0.3, True),  # two are enough
+    ],
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_split_validation_is_train_test_split(labels, fraction, stratified, weighted):
+    """Stratified when every class has two examples and fits on both sides,
+    plain random otherwise; the oracle is train_test_split with the same
+    seed."""
+    # Small weights: a part whose total is below 1 is as valid as any.
+    w = 0.001 * (1.0 + np.arange(30.0)) if weighted else None
+    (X_, Y_, y, w), (train, val) = _split(fraction=fraction, y=labels, sample_weight=w)
+    arrays = [X_, Y_, y] + ([w] if weighted else [])
+    expected = train_test_split(
+        *arrays,
+        random_state=np.random.RandomState(7),
+        test_size=fraction,
+        stratify=y if stratified else None,
+    )
+    if not weighted:
+        expected += [None, None]
+    assert len(train) == len(val) == 4
+    for got, want in zip(train + val, expected[0::2] + expected[1::2]):
+        if want is None:
+            assert got is None
+        else:
+            assert np.array_equal(got, want)
+
+
+def test_split_validation_refusals():
+    with pytest.raises(ValueError) as info:
+        _split(fraction=0)
+    assert str(info.value) == (
+        "early_stopping=True needs a held-out set, but validation_fraction "
+        "is 0. Set validation_fraction to a value in (0, 1), e.g. 0.1."
+    )
+    with pytest.raises(ValueError) as info:
+        _split(n=10, fraction=0.1, stratify=False)  # one held-out row
+    assert str(info.value) == (
+        "The validation set is too small. Increase validation_fraction or "
+        "the size of the data set, or set early_stopping=False."
+    )
+    _, (_, val) = _split(n=10, fraction=0.2, stratify=False)  # two: enough
+    assert val[0].shape[0] == 2
+    _, (train, val) = _split(sample_weight=np.ones(30))
+    for side, part in [("held-out", val), ("training", train)]:
+        # The split does not depend on the weights: zero one side's rows.
+        w = np.full(30, 0.01)  # the other side's total is below 1
+        w[part[0][:, 0].astype(int)] = 0.0
+        with pytest.raises(ValueError) as info:
+            _split(sample_weight=w)
+        assert str(info.value) == (
+            f"With early_stopping=True the {side} part of the data has zero "
+            "total sample weight. Give more examples a positive weight, "
+            "change validation_fraction or random_state, or set "
+            "early_stopping=False."
+        )

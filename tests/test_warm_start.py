@@ -38,14 +38,20 @@ def test_warm_start():
 
 @pytest.mark.parametrize("first, second", [(False, True), (True, False)])
 def test_warm_start_toggling_early_stopping(first, second):
+    # Both directions are implemented: the refit continues the curve and
+    # keeps the bookkeeping of its own early_stopping setting only.
     X, y, _ = make_data()
     est = BatchMLPRegressor(warm_start=True, max_iter=2, early_stopping=first, **SMALL)
-    est.fit(X, y).set_params(early_stopping=second)
-    try:
-        est.fit(X, y)
-    except ValueError as exc:  # a clear refusal is acceptable, a crash is not
-        assert "early_stopping" in str(exc)
+    before = list(est.fit(X, y).loss_curve_)
+    est.set_params(early_stopping=second).fit(X, y)
+    assert est.n_iter_ == 2
+    assert len(est.loss_curve_) == 4 and est.loss_curve_[:2] == before
+    assert np.isfinite(est.loss_curve_).all()
+    if second:
+        assert len(est.validation_scores_) == 2
+        assert est.best_validation_score_ == max(est.validation_scores_)
+        assert est.best_loss_ is None
     else:
-        assert len(est.loss_curve_) == 4 and np.isfinite(est.loss_)
-        if second:
-            assert len(est.validation_scores_) >= 2
+        assert est.validation_scores_ is None
+        assert est.best_validation_score_ is None
+        assert est.best_loss_ == min(est.loss_curve_[2:])
