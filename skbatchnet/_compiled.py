@@ -20,9 +20,10 @@ try:
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError(
         "skbatchnet's compiled training loop (skbatchnet._loop) is not built. "
-        "Install skbatchnet with pip, which compiles it: `pip install .` from a "
-        "source checkout (`pip install -e .` for development) needs a C "
-        "compiler; pip fetches Cython and scipy for the build."
+        "Install skbatchnet with pip, which compiles it and needs a C compiler: "
+        "in a source checkout, `pip install -e .` builds it in place, where "
+        "Python run from the checkout finds it (`pip install .` builds it only "
+        "into site-packages)."
     ) from exc
 
 __all__ = ["INTERRUPTED", "NONFINITE_LOSS", "NONFINITE_WEIGHTS", "CompiledEpochs"]
