@@ -296,3 +296,19 @@ def use_numpy_epochs(monkeypatch):
     from skbatchnet._compiled import CompiledEpochs
 
     monkeypatch.setattr(CompiledEpochs, "supports", staticmethod(lambda *args: False))
+
+
+def spy_split(monkeypatch):
+    """Record the training and held-out parts of the early-stopping split, as
+    ``{'train': [X, Y, y, w], 'val': [...]}``, filled when a fit splits."""
+    import skbatchnet._base
+
+    original = skbatchnet._base.split_validation
+    parts = {}
+
+    def spy(*args, **kwargs):
+        parts["train"], parts["val"] = original(*args, **kwargs)
+        return parts["train"], parts["val"]
+
+    monkeypatch.setattr(skbatchnet._base, "split_validation", spy)
+    return parts

@@ -13,12 +13,12 @@ from conftest import (
     copied_weights,
     make_data,
     pickled_state,
+    spy_split,
 )
 from scipy.special import logsumexp
 from sklearn.base import clone
 from sklearn.preprocessing import LabelBinarizer
 
-import skbatchnet._base
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, Minibatcher, Network
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -218,14 +218,7 @@ def test_batch_size_resolved(batch_size, n, expected):
 def test_early_stopping_attributes(monkeypatch):
     # Exact oracle: each epoch's validation score and loss recomputed from the
     # same held-out rows and that epoch's weights (logged by _Recorder).
-    original = skbatchnet._base.split_validation
-    parts = {}
-
-    def spy(*args, **kwargs):
-        parts["train"], parts["val"] = original(*args, **kwargs)
-        return parts["train"], parts["val"]
-
-    monkeypatch.setattr(skbatchnet._base, "split_validation", spy)
+    parts = spy_split(monkeypatch)
     X, _, y = make_data(n=60)
     w = np.linspace(0.2, 3.0, 60)
     est = _Recorder(early_stopping=True, max_iter=6, n_iter_no_change=100, **SMALL)

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import use_numpy_epochs
+from conftest import spy_split, use_numpy_epochs
 from sklearn.model_selection import train_test_split
 
 import skbatchnet._base
@@ -93,21 +93,8 @@ def test_epoch_without_weighted_batch_reports_the_objective():
     assert est.loss_ > 0
 
 
-def _spy_split(monkeypatch):
-    """Record the training and held-out parts of the early-stopping split."""
-    original = skbatchnet._base.split_validation
-    parts = {}
-
-    def spy(*args, **kwargs):
-        parts["train"], parts["val"] = original(*args, **kwargs)
-        return parts["train"], parts["val"]
-
-    monkeypatch.setattr(skbatchnet._base, "split_validation", spy)
-    return parts
-
-
 def test_validation_score_and_loss_use_the_sample_weights(monkeypatch):
-    parts = _spy_split(monkeypatch)
+    parts = spy_split(monkeypatch)
     w = np.where(RNG.rand(30) < 0.5, 0.2, 5.0)
     est = BatchMLPClassifier(
         hidden_layer_sizes=(5,),
@@ -132,7 +119,7 @@ def test_validation_score_and_loss_use_the_sample_weights(monkeypatch):
 def test_penalty_share_uses_the_training_part_only(monkeypatch):
     """With early_stopping=True the objective is the training part's: its S
     is the training rows' weight, not the whole data's."""
-    parts = _spy_split(monkeypatch)
+    parts = spy_split(monkeypatch)
     totals = []
     original = skbatchnet.backprop.Network.gradient
 
