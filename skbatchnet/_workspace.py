@@ -21,6 +21,8 @@ __all__ = ["Workspace", "chunk_rows", "chunks"]
 # Below this many rows per batch numpy's products cost more to call than
 # scipy's gemm, which also adds in place.
 SMALL_BATCH_ROWS = 64
+# OpenBLAS runs a gemm of fewer multiply-adds than this on one thread.
+_ONE_THREAD_GEMM = 65536 * 4
 
 
 def parameter_shapes(layer_units):
@@ -164,8 +166,13 @@ class Workspace:
         # On small batches scipy's gemm adds each product onto the weight
         # decay in one pass. BLAS has no other floating types: for float16 or
         # longdouble scipy would write into a copy.
+        # Only where OpenBLAS runs the product on one thread: a threaded gemm
+        # of scipy's BLAS beside numpy's makes their two thread pools fight
+        # over the cores, which costs far more than the product.
+        largest = max(a * b for a, b in coef_shapes)
+        one_thread = n_samples * largest < _ONE_THREAD_GEMM
         blas_type = np.dtype(dtype) in (np.float32, np.float64)
-        if blas_type and n_samples < SMALL_BATCH_ROWS:
+        if blas_type and one_thread and n_samples < SMALL_BATCH_ROWS:
             gemm = get_blas_funcs("gemm", dtype=dtype)
             self.weight_gradient = functools.partial(_gemm_weight_gradient, gemm)
             self.decay_in_place = True
