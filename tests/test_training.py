@@ -72,9 +72,8 @@ def test_zero_weight_batches_are_skipped_and_their_rows_counted(reduction):
     assert est.n_iter_ == 1
 
 
-def test_epoch_without_weighted_batch_reports_the_objective():
-    """drop_last=True can drop every weighted row: no step is taken and the
-    epoch's loss is the objective E at the unchanged weights, not 0."""
+def _fit_without_weighted_batch(**params):
+    """A fit whose weighted rows are all in the dropped last batch."""
     w = np.zeros(30)
     w[-4:] = 1.0  # batches of 13 rows: the last 4 rows are dropped
     est = BatchMLPRegressor(
@@ -82,10 +81,16 @@ def test_epoch_without_weighted_batch_reports_the_objective():
         batch_size=13,
         shuffle=False,
         drop_last=True,
-        alpha=0.2,
-        max_iter=1,
+        **params,
         **SGD,
-    ).fit(X, Y_REG, sample_weight=w)
+    )
+    return est.fit(X, Y_REG, sample_weight=w), w
+
+
+def test_epoch_without_weighted_batch_reports_the_objective():
+    """drop_last=True can drop every weighted row: no step is taken and the
+    epoch's loss is the objective E at the unchanged weights, not 0."""
+    est, w = _fit_without_weighted_batch(alpha=0.2, max_iter=1)
     objective = _network(est, "squared_error").objective(
         X, Y_REG.reshape(-1, 1), w, alpha=0.2
     )
@@ -274,18 +279,7 @@ def test_equal_loss_counts_as_improvement_when_tol_is_zero():
     # Without any weighted batch no step is taken: every epoch has the same
     # loss. With tol=0 an equal loss is not worse than the best (as in
     # scikit-learn), so training runs all its epochs.
-    w = np.zeros(30)
-    w[-4:] = 1.0  # batches of 13 rows: the last 4 rows are dropped
-    est = BatchMLPRegressor(
-        hidden_layer_sizes=(5,),
-        batch_size=13,
-        shuffle=False,
-        drop_last=True,
-        tol=0.0,
-        n_iter_no_change=1,
-        max_iter=5,
-        **SGD,
-    ).fit(X, Y_REG, sample_weight=w)
+    est, w = _fit_without_weighted_batch(tol=0.0, n_iter_no_change=1, max_iter=5)
     assert len(set(est.loss_curve_)) == 1
     assert est.n_iter_ == 5
     est.set_params(tol=1e-12).fit(X, Y_REG, sample_weight=w)
