@@ -4,8 +4,9 @@ Both libraries train the same architecture with the same solver, dtype,
 initialization and number of epochs on the same data, for every batch size in
 (1, 8, 32, 200, 1024, 'full'). The two are timed alternately (sklearn,
 skbatchnet, sklearn, skbatchnet, ...) and the median of the repeats is
-reported, so that load on the machine affects both alike. Only the ratios
-measured within one run are meaningful.
+reported, so that load on the machine affects both alike; each fit starts
+after a short rest (BLAS_REST). Only the ratios measured within one run are
+meaningful.
 
 For each batch size the table gives the training time in microseconds per
 sample per epoch, the ratio sklearn time / skbatchnet time, and a floor: the
@@ -68,6 +69,14 @@ TARGET_MATMUL_FRACTION = 0.7
 TARGET_FLOAT32_SPEEDUP = 1.7
 LEARNING_RATE = 1e-3
 GEMM_BATCH = 1024
+# Seconds of rest before each timed fit. numpy and scipy each bring their own
+# OpenBLAS, with its own thread pool, and a pool's threads keep spinning for a
+# while after their last product (OpenBLAS's thread timeout, 2**28 cycles by
+# default). A fit that starts right after the other library's fit shares the
+# cores with those spinning threads; at batch 1024 both libraries lose a third
+# of their speed to it. The rest lets them sleep, as they would between the
+# fits of a program that uses one library.
+BLAS_REST = 0.3
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,7 @@ def model_params(solver, epochs):
 
 def timed_fit(model, X, y):
     """Seconds taken by ``model.fit(X, y)``; checks every epoch was run."""
+    time.sleep(BLAS_REST)
     start = time.perf_counter()
     model.fit(X, y)
     elapsed = time.perf_counter() - start

@@ -26,6 +26,14 @@ except ImportError as exc:  # pragma: no cover - only without a build
         "into site-packages)."
     ) from exc
 
+if _loop.cpu_has_avx2():
+    # The same loop built for AVX2, where the build made one (setup.py); it
+    # computes the same bits, with vectors twice as wide.
+    try:
+        from . import _loop_avx2 as _loop
+    except ImportError:  # pragma: no cover - a build without the twin
+        pass
+
 __all__ = ["INTERRUPTED", "NONFINITE_LOSS", "NONFINITE_WEIGHTS", "CompiledEpochs"]
 
 # The statuses of an epoch that did not finish normally.

@@ -177,35 +177,42 @@ cdef inline floating log_loss_row(
 
 # -- optimizer and averaging updates of one parameter --------------------------
 
-cdef inline void sgd_nesterov(
+cdef inline floating sgd_nesterov(
     floating* p, floating* v, floating g, floating mu
 ) noexcept nogil:
     # g is lr * gradient; the state is mu * v (see _optimizers.SGD):
-    # v <- (v - g) mu, then the step v - g.
+    # v <- (v - g) mu, then the step v - g. Returns the new p.
     cdef floating v_new = (v[0] - g) * mu
+    cdef floating p_new = p[0] + (v_new - g)
     v[0] = v_new
-    p[0] = p[0] + (v_new - g)
+    p[0] = p_new
+    return p_new
 
 
-cdef inline void sgd_heavy_ball(
+cdef inline floating sgd_heavy_ball(
     floating* p, floating* v, floating g, floating mu
 ) noexcept nogil:
-    # v <- mu v - g, then the step v.
+    # v <- mu v - g, then the step v. Returns the new p.
     cdef floating v_new = v[0] * mu - g
+    cdef floating p_new = p[0] + v_new
     v[0] = v_new
-    p[0] = p[0] + v_new
+    p[0] = p_new
+    return p_new
 
 
-cdef inline void adam_update(
+cdef inline floating adam_update(
     floating* p, floating* m, floating* u, floating h,
     floating b1, floating b2, floating neg_lr, floating eps
 ) noexcept nogil:
-    # h is (1 - b1) * gradient; u = v / k (see _optimizers.Adam).
+    # h is (1 - b1) * gradient; u = v / k (see _optimizers.Adam). Returns the
+    # new p.
     cdef floating m_new = m[0] * b1 + h
     cdef floating u_new = u[0] * b2 + h * h
+    cdef floating p_new = p[0] + (m_new * neg_lr) / (f_sqrt(u_new) + eps)
     m[0] = m_new
     u[0] = u_new
-    p[0] = p[0] + (m_new * neg_lr) / (f_sqrt(u_new) + eps)
+    p[0] = p_new
+    return p_new
 
 
 cdef inline void average_update(

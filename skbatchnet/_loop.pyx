@@ -28,15 +28,40 @@ from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from . cimport _kernels as K
 
+# GCC's and Clang's CPU check, which also asks the operating system whether it
+# saves the AVX registers; other compilers build no AVX2 twin (setup.py).
+cdef extern from *:
+    """
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    static int skbatchnet_cpu_has_avx2(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+    }
+    #else
+    static int skbatchnet_cpu_has_avx2(void) { return 0; }
+    #endif
+    """
+    int skbatchnet_cpu_has_avx2() noexcept nogil
+
 __all__ = [
     "ACTIVATION_CODES",
     "LOSS_CODES",
     "REDUCTION_CODES",
     "SOLVER_CODES",
     "EpochResult",
+    "cpu_has_avx2",
     "epoch_workspace",
     "run_epoch",
 ]
+
+
+def cpu_has_avx2():
+    """Whether this CPU, and the operating system, can run AVX2 instructions.
+
+    Asked before importing ``skbatchnet._loop_avx2``, which would stop the
+    process on a CPU without them.
+    """
+    return bool(skbatchnet_cpu_has_avx2())
 
 ACTIVATION_CODES = {
     "identity": K.IDENTITY,
@@ -456,21 +481,27 @@ cdef struct Counters:
 
 
 cdef double _squared_norm(const floating* w, Py_ssize_t size) noexcept nogil:
-    """sum w^2 in double, with four independent sums so that it vectorizes.
+    """sum w^2 in double, with eight independent sums: the compiler packs
+    them into vectors, and four chains of vector additions hide the latency
+    of each addition.
 
     Not BLAS's dot: OpenBLAS runs a dot product of a network's size on
     several threads, which a step this short cannot afford.
     """
-    cdef Py_ssize_t i, m = size - size % 4
-    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0
-    for i in range(0, m, 4):
+    cdef Py_ssize_t i, m = size - size % 8
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
+    for i in range(0, m, 8):
         a0 += <double>w[i] * w[i]
         a1 += <double>w[i + 1] * w[i + 1]
         a2 += <double>w[i + 2] * w[i + 2]
         a3 += <double>w[i + 3] * w[i + 3]
+        a4 += <double>w[i + 4] * w[i + 4]
+        a5 += <double>w[i + 5] * w[i + 5]
+        a6 += <double>w[i + 6] * w[i + 6]
+        a7 += <double>w[i + 7] * w[i + 7]
     for i in range(m, size):
         a0 += <double>w[i] * w[i]
-    return (a0 + a1) + (a2 + a3)
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
 cdef double _chunk(
@@ -562,47 +593,88 @@ cdef double _chunk(
     return loss_sum
 
 
-cdef void _sgd(
+cdef inline double _square(floating x) noexcept nogil:
+    return <double>x * x
+
+
+cdef double _sgd(
     floating* p, floating* v, const floating* g, floating a, Py_ssize_t size,
-    floating decay, floating mu, bint nesterov
+    floating decay, floating mu, bint nesterov, bint penalized
 ) noexcept nogil:
     """SGD on ``size`` parameters of gradient ``a * g``, plus ``decay * p``
-    unless ``decay`` is 0.
+    for ``penalized`` ones, whose sum of squares after the step it returns
+    (else 0): the next step's penalty, summed as the weights are written.
 
     ``a`` is 1 (exactly, so no rounding) except for one row of an outer
-    product. One loop per case, so that each is a straight vectorizable pass.
+    product. One loop per case, so that each is a straight vectorizable pass;
+    the penalized ones take four elements at a time into four sums, which
+    the compiler packs into vectors as it does the update.
     """
-    cdef Py_ssize_t j
-    if nesterov and decay != 0:
-        for j in range(size):
-            K.sgd_nesterov(p + j, v + j, a * g[j] + decay * p[j], mu)
+    cdef Py_ssize_t j, m = size - size % 4
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    if penalized and nesterov:
+        for j in range(0, m, 4):
+            s0 += _square(K.sgd_nesterov(p + j, v + j, a * g[j] + decay * p[j], mu))
+            s1 += _square(K.sgd_nesterov(
+                p + j + 1, v + j + 1, a * g[j + 1] + decay * p[j + 1], mu))
+            s2 += _square(K.sgd_nesterov(
+                p + j + 2, v + j + 2, a * g[j + 2] + decay * p[j + 2], mu))
+            s3 += _square(K.sgd_nesterov(
+                p + j + 3, v + j + 3, a * g[j + 3] + decay * p[j + 3], mu))
+        for j in range(m, size):
+            s0 += _square(K.sgd_nesterov(p + j, v + j, a * g[j] + decay * p[j], mu))
+    elif penalized:
+        for j in range(0, m, 4):
+            s0 += _square(
+                K.sgd_heavy_ball(p + j, v + j, a * g[j] + decay * p[j], mu))
+            s1 += _square(K.sgd_heavy_ball(
+                p + j + 1, v + j + 1, a * g[j + 1] + decay * p[j + 1], mu))
+            s2 += _square(K.sgd_heavy_ball(
+                p + j + 2, v + j + 2, a * g[j + 2] + decay * p[j + 2], mu))
+            s3 += _square(K.sgd_heavy_ball(
+                p + j + 3, v + j + 3, a * g[j + 3] + decay * p[j + 3], mu))
+        for j in range(m, size):
+            s0 += _square(
+                K.sgd_heavy_ball(p + j, v + j, a * g[j] + decay * p[j], mu))
     elif nesterov:
         for j in range(size):
             K.sgd_nesterov(p + j, v + j, a * g[j], mu)
-    elif decay != 0:
-        for j in range(size):
-            K.sgd_heavy_ball(p + j, v + j, a * g[j] + decay * p[j], mu)
     else:
         for j in range(size):
             K.sgd_heavy_ball(p + j, v + j, a * g[j], mu)
+    return (s0 + s1) + (s2 + s3)
 
 
-cdef void _adam(
+cdef double _adam(
     floating* p, floating* m, floating* u, const floating* h, floating a,
     Py_ssize_t size, floating decay, floating b1, floating b2, floating neg_lr,
-    floating eps
+    floating eps, bint penalized
 ) noexcept nogil:
     """Adam on ``size`` parameters of scaled gradient ``a * h``, plus
-    ``decay * p`` unless ``decay`` is 0 (``a`` as in _sgd)."""
-    cdef Py_ssize_t j
-    if decay != 0:
-        for j in range(size):
-            K.adam_update(
-                p + j, m + j, u + j, a * h[j] + decay * p[j], b1, b2, neg_lr, eps
-            )
+    ``decay * p`` for ``penalized`` ones, whose sum of squares after the step
+    it returns (else 0); ``a`` and the loops as in _sgd."""
+    cdef Py_ssize_t j, m4 = size - size % 4
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    if penalized:
+        for j in range(0, m4, 4):
+            s0 += _square(K.adam_update(
+                p + j, m + j, u + j, a * h[j] + decay * p[j], b1, b2, neg_lr, eps))
+            s1 += _square(K.adam_update(
+                p + j + 1, m + j + 1, u + j + 1, a * h[j + 1] + decay * p[j + 1],
+                b1, b2, neg_lr, eps))
+            s2 += _square(K.adam_update(
+                p + j + 2, m + j + 2, u + j + 2, a * h[j + 2] + decay * p[j + 2],
+                b1, b2, neg_lr, eps))
+            s3 += _square(K.adam_update(
+                p + j + 3, m + j + 3, u + j + 3, a * h[j + 3] + decay * p[j + 3],
+                b1, b2, neg_lr, eps))
+        for j in range(m4, size):
+            s0 += _square(K.adam_update(
+                p + j, m + j, u + j, a * h[j] + decay * p[j], b1, b2, neg_lr, eps))
     else:
         for j in range(size):
             K.adam_update(p + j, m + j, u + j, a * h[j], b1, b2, neg_lr, eps)
+    return (s0 + s1) + (s2 + s3)
 
 
 cdef void _average(
@@ -613,23 +685,28 @@ cdef void _average(
         K.average_update(mean + j, p[j], count)
 
 
-cdef void _update(
+cdef double _update(
     Config* cfg, const Py_ssize_t* units, const Py_ssize_t* coef_offsets,
     const Py_ssize_t* unit_offsets, floating* params, floating* grad,
     double decay, floating* state1, floating* state2, long t,
     floating* x_row, floating* acts, floating* deltas
 ) noexcept nogil:
-    """One optimizer step.
+    """One optimizer step; returns ||W||^2 after it when ``cfg.alpha`` is not
+    0 (the next step's penalty), else 0.
 
     ``grad`` holds the scaled data gradient; the weights' share of the
     penalty, ``decay * W``, joins it here (biases are not decayed). With
     ``x_row`` (a batch of one row) the weight gradients are not in ``grad``:
     row i of layer l's is ``a_i * delta`` (the layer's input times its
     delta), formed here as the update reads it, which saves writing and
-    reading back a gradient as large as the network.
+    reading back a gradient as large as the network. The squares of the new
+    weights are summed as they are written, rather than in a pass of their
+    own.
     """
     cdef Py_ssize_t nc = cfg.n_coefs, nb = cfg.n_params - cfg.n_coefs
     cdef Py_ssize_t l, i, fan_in, fan_out, off
+    cdef bint penalized = cfg.alpha != 0
+    cdef double norm = 0
     cdef double lr_t, root_k
     cdef floating neg_lr = 0, eps = 0, dec = <floating>decay
     cdef floating mu = <floating>cfg.momentum
@@ -648,9 +725,11 @@ cdef void _update(
 
     if x_row == NULL:
         if cfg.solver == K.SGD:
-            _sgd(params, state1, grad, 1, nc, dec, mu, cfg.nesterov)
+            norm = _sgd(params, state1, grad, 1, nc, dec, mu, cfg.nesterov,
+                        penalized)
         else:
-            _adam(params, state1, state2, grad, 1, nc, dec, b1, b2, neg_lr, eps)
+            norm = _adam(params, state1, state2, grad, 1, nc, dec, b1, b2, neg_lr,
+                         eps, penalized)
     else:
         for l in range(cfg.n_layers):
             fan_in, fan_out = units[l], units[l + 1]
@@ -659,17 +738,18 @@ cdef void _update(
             for i in range(fan_in):
                 off = coef_offsets[l] + i * fan_out
                 if cfg.solver == K.SGD:
-                    _sgd(params + off, state1 + off, delta, A[i], fan_out, dec, mu,
-                         cfg.nesterov)
+                    norm += _sgd(params + off, state1 + off, delta, A[i], fan_out,
+                                 dec, mu, cfg.nesterov, penalized)
                 else:
-                    _adam(params + off, state1 + off, state2 + off, delta, A[i],
-                          fan_out, dec, b1, b2, neg_lr, eps)
+                    norm += _adam(params + off, state1 + off, state2 + off, delta,
+                                  A[i], fan_out, dec, b1, b2, neg_lr, eps, penalized)
     # The biases.
     if cfg.solver == K.SGD:
-        _sgd(params + nc, state1 + nc, grad + nc, 1, nb, 0, mu, cfg.nesterov)
+        _sgd(params + nc, state1 + nc, grad + nc, 1, nb, 0, mu, cfg.nesterov, False)
     else:
         _adam(params + nc, state1 + nc, state2 + nc, grad + nc, 1, nb, 0, b1, b2,
-              neg_lr, eps)
+              neg_lr, eps, False)
+    return norm
 
 
 cdef int _epoch(
@@ -752,7 +832,8 @@ cdef int _epoch(
         out.adam_t += 1
         if averaging:
             out.samples_seen += n
-        _update(
+        # ||W||^2 at the weights the next step starts from.
+        norm = _update(
             cfg, units, coef_offsets, unit_offsets, params, grad, decay,
             state1, state2, out.adam_t,
             <floating*>X + order[start] * cfg.n_features if n == 1 else NULL,
@@ -761,9 +842,6 @@ cdef int _epoch(
         if averaging and out.samples_seen >= cfg.average_start:
             out.n_averaged += 1
             _average(mean, params, cfg.n_params, <floating>out.n_averaged)
-        if cfg.alpha != 0:
-            # ||W||^2 at the weights the next step starts from.
-            norm = _squared_norm(params, cfg.n_coefs)
         out.loss_sum += weight * loss
         out.weight_sum += weight
         out.seen += n

@@ -12,6 +12,8 @@ import _thread
 import doctest
 import itertools
 import math
+import platform
+import sys
 import threading
 
 import numpy as np
@@ -96,23 +98,23 @@ def test_all_pairs_covers_every_pair():
         assert {(repr(x), repr(y)) for x, y in seen} == expected, (a, b)
 
 
-def _problem(loss, dtype, sample_weight, seed=0):
+def _problem(loss, dtype, sample_weight, seed=0, n=N_SAMPLES, n_features=N_FEATURES):
     rng = np.random.RandomState(seed)
-    X = rng.randn(N_SAMPLES, N_FEATURES).astype(dtype)
+    X = rng.randn(n, n_features).astype(dtype)
     if loss == "squared_error":
-        Y = rng.randn(N_SAMPLES, 2)
+        Y = rng.randn(n, 2)
     elif loss == "poisson":
-        Y = rng.poisson(1.5, (N_SAMPLES, 2)).astype(float)
+        Y = rng.poisson(1.5, (n, 2)).astype(float)
     elif loss == "binary_log_loss":
-        Y = rng.randint(0, 2, (N_SAMPLES, 1)).astype(float)
+        Y = rng.randint(0, 2, (n, 1)).astype(float)
     elif loss == "multilabel":
-        Y = rng.randint(0, 2, (N_SAMPLES, 3)).astype(float)
+        Y = rng.randint(0, 2, (n, 3)).astype(float)
     else:
-        Y = np.eye(3)[rng.randint(0, 3, N_SAMPLES)]
+        Y = np.eye(3)[rng.randint(0, 3, n)]
     sw = None
     if sample_weight == "with_zeros":
-        sw = rng.uniform(0.2, 2.0, N_SAMPLES)
-        sw[rng.permutation(N_SAMPLES)[:8]] = 0.0
+        sw = rng.uniform(0.2, 2.0, n)
+        sw[rng.permutation(n)[: n // 3]] = 0.0
         sw = sw.astype(dtype)
     net_loss = "binary_log_loss" if loss == "multilabel" else loss
     return X, np.ascontiguousarray(Y, dtype=dtype), sw, net_loss
@@ -159,8 +161,11 @@ def _reference_epoch(net, opt, averager, X, Y, sw, order, bounds, alpha, total, 
 class _Compiled:
     """The state the compiled loop keeps between epochs, as stage 2 will."""
 
-    def __init__(self, net, solver, opt, average, chunk_rows, products="blas"):
+    def __init__(
+        self, net, solver, opt, average, chunk_rows, products="blas", loop=_loop
+    ):
         dtype = net.dtype
+        self.loop = loop
         self.params = net.parameters.copy()
         self.units = net.layer_units
         self.activation = _loop.ACTIVATION_CODES[net.activation]
@@ -175,7 +180,7 @@ class _Compiled:
         self.n_averaged = self.samples_seen = 0
         self.chunk_rows = chunk_rows
         self.products = PRODUCTS[products]
-        self.work = _loop.epoch_workspace(self.units, chunk_rows, dtype)
+        self.work = loop.epoch_workspace(self.units, chunk_rows, dtype)
 
     def epoch(self, X, Y, sw, order, bounds, alpha, total, reduction, **kwargs):
         opt = self.opt
@@ -198,7 +203,7 @@ class _Compiled:
                 momentum=opt.momentum,
                 nesterov=opt.nesterov,
             )
-        result = _loop.run_epoch(
+        result = self.loop.run_epoch(
             self.params,
             self.units,
             X,
@@ -292,6 +297,80 @@ def test_compiled_epochs_match_numpy(config):
         assert compiled.samples_seen == averager.samples_seen
         if averager.n_averaged:
             assert _relative(compiled.mean, averager.mean) < rtol
+
+
+def _avx2_twin():
+    """skbatchnet._loop_avx2 where it is built and this CPU runs it, else None."""
+    if not _loop.cpu_has_avx2():
+        return None
+    try:
+        from skbatchnet import _loop_avx2
+    except ImportError:
+        return None
+    return _loop_avx2
+
+
+def test_the_avx2_twin_is_built_and_chosen_on_x86_64_linux():
+    # Without this, a build that lost the twin would skip the test below.
+    import skbatchnet._compiled
+
+    twin = _avx2_twin()
+    if platform.machine() == "x86_64" and sys.platform == "linux":
+        from skbatchnet import _loop_avx2  # noqa: F401  built on every CPU
+
+        if _loop.cpu_has_avx2():
+            assert twin is not None
+    expected = _loop if twin is None else twin
+    assert skbatchnet._compiled._loop is expected
+
+
+@pytest.mark.skipif(_avx2_twin() is None, reason="no AVX2 build or CPU")
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
+@pytest.mark.parametrize("config", all_pairs(AXES), ids=_config_id)
+def test_the_avx2_twin_computes_the_same_bits(config, wide):
+    # Same source, vectors twice as wide and no fused multiply-add: every
+    # operation rounds as in the portable build. The wide network has rows
+    # of several vectors plus a remainder, in every layer.
+    dtype = config["dtype"]
+    n, n_features, hidden = (61, 37, (33, 19)) if wide else (23, 4, HIDDEN)
+    X, Y, sw, loss = _problem(
+        config["loss"], dtype, config["sample_weight"], n=n, n_features=n_features
+    )
+    net = Network.initialize(
+        [n_features, *hidden, Y.shape[1]],
+        activation=config["activation"],
+        loss=loss,
+        random_state=1,
+        dtype=dtype,
+    )
+    runs = [
+        _Compiled(
+            net,
+            config["solver"],
+            _optimizer(config["solver"], [net.parameters], config["reduction"]),
+            config["average"],
+            config["chunk_rows"],
+            config["products"],
+            loop=loop,
+        )
+        for loop in (_loop, _avx2_twin())
+    ]
+    bounds = Minibatcher(config["batch_size"], drop_last=config["drop_last"]).bounds(n)
+    total = n if sw is None else float(sw.sum())
+    rng = np.random.RandomState(2)
+    for _ in range(3):
+        order = rng.permutation(n)
+        portable, twin = (
+            run.epoch(
+                X, Y, sw, order, bounds, config["alpha"], total, config["reduction"]
+            )
+            for run in runs
+        )
+        assert twin == portable  # statuses, loss sums and counters
+        for name in ("params", "velocity", "m", "u", "mean"):
+            a, b = getattr(runs[0], name), getattr(runs[1], name)
+            assert (a is None and b is None) or np.array_equal(a, b), name
+    assert not np.array_equal(runs[0].params, net.parameters)  # it trained
 
 
 def _setup(loss="squared_error", solver="sgd", dtype=np.float64, sw=None, lr=None):
