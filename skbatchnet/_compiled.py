@@ -34,7 +34,31 @@ if _loop.cpu_has_avx2():
     except ImportError:  # pragma: no cover - a build without the twin
         pass
 
-__all__ = ["INTERRUPTED", "NONFINITE_LOSS", "NONFINITE_WEIGHTS", "CompiledEpochs"]
+__all__ = [
+    "INTERRUPTED",
+    "NONFINITE_LOSS",
+    "NONFINITE_WEIGHTS",
+    "CompiledEpochs",
+    "one_thread_product",
+    "squared_norm",
+]
+
+# The numpy path's products of small batches (see _workspace.dense_product).
+one_thread_product = _loop.one_thread_product
+
+
+def squared_norm(w):
+    """``sum(w ** 2)`` of a 1-D array, without waking BLAS threads.
+
+    OpenBLAS runs a dot product of more than 10000 entries on all its
+    threads, woken at every step of a small batch; the compiled loop's sum
+    runs on the calling thread. Types BLAS lacks take np.dot, which does not
+    call BLAS for them.
+    """
+    if w.dtype.type in _FLOATS:
+        return _loop.squared_norm(np.ascontiguousarray(w))
+    return float(np.dot(w, w))
+
 
 # The statuses of an epoch that did not finish normally.
 INTERRUPTED = _loop.INTERRUPTED

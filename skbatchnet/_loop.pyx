@@ -51,6 +51,8 @@ __all__ = [
     "EpochResult",
     "cpu_has_avx2",
     "epoch_workspace",
+    "one_thread_product",
+    "squared_norm",
     "run_epoch",
 ]
 
@@ -860,6 +862,84 @@ cdef int _epoch(
             out.batch = n_batches
             break
     return 0
+
+
+def squared_norm(const floating[::1] w not None):
+    """``sum(w ** 2)`` in double, on one thread (see _squared_norm).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> squared_norm(np.array([3.0, 4.0]))
+    25.0
+    """
+    cdef double total
+    with nogil:
+        total = _squared_norm(&w[0], w.shape[0]) if w.shape[0] else 0.0
+    return total
+
+
+def one_thread_product(
+    const floating[:, ::1] A not None,
+    const floating[:, :] W not None,
+    floating[:, ::1] out not None,
+):
+    """``out = A @ W``, in BLAS calls each small enough to run on one thread.
+
+    The numpy path's products for batches of fewer than ``SPLIT_ROWS`` rows:
+    numpy has no per-call thread count, and OpenBLAS wakes all its threads
+    for a product as small as one row by a 128 x 128 matrix.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n, k), C-contiguous
+    W : ndarray of shape (k, m)
+        C-contiguous (a weight matrix), or F-contiguous (the transpose of
+        one, as in the backward pass).
+    out : ndarray of shape (n, m), C-contiguous
+
+    Returns
+    -------
+    out : ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A, W = np.ones((2, 3)), np.arange(12.0).reshape(4, 3)
+    >>> one_thread_product(A, W.T, np.empty((2, 4)))
+    array([[ 3., 12., 21., 30.],
+           [ 3., 12., 21., 30.]])
+    """
+    cdef Py_ssize_t n = A.shape[0], k = A.shape[1], m = W.shape[1]
+    cdef Py_ssize_t size = sizeof(floating)
+    cdef Py_ssize_t limit = GEMV_LIMIT if n == 1 else GEMM_LIMIT
+    cdef bint own = n * k * m <= TINY_PRODUCT
+    cdef bint c_order = W.strides[1] == size and W.strides[0] == m * size
+    if W.shape[0] != k or out.shape[0] != n or out.shape[1] != m:
+        raise ValueError(
+            f"Shapes do not match: A ({n}, {k}), W ({W.shape[0]}, {m}), "
+            f"out ({out.shape[0]}, {out.shape[1]})."
+        )
+    if not c_order and not (W.strides[0] == size and W.strides[1] == k * size):
+        raise ValueError("W must be C- or F-contiguous.")
+    if n == 0 or m == 0:
+        return np.asarray(out)
+    if k == 0:
+        out[:, :] = 0
+        return np.asarray(out)
+    with nogil:
+        if c_order:
+            _forward_product(
+                n, k, m, <floating*>&A[0, 0], <floating*>&W[0, 0], &out[0, 0], own,
+                limit,
+            )
+        else:
+            # W is the transpose of a C-contiguous (m, k) matrix.
+            _backward_product(
+                n, m, k, <floating*>&A[0, 0], <floating*>&W[0, 0], &out[0, 0], own,
+                limit,
+            )
+    return np.asarray(out)
 
 
 def run_epoch(

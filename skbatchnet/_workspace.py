@@ -16,6 +16,8 @@ import scipy.sparse as sp
 from scipy.linalg.blas import get_blas_funcs
 from sklearn import get_config
 
+from ._compiled import one_thread_product
+
 __all__ = ["Workspace", "chunk_rows", "chunks"]
 
 # Below this many rows per batch numpy's products cost more to call than
@@ -41,13 +43,18 @@ def views(flat, shapes):
     return out
 
 
-def dense_product(n_rows):
-    """The product ``A @ W`` for dense batches of ``n_rows`` rows.
+def dense_product(n_rows, dtype):
+    """The product ``product(A, W, out=)`` for dense batches of ``n_rows`` rows.
 
-    Both call the same BLAS gemm; np.dot costs less per call, which counts
-    for small batches, and np.matmul sets up large products better.
+    Small batches of BLAS's types take the compiled loop's product, whose BLAS
+    calls are each small enough for OpenBLAS to run on one thread: through
+    numpy, a product of one row by a 128 x 128 matrix wakes all of its
+    threads at every step, and numpy has no per-call thread count. Larger
+    batches, and other types, take np.matmul.
     """
-    return np.dot if n_rows < SMALL_BATCH_ROWS else np.matmul
+    if n_rows < SMALL_BATCH_ROWS and np.dtype(dtype) in (np.float32, np.float64):
+        return one_thread_product
+    return np.matmul
 
 
 def input_product(X, W, out):
@@ -162,7 +169,7 @@ class Workspace:
         self.coef_grads = grads[: len(coef_shapes)]
         self.intercept_grads = grads[len(coef_shapes) :]
         self.penalty = np.empty(n_coefs, dtype)
-        self.product = dense_product(n_samples)
+        self.product = dense_product(n_samples, dtype)
         # On small batches scipy's gemm adds each product onto the weight
         # decay in one pass. BLAS has no other floating types: for float16 or
         # longdouble scipy would write into a copy.

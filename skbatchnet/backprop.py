@@ -46,6 +46,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._activations import ACTIVATIONS, DERIVATIVES
+from ._compiled import squared_norm
 from ._losses import LOSSES
 from ._workspace import (
     Workspace,
@@ -333,7 +334,7 @@ class Network:
         activations = [
             np.empty((min(n, chunk), u), self.dtype) for u in self.layer_units[1:-1]
         ]
-        product = dense_product(min(n, chunk))
+        product = dense_product(min(n, chunk), self.dtype)
         for rows in chunks(n, chunk):
             buffers = [A[: rows.stop - rows.start] for A in activations]
             self._forward(X[rows], buffers + [out[rows]], product)
@@ -363,8 +364,7 @@ class Network:
 
     def penalty(self):
         """``||W||^2``, the squared norm of all weights (biases excluded)."""
-        W = self.parameters[: self.n_coefs]
-        return float(np.dot(W, W))
+        return squared_norm(self.parameters[: self.n_coefs])
 
     def objective(self, X, y, sample_weight=None, *, alpha=0.0):
         """The objective ``E`` on the data given (taken as the whole set).

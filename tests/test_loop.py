@@ -501,7 +501,46 @@ def test_bad_arguments_are_named(change, match):
         _loop.run_epoch(**kwargs)
 
 
-@pytest.mark.parametrize("name", ["epoch_workspace", "run_epoch"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("transposed", [False, True], ids=["W", "W.T"])
+@pytest.mark.parametrize(
+    "n, k, m",
+    [(1, 3, 4), (1, 130, 150), (5, 7, 2), (63, 90, 100), (2, 0, 3)],
+)
+def test_one_thread_product_is_the_matrix_product(n, k, m, transposed, dtype):
+    # (1, 130, 150) and (63, 90, 100) exceed one call's limit, so BLAS gets
+    # them in blocks of columns; (1, 3, 4) is small enough for the loop's
+    # own code.
+    rng = np.random.RandomState(0)
+    A = rng.randn(n, k).astype(dtype)
+    W = rng.randn(m, k).astype(dtype).T if transposed else rng.randn(k, m)
+    W = W.astype(dtype, copy=False)
+    out = np.full((n, m), np.nan, dtype)
+    assert _loop.one_thread_product(A, W, out) is not None
+    expected = A.astype(np.float64) @ W.astype(np.float64)
+    np.testing.assert_allclose(out, expected, rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+def test_one_thread_product_names_what_does_not_fit():
+    A, W = np.ones((2, 3)), np.ones((4, 5))
+    with pytest.raises(ValueError, match=r"A \(2, 3\), W \(4, 5\)"):
+        _loop.one_thread_product(A, W, np.empty((2, 5)))
+    with pytest.raises(ValueError, match="C- or F-contiguous"):
+        _loop.one_thread_product(A, np.ones((3, 10))[:, ::2], np.empty((2, 5)))
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 1000])
+def test_squared_norm_is_the_sum_of_squares(size):
+    w = np.random.RandomState(size).randn(size)
+    assert _loop.squared_norm(w) == pytest.approx(math.fsum(w * w), rel=1e-14)
+    assert _loop.squared_norm(w.astype(np.float32)) == pytest.approx(
+        math.fsum(w.astype(np.float32).astype(np.float64) ** 2), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["epoch_workspace", "run_epoch", "one_thread_product", "squared_norm"]
+)
 def test_docstring_examples_run(name):
     # doctest.testmod does not see functions compiled by Cython.
     test = doctest.DocTestParser().get_doctest(
