@@ -17,6 +17,7 @@ from conftest import spy_split, use_numpy_epochs
 from sklearn.model_selection import train_test_split
 
 import skbatchnet._base
+import skbatchnet._callbacks
 import skbatchnet.backprop
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 from skbatchnet._training import split_validation
@@ -236,6 +237,26 @@ def test_weighted_epoch_loss_weights_each_batch_by_its_weight(reduction):
     # Row counts as batch weights (scikit-learn's rule) give another number.
     by_rows = np.dot([8, 8, 8, 6], estimates) / 30
     assert not np.isclose(by_rows, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_each_epoch_reports_its_loss_curve_entry(monkeypatch, numpy_epochs):
+    """The loss handed to the callbacks after each epoch is the epoch's
+    loss_curve_ entry (checked against a hand replay above), on both paths."""
+    reported = []
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    monkeypatch.setattr(
+        skbatchnet._callbacks.TaskReporter,
+        "task",
+        lambda self, name, loss: reported.append((name, loss)),
+    )
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,), batch_size=8, max_iter=4, **SGD
+    ).fit(X, Y_REG, sample_weight=0.5 + RNG.rand(30))
+    monkeypatch.undo()
+    assert est.n_iter_ == 4
+    assert reported == [("epoch", loss) for loss in est.loss_curve_]
 
 
 # -- the stopping rule, the weight average's start, L-BFGS (mutation testing) --
