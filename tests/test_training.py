@@ -513,3 +513,103 @@ def test_split_validation_refusals():
             "change validation_fraction or random_state, or set "
             "early_stopping=False."
         )
+
+
+# -- the warnings of the epoch loop: words, counters, attribution -------------
+
+
+def _outside_the_loop(record):
+    """Each warning is attributed to the estimator's code (the caller of the
+    epoch loop), not to the loop or the L-BFGS run that raises it."""
+    for w in record:
+        assert os.path.basename(w.filename) not in ("_training.py", "_lbfgs.py")
+
+
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_divergence_after_a_best_model_warns_and_counts_the_epoch(
+    monkeypatch, numpy_epochs
+):
+    """With a held-out set and a best model, a divergence ends training with
+    a warning that names the epoch and batch, and a nan entry for that epoch
+    in every curve."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    rng = np.random.RandomState(0)
+    X3 = rng.randn(60, 3)
+    # Full-batch SGD at this rate on a linear network grows the weights epoch
+    # by epoch until the loss overflows.
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(8,),
+        activation="identity",
+        solver="sgd",
+        momentum=0.0,
+        learning_rate_init=0.5,
+        batch_size="full",
+        n_iter_no_change=1000,
+        max_iter=100,
+        random_state=0,
+        early_stopping=True,
+    )
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        est.fit(X3, X3 @ np.array([1.0, 2.0, 3.0]))
+    record = [w for w in record if w.category is ConvergenceWarning]
+    epoch = est.n_iter_
+    assert 1 < epoch < 100
+    assert [str(w.message) for w in record] == [
+        f"Training diverged: the loss became non-finite in epoch {epoch}, batch 1. "
+        "Training stops there and keeps the weights of the best validation "
+        "score; lower learning_rate_init or scale the inputs to train further."
+    ]
+    _outside_the_loop(record)
+    n_train = 54  # 60 rows less the 10% held out
+    assert len(est.loss_curve_) == len(est.validation_scores_) == epoch
+    assert len(est.validation_loss_curve_) == epoch
+    assert np.isnan(est.loss_curve_[-1]) and np.isnan(est.validation_scores_[-1])
+    assert np.isnan(est.validation_loss_curve_[-1])
+    assert np.isfinite(est.loss_curve_[:-1]).all()
+    # The epoch ends at the diverged batch, before its step: nothing of it
+    # is counted (here its first and only batch).
+    assert est.n_steps_per_epoch_ == [1] * (epoch - 1) + [0]
+    assert est.n_samples_per_epoch_ == [n_train] * (epoch - 1) + [0]
+    assert est.t_ == n_train * (epoch - 1)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_interruption_warns_with_the_epochs_kept(monkeypatch, solver):
+    calls = []
+
+    def task(self, name, loss):
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return False
+
+    monkeypatch.setattr(skbatchnet._callbacks.TaskReporter, "task", task)
+    est = BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=10, **SGD)
+    est.set_params(solver=solver)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        est.fit(X, Y_REG)
+    record = [w for w in record if w.category is UserWarning]
+    assert est.n_iter_ == 2
+    assert [str(w.message) for w in record] == [
+        "Training interrupted by user; the model is kept as it was after epoch 2."
+    ]
+    _outside_the_loop(record)
+
+
+def test_reaching_max_iter_warns_in_scikit_learns_words():
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=2, **SGD).fit(X, Y_REG)
+    record = [w for w in record if w.category is ConvergenceWarning]
+    assert [str(w.message) for w in record] == [
+        "Stochastic Optimizer: Maximum iterations (2) reached and the "
+        "optimization hasn't converged yet."
+    ]
+    _outside_the_loop(record)
