@@ -90,9 +90,12 @@ def _fit_without_weighted_batch(**params):
     return est.fit(X, Y_REG, sample_weight=w), w
 
 
-def test_epoch_without_weighted_batch_reports_the_objective():
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_epoch_without_weighted_batch_reports_the_objective(monkeypatch, numpy_epochs):
     """drop_last=True can drop every weighted row: no step is taken and the
     epoch's loss is the objective E at the unchanged weights, not 0."""
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
     est, w = _fit_without_weighted_batch(alpha=0.2, max_iter=1)
     objective = _network(est, "squared_error").objective(
         X, Y_REG.reshape(-1, 1), w, alpha=0.2
@@ -611,10 +614,122 @@ def test_reaching_max_iter_warns_in_scikit_learns_words():
 
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=2, **SGD).fit(X, Y_REG)
+        BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=3, **SGD).fit(X, Y_REG)
     record = [w for w in record if w.category is ConvergenceWarning]
     assert [str(w.message) for w in record] == [
-        "Stochastic Optimizer: Maximum iterations (2) reached and the "
+        "Stochastic Optimizer: Maximum iterations (3) reached and the "
         "optimization hasn't converged yet."
     ]
     _outside_the_loop(record)
+
+
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_an_epoch_of_total_weight_one_reports_its_batch_estimate(
+    monkeypatch, numpy_epochs
+):
+    """One weighted row of weight 1: the epoch's loss is that batch's estimate
+    of E before its step (a total weight of 1 is not "no weight")."""
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    w = np.zeros(30)
+    w[3] = 1.0
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        batch_size=10,
+        shuffle=False,
+        alpha=0.2,
+        max_iter=1,
+        **SGD,
+    ).fit(X, Y_REG, sample_weight=w)
+    net = Network.initialize([4, 5, 1], activation="relu", random_state=3)
+    Y = Y_REG.reshape(-1, 1)
+    expected = net.per_example_loss(X[3:4], Y[3:4])[0] + 0.1 * net.penalty()
+    assert est.loss_curve_ == [pytest.approx(expected, rel=1e-12)]
+
+
+def test_verbose_prints_each_epoch_and_the_stopping_reason(capsys):
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        max_iter=50,
+        tol=10.0,
+        n_iter_no_change=2,
+        verbose=True,
+        **SGD,
+    ).fit(X, Y_REG)
+    lines = capsys.readouterr().out.splitlines()
+    # Only epoch 1 improves (on inf) by more than tol; the rule stops after
+    # more than 2 epochs without improvement.
+    assert est.n_iter_ == 4
+    assert lines == [
+        f"Iteration {i}, loss = {loss:.8f}"
+        for i, loss in enumerate(est.loss_curve_, start=1)
+    ] + [
+        "Training loss did not improve more than tol=10.000000 for 2 "
+        "consecutive epochs. Stopping."
+    ]
+    BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        max_iter=50,
+        tol=10.0,
+        n_iter_no_change=1,
+        early_stopping=True,
+        verbose=True,
+        **SGD,
+    ).fit(X, Y_REG)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Validation score did not improve more than tol=10.000000 for 1 "
+        "consecutive epochs. Stopping."
+    )
+
+
+def test_a_stop_request_ends_training_after_that_epoch(monkeypatch):
+    monkeypatch.setattr(
+        skbatchnet._callbacks.TaskReporter,
+        "task",
+        lambda self, name, loss: len(self.estimator.loss_curve_) == 2,
+    )
+    est = BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=10, **SGD)
+    est.fit(X, Y_REG)
+    monkeypatch.undo()
+    reference = BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=2, **SGD)
+    reference.fit(X, Y_REG)
+    assert est.n_iter_ == 2
+    assert est.loss_curve_ == reference.loss_curve_
+    assert np.array_equal(_parameters(est), _parameters(reference))
+
+
+def test_diverged_says_what_where_and_survives_pickling():
+    import pickle
+
+    from skbatchnet._training import Diverged
+
+    error = Diverged("weights", 3, 2, 40)
+    assert str(error) == (
+        "Solver produced non-finite parameter weights. Training diverged: the "
+        "weights became non-finite in batch 3, after 2 steps. Lower "
+        "learning_rate_init or scale the inputs."
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is Diverged
+    assert (copy.what, copy.batch, copy.steps, copy.seen) == ("weights", 3, 2, 40)
+    assert str(copy) == str(error)
+
+
+def test_only_the_public_progress_fields_are_published():
+    from skbatchnet._training import Progress
+
+    progress = Progress()
+    progress.reset_stopping(early_stopping=True)
+    assert set(progress.attributes()) == {
+        "n_iter_",
+        "t_",
+        "loss_curve_",
+        "best_loss_",
+        "validation_scores_",
+        "validation_loss_curve_",
+        "best_validation_score_",
+        "n_steps_per_epoch_",
+        "n_samples_per_epoch_",
+    }
+    assert progress._no_improvement_count == 0
+    assert progress._best_parameters is None
