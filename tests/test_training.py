@@ -733,3 +733,33 @@ def test_only_the_public_progress_fields_are_published():
     }
     assert progress._no_improvement_count == 0
     assert progress._best_parameters is None
+
+
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_weights_that_overflow_in_the_last_step_are_named(monkeypatch, numpy_epochs):
+    """One full batch at a rate that overflows the step: the loss was finite,
+    the weights after the step are not, and the message says so."""
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,), batch_size="full", max_iter=3, **SGD
+    ).set_params(learning_rate_init=1e308)
+    with pytest.raises(ValueError) as info, np.errstate(all="ignore"):
+        est.fit(X, 100 * Y_REG)
+    assert str(info.value) == (
+        "Solver produced non-finite parameter weights. Training diverged: the "
+        "weights became non-finite in epoch 1, batch 1, at learning rate "
+        "1e+308. To fix, lower learning_rate_init, scale the inputs (for "
+        "example with StandardScaler) or the targets."
+    )
+
+
+def test_a_divergence_before_any_best_model_raises_with_early_stopping():
+    """A held-out set alone does not save a run that diverges in its first
+    epoch: there is no best model to go back to."""
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,), batch_size=10, early_stopping=True, max_iter=3, **SGD
+    ).set_params(learning_rate_init=1e308)
+    with pytest.raises(ValueError, match="^Solver produced non-finite"):
+        with np.errstate(all="ignore"):
+            est.fit(X, 100 * Y_REG)
