@@ -735,23 +735,49 @@ def test_only_the_public_progress_fields_are_published():
     assert progress._best_parameters is None
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("numpy_epochs", [False, True])
-def test_weights_that_overflow_in_the_last_step_are_named(monkeypatch, numpy_epochs):
+def test_weights_that_overflow_in_the_last_step_are_named(
+    monkeypatch, numpy_epochs, reduction
+):
     """One full batch at a rate that overflows the step: the loss was finite,
     the weights after the step are not, and the message says so."""
     if numpy_epochs:
         use_numpy_epochs(monkeypatch)
     est = BatchMLPRegressor(
         hidden_layer_sizes=(5,), batch_size="full", max_iter=3, **SGD
-    ).set_params(learning_rate_init=1e308)
+    ).set_params(learning_rate_init=1e308, gradient_reduction=reduction)
     with pytest.raises(ValueError) as info, np.errstate(all="ignore"):
         est.fit(X, 100 * Y_REG)
+    tail = ", or use gradient_reduction='mean' instead of 'sum'" * (reduction == "sum")
     assert str(info.value) == (
         "Solver produced non-finite parameter weights. Training diverged: the "
         "weights became non-finite in epoch 1, batch 1, at learning rate "
         "1e+308. To fix, lower learning_rate_init, scale the inputs (for "
-        "example with StandardScaler) or the targets."
+        f"example with StandardScaler) or the targets{tail}."
     )
+
+
+def test_adaptive_rate_follows_scikit_learn():
+    """learning_rate='adaptive' divides the rate by 5 whenever the loss fails
+    to improve for n_iter_no_change + 1 epochs, then counts afresh; the
+    oracle is scikit-learn's MLP on the same full-batch problem."""
+    from sklearn.neural_network import MLPRegressor
+
+    params = dict(
+        hidden_layer_sizes=(5,),
+        learning_rate="adaptive",
+        tol=0.5,
+        n_iter_no_change=2,
+        max_iter=60,
+        batch_size=30,
+        alpha=0.0,
+        **SGD,
+    )
+    ours = BatchMLPRegressor(**params).fit(X, Y_REG)
+    theirs = MLPRegressor(**params).fit(X, Y_REG)
+    assert ours.n_iter_ == theirs.n_iter_ < 60
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
 
 
 def test_a_divergence_before_any_best_model_raises_with_early_stopping():
