@@ -789,3 +789,25 @@ def test_a_divergence_before_any_best_model_raises_with_early_stopping():
     with pytest.raises(ValueError, match="^Solver produced non-finite"):
         with np.errstate(all="ignore"):
             est.fit(X, 100 * Y_REG)
+
+
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_a_divergence_after_one_step_of_an_earlier_call_blames_the_steps(
+    monkeypatch, numpy_epochs
+):
+    """``stepped`` counts the steps of earlier calls too: after a partial_fit
+    of one row, a divergence in the first batch of the next call is not
+    "before any step"."""
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    est = BatchMLPRegressor(hidden_layer_sizes=(5,), **SGD)
+    est.partial_fit(X[:1], Y_REG[:1])
+    assert est.t_ == 1
+    with pytest.raises(ValueError) as info, np.errstate(all="ignore"):
+        est.partial_fit(X * 1e200, Y_REG)
+    assert str(info.value) == (
+        "Solver produced non-finite parameter weights. Training diverged: the "
+        "loss became non-finite in epoch 2, batch 1, at learning rate 0.05. To "
+        "fix, lower learning_rate_init, scale the inputs (for example with "
+        "StandardScaler) or the targets."
+    )
