@@ -533,9 +533,14 @@ def _outside_the_loop(record):
         assert os.path.basename(w.filename) not in ("_training.py", "_lbfgs.py")
 
 
+# (batch_size, rate, the diverged batch, the rows before it in its epoch)
+DIVERGING_RUNS = [("full", 0.5, 1, 0), (9, 0.3, 2, 9)]
+
+
+@pytest.mark.parametrize("batch_size, rate, batch, before", DIVERGING_RUNS)
 @pytest.mark.parametrize("numpy_epochs", [False, True])
 def test_divergence_after_a_best_model_warns_and_counts_the_epoch(
-    monkeypatch, numpy_epochs
+    monkeypatch, numpy_epochs, batch_size, rate, batch, before
 ):
     """With a held-out set and a best model, a divergence ends training with
     a warning that names the epoch and batch, and a nan entry for that epoch
@@ -553,8 +558,8 @@ def test_divergence_after_a_best_model_warns_and_counts_the_epoch(
         activation="identity",
         solver="sgd",
         momentum=0.0,
-        learning_rate_init=0.5,
-        batch_size="full",
+        learning_rate_init=rate,
+        batch_size=batch_size,
         n_iter_no_change=1000,
         max_iter=100,
         random_state=0,
@@ -567,7 +572,8 @@ def test_divergence_after_a_best_model_warns_and_counts_the_epoch(
     epoch = est.n_iter_
     assert 1 < epoch < 100
     assert [str(w.message) for w in record] == [
-        f"Training diverged: the loss became non-finite in epoch {epoch}, batch 1. "
+        f"Training diverged: the loss became non-finite in epoch {epoch}, batch "
+        f"{batch}. "
         "Training stops there and keeps the weights of the best validation "
         "score; lower learning_rate_init or scale the inputs to train further."
     ]
@@ -578,11 +584,12 @@ def test_divergence_after_a_best_model_warns_and_counts_the_epoch(
     assert np.isnan(est.loss_curve_[-1]) and np.isnan(est.validation_scores_[-1])
     assert np.isnan(est.validation_loss_curve_[-1])
     assert np.isfinite(est.loss_curve_[:-1]).all()
-    # The epoch ends at the diverged batch, before its step: nothing of it
-    # is counted (here its first and only batch).
-    assert est.n_steps_per_epoch_ == [1] * (epoch - 1) + [0]
-    assert est.n_samples_per_epoch_ == [n_train] * (epoch - 1) + [0]
-    assert est.t_ == n_train * (epoch - 1)
+    # The epoch ends at the diverged batch, before its step: the batches
+    # before it count, it does not.
+    per_epoch = 1 if batch_size == "full" else n_train // batch_size
+    assert est.n_steps_per_epoch_ == [per_epoch] * (epoch - 1) + [batch - 1]
+    assert est.n_samples_per_epoch_ == [n_train] * (epoch - 1) + [before]
+    assert est.t_ == n_train * (epoch - 1) + before
 
 
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
