@@ -34,7 +34,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Smallest first, so that a run cut short still covers whole modules.
-MODULES = ("reduction", "_rollback", "batching", "_optimizers", "_training", "backprop")
+MODULES = (
+    "reduction",
+    "_rollback",
+    "_lbfgs",
+    "_compiled",
+    "batching",
+    "_optimizers",
+    "_training",
+    "backprop",
+)
 
 # mutmut's exit codes per mutant, grouped as the summary reports them.
 STATUS = {

@@ -329,6 +329,37 @@ def test_float32_network_stays_float32():
     assert net.per_example_loss(X, y).dtype == np.float32
 
 
+def test_float32_network_rounds_float64_targets_to_float32():
+    """A float32 network computes in float32: float64 targets give exactly
+    what the same targets rounded to float32 give (not a float64 loss nor
+    float64 residuals cast back)."""
+    rng = np.random.RandomState(3)
+    net = Network.initialize(
+        [3, 4, 2], activation="tanh", dtype=np.float32, random_state=0
+    )
+    X = rng.randn(6, 3).astype(np.float32)
+    y64 = rng.randn(6, 2)  # not representable in float32
+    y32 = y64.astype(np.float32)
+    assert not np.array_equal(y32.astype(np.float64), y64)
+    Z = net.decision_function(X)
+    for method, args in [
+        (net.per_example_loss, (X,)),
+        (lambda y: net.per_example_loss_from_logits(y, Z), ()),
+    ]:
+        got, expected = method(*args, y64), method(*args, y32)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+    kw = dict(alpha=0.1, total_weight=6.0)
+    got, expected = net.batch_gradient(X, y64, **kw), net.batch_gradient(X, y32, **kw)
+    assert got[0] == expected[0]
+    for g, e in zip(got[1] + got[2], expected[1] + expected[2]):
+        np.testing.assert_array_equal(g, e)
+    c = reduction_coefficients(None, 6, "mean")
+    (loss64, g64), (loss32, g32) = (net.gradient(X, y, c, **kw) for y in (y64, y32))
+    assert loss64 == loss32
+    np.testing.assert_array_equal(g64, g32)
+
+
 def test_one_dimensional_target_is_one_column():
     net = Network.initialize([3, 4, 1], random_state=0)
     X, y = np.random.RandomState(1).randn(6, 3), np.arange(6.0)

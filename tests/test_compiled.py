@@ -8,6 +8,7 @@ how a diverged or interrupted epoch is reported.
 
 import importlib
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -32,6 +33,13 @@ CASES = [
     (BatchMLPRegressor, dict(solver="sgd", gradient_reduction="sum", batch_size=4)),
     (BatchMLPClassifier, dict(solver="adam", early_stopping=True, batch_size=16)),
     (BatchMLPRegressor, dict(solver="sgd", learning_rate="invscaling", power_t=0.3)),
+    # Adam's constants away from their defaults, and an average that starts
+    # after more rows than one epoch has: the loop must be given them.
+    (
+        BatchMLPRegressor,
+        dict(solver="adam", beta_1=0.5, beta_2=0.9, epsilon=1e-3, batch_size=8),
+    ),
+    (BatchMLPRegressor, dict(solver="sgd", average=100, batch_size=8)),
 ]
 
 
@@ -39,7 +47,7 @@ def _flat(est):
     return np.concatenate([a.ravel() for a in est.coefs_ + est.intercepts_])
 
 
-def _fit(Est, params, monkeypatch=None, **fit_params):
+def _fit(Est, params, monkeypatch=None, X=X, **fit_params):
     if monkeypatch is not None:
         use_numpy_epochs(monkeypatch)
     y = Y_CLS if Est is BatchMLPClassifier else Y_REG
@@ -62,6 +70,77 @@ def test_fits_through_the_compiled_loop_equal_the_numpy_path(
     assert compiled.t_ == numpy_path.t_
     np.testing.assert_allclose(_flat(compiled), _flat(numpy_path), rtol=1e-10)
     np.testing.assert_allclose(compiled.loss_curve_, numpy_path.loss_curve_, rtol=1e-10)
+    # The state a later fit continues from (on either path) agrees too.
+    _same_state(compiled, numpy_path)
+
+
+def _same_state(compiled, numpy_path):
+    a, b = compiled._optimizer, numpy_path._optimizer
+    for name in ("t", "learning_rate"):
+        if hasattr(b, name):
+            assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-12)
+    for name in ("ms", "us", "velocities"):
+        for u, v in zip(getattr(a, name, []), getattr(b, name, [])):
+            np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-15)
+    a = getattr(compiled, "_weight_average", None)
+    b = getattr(numpy_path, "_weight_average", None)
+    assert (a is None) == (b is None)
+    if b is not None:
+        assert (a.n_averaged, a.samples_seen) == (b.n_averaged, b.samples_seen)
+        np.testing.assert_allclose(a.mean, b.mean, rtol=1e-10)
+
+
+@pytest.mark.parametrize("Est, params", CASES[:4])
+def test_float32_fits_through_the_compiled_loop_equal_the_numpy_path(
+    monkeypatch, Est, params
+):
+    """A float32 fit runs the loop in float32, on float32 copies of the
+    targets and weights, and agrees with the numpy path to float32 rounding."""
+    X32 = X.astype(np.float32)
+    made = []
+    original = CompiledEpochs.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(CompiledEpochs, "__init__", spy)
+    compiled = _fit(Est, params, X=X32, sample_weight=W)
+    monkeypatch.undo()
+    assert len(made) == 1
+    assert all(
+        a.dtype == np.float32
+        for a in (made[0].X, made[0].Y, made[0].sample_weight, made[0].work)
+    )
+    numpy_path = _fit(Est, params, monkeypatch, X=X32, sample_weight=W)
+    assert all(c.dtype == np.float32 for c in compiled.coefs_)
+    assert compiled.n_iter_ == numpy_path.n_iter_
+    np.testing.assert_allclose(_flat(compiled), _flat(numpy_path), rtol=2e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "batch_size, n_rows, expected",
+    [(1, 60, 1), (8, 60, 8), (25, 60, 25), ("auto", 60, 60), (8, 3, 3)],
+)
+def test_the_loop_workspace_holds_the_widest_batch(batch_size, n_rows, expected):
+    """The compiled epoch's scratch memory is sized by the widest batch (or
+    the network's chunk, if smaller), not by the data set."""
+    from skbatchnet.backprop import Network
+    from skbatchnet.batching import Minibatcher
+
+    net = Network.initialize([5, 7, 1], random_state=0)
+    bounds = Minibatcher(batch_size).bounds(n_rows)
+    rules = SimpleNamespace(reduction="mean", alpha=0.0)
+    compiled = CompiledEpochs(
+        net,
+        X[:n_rows],
+        Y_REG[:n_rows, None],
+        None,
+        bounds=bounds,
+        rules=rules,
+        total_weight=float(n_rows),
+    )
+    assert compiled.chunk_rows == min(expected, net.chunk_rows())
 
 
 def test_dense_input_takes_the_compiled_loop_and_sparse_the_numpy_path(monkeypatch):
@@ -119,3 +198,40 @@ def test_a_missing_extension_says_how_to_build_it(monkeypatch):
     monkeypatch.delitem(sys.modules, "skbatchnet._compiled")
     with pytest.raises(ImportError, match="not built.*C compiler"):
         importlib.import_module("skbatchnet._compiled")
+
+
+def test_the_loop_is_given_contiguous_rows_of_the_network_dtype():
+    """Rows in another memory order, and targets and weights of another
+    dtype, are copied for the loop: the epoch is the one taken on the
+    converted arrays."""
+    from skbatchnet._optimizers import SGD
+    from skbatchnet.backprop import Network
+    from skbatchnet.batching import Minibatcher
+
+    rules = SimpleNamespace(reduction="mean", alpha=0.01)
+    bounds = Minibatcher(8).bounds(60)
+    X32 = np.asfortranarray(X, dtype=np.float32)
+    results = []
+    for rows, targets, weights in [
+        (X32, Y_REG[:, None], W),
+        (
+            np.ascontiguousarray(X32),
+            Y_REG[:, None].astype(np.float32),
+            W.astype(np.float32),
+        ),
+    ]:
+        net = Network.initialize([5, 7, 1], random_state=0, dtype=np.float32)
+        compiled = CompiledEpochs(
+            net,
+            rows,
+            targets,
+            weights,
+            bounds=bounds,
+            rules=rules,
+            total_weight=W.sum(),
+        )
+        optimizer = SGD([net.parameters], 0.01, "constant", 0.9, True)
+        result = compiled.run(None, optimizer, None)
+        results.append((result.status, result.steps, net.parameters.copy()))
+    assert results[0][:2] == results[1][:2] == (0, 8)
+    np.testing.assert_array_equal(results[0][2], results[1][2])

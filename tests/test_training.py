@@ -8,6 +8,7 @@ across interruptions and warm starts.
 """
 
 import contextlib
+import os
 import warnings
 
 import numpy as np
@@ -16,6 +17,8 @@ from conftest import spy_split, use_numpy_epochs
 from sklearn.model_selection import train_test_split
 
 import skbatchnet._base
+import skbatchnet._callbacks
+import skbatchnet._training
 import skbatchnet.backprop
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 from skbatchnet._training import split_validation
@@ -87,9 +90,12 @@ def _fit_without_weighted_batch(**params):
     return est.fit(X, Y_REG, sample_weight=w), w
 
 
-def test_epoch_without_weighted_batch_reports_the_objective():
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_epoch_without_weighted_batch_reports_the_objective(monkeypatch, numpy_epochs):
     """drop_last=True can drop every weighted row: no step is taken and the
     epoch's loss is the objective E at the unchanged weights, not 0."""
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
     est, w = _fit_without_weighted_batch(alpha=0.2, max_iter=1)
     objective = _network(est, "squared_error").objective(
         X, Y_REG.reshape(-1, 1), w, alpha=0.2
@@ -238,6 +244,26 @@ def test_weighted_epoch_loss_weights_each_batch_by_its_weight(reduction):
     assert not np.isclose(by_rows, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_each_epoch_reports_its_loss_curve_entry(monkeypatch, numpy_epochs):
+    """The loss handed to the callbacks after each epoch is the epoch's
+    loss_curve_ entry (checked against a hand replay above), on both paths."""
+    reported = []
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    monkeypatch.setattr(
+        skbatchnet._callbacks.TaskReporter,
+        "task",
+        lambda self, name, loss: reported.append((name, loss)),
+    )
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,), batch_size=8, max_iter=4, **SGD
+    ).fit(X, Y_REG, sample_weight=0.5 + RNG.rand(30))
+    monkeypatch.undo()
+    assert est.n_iter_ == 4
+    assert reported == [("epoch", loss) for loss in est.loss_curve_]
+
+
 # -- the stopping rule, the weight average's start, L-BFGS (mutation testing) --
 
 
@@ -369,8 +395,8 @@ def test_lbfgs_follows_scipy_on_the_objective(max_iter, weighted, capsys):
             X, Y_REG, sample_weight=w
         )
     if max_iter == 3:
-        # Attributed to the caller's code, not to the training loop.
-        assert not record[0].filename.endswith("_training.py")
+        # Attributed to the estimator's code, not to the L-BFGS run.
+        assert os.path.basename(record[0].filename) not in ("_lbfgs.py", "_training.py")
     net = Network.initialize([4, 5, 1], activation="relu", random_state=3)
     Y = Y_REG.reshape(-1, 1)
 
@@ -492,3 +518,304 @@ def test_split_validation_refusals():
             "change validation_fraction or random_state, or set "
             "early_stopping=False."
         )
+
+
+# -- the warnings of the epoch loop: words, counters, attribution -------------
+
+
+def _outside_the_loop(record):
+    """Each warning is attributed to the estimator's code (the caller of the
+    epoch loop), not to the loop or the L-BFGS run that raises it."""
+    if hasattr(skbatchnet._training.interrupted, "__wrapped__"):
+        # A mutation tool wraps each function of the loop in two more frames,
+        # which moves every stacklevel; the attribution is checked unwrapped.
+        return
+    for w in record:
+        assert os.path.basename(w.filename) not in ("_training.py", "_lbfgs.py")
+
+
+# (batch_size, rate, the diverged batch, the rows before it in its epoch)
+DIVERGING_RUNS = [("full", 0.5, 1, 0), (9, 0.3, 2, 9)]
+
+
+@pytest.mark.parametrize("batch_size, rate, batch, before", DIVERGING_RUNS)
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_divergence_after_a_best_model_warns_and_counts_the_epoch(
+    monkeypatch, numpy_epochs, batch_size, rate, batch, before
+):
+    """With a held-out set and a best model, a divergence ends training with
+    a warning that names the epoch and batch, and a nan entry for that epoch
+    in every curve."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    rng = np.random.RandomState(0)
+    X3 = rng.randn(60, 3)
+    # Full-batch SGD at this rate on a linear network grows the weights epoch
+    # by epoch until the loss overflows.
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(8,),
+        activation="identity",
+        solver="sgd",
+        momentum=0.0,
+        learning_rate_init=rate,
+        batch_size=batch_size,
+        n_iter_no_change=1000,
+        max_iter=100,
+        random_state=0,
+        early_stopping=True,
+    )
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        est.fit(X3, X3 @ np.array([1.0, 2.0, 3.0]))
+    record = [w for w in record if w.category is ConvergenceWarning]
+    epoch = est.n_iter_
+    assert 1 < epoch < 100
+    assert [str(w.message) for w in record] == [
+        f"Training diverged: the loss became non-finite in epoch {epoch}, batch "
+        f"{batch}. "
+        "Training stops there and keeps the weights of the best validation "
+        "score; lower learning_rate_init or scale the inputs to train further."
+    ]
+    _outside_the_loop(record)
+    n_train = 54  # 60 rows less the 10% held out
+    assert len(est.loss_curve_) == len(est.validation_scores_) == epoch
+    assert len(est.validation_loss_curve_) == epoch
+    assert np.isnan(est.loss_curve_[-1]) and np.isnan(est.validation_scores_[-1])
+    assert np.isnan(est.validation_loss_curve_[-1])
+    assert np.isfinite(est.loss_curve_[:-1]).all()
+    # The epoch ends at the diverged batch, before its step: the batches
+    # before it count, it does not.
+    per_epoch = 1 if batch_size == "full" else n_train // batch_size
+    assert est.n_steps_per_epoch_ == [per_epoch] * (epoch - 1) + [batch - 1]
+    assert est.n_samples_per_epoch_ == [n_train] * (epoch - 1) + [before]
+    assert est.t_ == n_train * (epoch - 1) + before
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_interruption_warns_with_the_epochs_kept(monkeypatch, solver):
+    calls = []
+
+    def task(self, name, loss):
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return False
+
+    monkeypatch.setattr(skbatchnet._callbacks.TaskReporter, "task", task)
+    est = BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=10, **SGD)
+    est.set_params(solver=solver)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        est.fit(X, Y_REG)
+    record = [w for w in record if w.category is UserWarning]
+    assert est.n_iter_ == 2
+    assert [str(w.message) for w in record] == [
+        "Training interrupted by user; the model is kept as it was after epoch 2."
+    ]
+    _outside_the_loop(record)
+
+
+def test_reaching_max_iter_warns_in_scikit_learns_words():
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=3, **SGD).fit(X, Y_REG)
+    record = [w for w in record if w.category is ConvergenceWarning]
+    assert [str(w.message) for w in record] == [
+        "Stochastic Optimizer: Maximum iterations (3) reached and the "
+        "optimization hasn't converged yet."
+    ]
+    _outside_the_loop(record)
+
+
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_an_epoch_of_total_weight_one_reports_its_batch_estimate(
+    monkeypatch, numpy_epochs
+):
+    """One weighted row of weight 1: the epoch's loss is that batch's estimate
+    of E before its step (a total weight of 1 is not "no weight")."""
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    w = np.zeros(30)
+    w[3] = 1.0
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        batch_size=10,
+        shuffle=False,
+        alpha=0.2,
+        max_iter=1,
+        **SGD,
+    ).fit(X, Y_REG, sample_weight=w)
+    net = Network.initialize([4, 5, 1], activation="relu", random_state=3)
+    Y = Y_REG.reshape(-1, 1)
+    expected = net.per_example_loss(X[3:4], Y[3:4])[0] + 0.1 * net.penalty()
+    assert est.loss_curve_ == [pytest.approx(expected, rel=1e-12)]
+
+
+def test_verbose_prints_each_epoch_and_the_stopping_reason(capsys):
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        max_iter=50,
+        tol=10.0,
+        n_iter_no_change=2,
+        verbose=True,
+        **SGD,
+    ).fit(X, Y_REG)
+    lines = capsys.readouterr().out.splitlines()
+    # Only epoch 1 improves (on inf) by more than tol; the rule stops after
+    # more than 2 epochs without improvement.
+    assert est.n_iter_ == 4
+    assert lines == [
+        f"Iteration {i}, loss = {loss:.8f}"
+        for i, loss in enumerate(est.loss_curve_, start=1)
+    ] + [
+        "Training loss did not improve more than tol=10.000000 for 2 "
+        "consecutive epochs. Stopping."
+    ]
+    BatchMLPRegressor(
+        hidden_layer_sizes=(5,),
+        max_iter=50,
+        tol=10.0,
+        n_iter_no_change=1,
+        early_stopping=True,
+        verbose=True,
+        **SGD,
+    ).fit(X, Y_REG)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Validation score did not improve more than tol=10.000000 for 1 "
+        "consecutive epochs. Stopping."
+    )
+
+
+def test_a_stop_request_ends_training_after_that_epoch(monkeypatch):
+    monkeypatch.setattr(
+        skbatchnet._callbacks.TaskReporter,
+        "task",
+        lambda self, name, loss: len(self.estimator.loss_curve_) == 2,
+    )
+    est = BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=10, **SGD)
+    est.fit(X, Y_REG)
+    monkeypatch.undo()
+    reference = BatchMLPRegressor(hidden_layer_sizes=(5,), max_iter=2, **SGD)
+    reference.fit(X, Y_REG)
+    assert est.n_iter_ == 2
+    assert est.loss_curve_ == reference.loss_curve_
+    assert np.array_equal(_parameters(est), _parameters(reference))
+
+
+def test_diverged_says_what_where_and_survives_pickling():
+    import pickle
+
+    from skbatchnet._training import Diverged
+
+    error = Diverged("weights", 3, 2, 40)
+    assert str(error) == (
+        "Solver produced non-finite parameter weights. Training diverged: the "
+        "weights became non-finite in batch 3, after 2 steps. Lower "
+        "learning_rate_init or scale the inputs."
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is Diverged
+    assert (copy.what, copy.batch, copy.steps, copy.seen) == ("weights", 3, 2, 40)
+    assert str(copy) == str(error)
+
+
+def test_only_the_public_progress_fields_are_published():
+    from skbatchnet._training import Progress
+
+    progress = Progress()
+    progress.reset_stopping(early_stopping=True)
+    assert set(progress.attributes()) == {
+        "n_iter_",
+        "t_",
+        "loss_curve_",
+        "best_loss_",
+        "validation_scores_",
+        "validation_loss_curve_",
+        "best_validation_score_",
+        "n_steps_per_epoch_",
+        "n_samples_per_epoch_",
+    }
+    assert progress._no_improvement_count == 0
+    assert progress._best_parameters is None
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_weights_that_overflow_in_the_last_step_are_named(
+    monkeypatch, numpy_epochs, reduction
+):
+    """One full batch at a rate that overflows the step: the loss was finite,
+    the weights after the step are not, and the message says so."""
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,), batch_size="full", max_iter=3, **SGD
+    ).set_params(learning_rate_init=1e308, gradient_reduction=reduction)
+    with pytest.raises(ValueError) as info, np.errstate(all="ignore"):
+        est.fit(X, 100 * Y_REG)
+    tail = ", or use gradient_reduction='mean' instead of 'sum'" * (reduction == "sum")
+    assert str(info.value) == (
+        "Solver produced non-finite parameter weights. Training diverged: the "
+        "weights became non-finite in epoch 1, batch 1, at learning rate "
+        "1e+308. To fix, lower learning_rate_init, scale the inputs (for "
+        f"example with StandardScaler) or the targets{tail}."
+    )
+
+
+def test_adaptive_rate_follows_scikit_learn():
+    """learning_rate='adaptive' divides the rate by 5 whenever the loss fails
+    to improve for n_iter_no_change + 1 epochs, then counts afresh; the
+    oracle is scikit-learn's MLP on the same full-batch problem."""
+    from sklearn.neural_network import MLPRegressor
+
+    params = dict(
+        hidden_layer_sizes=(5,),
+        learning_rate="adaptive",
+        tol=0.5,
+        n_iter_no_change=2,
+        max_iter=60,
+        batch_size=30,
+        alpha=0.0,
+        **SGD,
+    )
+    ours = BatchMLPRegressor(**params).fit(X, Y_REG)
+    theirs = MLPRegressor(**params).fit(X, Y_REG)
+    assert ours.n_iter_ == theirs.n_iter_ < 60
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+
+
+def test_a_divergence_before_any_best_model_raises_with_early_stopping():
+    """A held-out set alone does not save a run that diverges in its first
+    epoch: there is no best model to go back to."""
+    est = BatchMLPRegressor(
+        hidden_layer_sizes=(5,), batch_size=10, early_stopping=True, max_iter=3, **SGD
+    ).set_params(learning_rate_init=1e308)
+    with pytest.raises(ValueError, match="^Solver produced non-finite"):
+        with np.errstate(all="ignore"):
+            est.fit(X, 100 * Y_REG)
+
+
+@pytest.mark.parametrize("numpy_epochs", [False, True])
+def test_a_divergence_after_one_step_of_an_earlier_call_blames_the_steps(
+    monkeypatch, numpy_epochs
+):
+    """``stepped`` counts the steps of earlier calls too: after a partial_fit
+    of one row, a divergence in the first batch of the next call is not
+    "before any step"."""
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    est = BatchMLPRegressor(hidden_layer_sizes=(5,), **SGD)
+    est.partial_fit(X[:1], Y_REG[:1])
+    assert est.t_ == 1
+    with pytest.raises(ValueError) as info, np.errstate(all="ignore"):
+        est.partial_fit(X * 1e200, Y_REG)
+    assert str(info.value) == (
+        "Solver produced non-finite parameter weights. Training diverged: the "
+        "loss became non-finite in epoch 2, batch 1, at learning rate 0.05. To "
+        "fix, lower learning_rate_init, scale the inputs (for example with "
+        "StandardScaler) or the targets."
+    )
