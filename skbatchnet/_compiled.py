@@ -1,7 +1,7 @@
 """The compiled epoch plugged into training: the numpy core's state in, an epoch out.
 
 :class:`CompiledEpochs` runs whole epochs of minibatch steps in
-:mod:`skbatchnet._loop`, with the GIL released, on dense rows of the
+:mod:`skbatchnet._loop`, with the GIL released, on dense or CSR rows of the
 network's float type. It reads and updates in place the same state the numpy
 path keeps (the network's parameter vector, the optimizer's buffers, the
 weight average), so the two paths can take turns; the numpy path
@@ -12,6 +12,7 @@ are tested equal to rounding.
 import math
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._optimizers import SGD, Adam
 
@@ -89,7 +90,7 @@ class CompiledEpochs:
     def __init__(self, network, X, Y, sample_weight, *, bounds, rules, total_weight):
         dtype = network.dtype
         self.network = network
-        self.X = np.ascontiguousarray(X, dtype=dtype)
+        self.X = _loop_input(X, dtype)
         self.Y = np.ascontiguousarray(Y, dtype=dtype)
         self.sample_weight = (
             None
@@ -100,7 +101,9 @@ class CompiledEpochs:
         self.stored_order = np.arange(X.shape[0], dtype=np.intp)
         widest = int((self.bounds[:, 1] - self.bounds[:, 0]).max())
         self.chunk_rows = max(1, min(widest, network.chunk_rows()))
-        self.work = _loop.epoch_workspace(network.layer_units, self.chunk_rows, dtype)
+        self.work = _loop.epoch_workspace(
+            network.layer_units, self.chunk_rows, dtype, sparse=sp.issparse(X)
+        )
         self.settings = dict(
             activation=_loop.ACTIVATION_CODES[network.activation],
             loss=_loop.LOSS_CODES[network.loss],
@@ -114,7 +117,7 @@ class CompiledEpochs:
     def supports(network, X, optimizer):
         """Whether the compiled loop can train ``network`` on ``X``."""
         return (
-            isinstance(X, np.ndarray)
+            (isinstance(X, np.ndarray) or (sp.issparse(X) and X.format == "csr"))
             and X.dtype == network.dtype
             and network.dtype.type in _FLOATS
             and type(optimizer) in (SGD, Adam)
@@ -181,3 +184,10 @@ def _optimizer_state(optimizer):
         momentum=optimizer.momentum,
         nesterov=optimizer.nesterov,
     )
+
+
+def _loop_input(X, dtype):
+    """X as the loop reads it: C-contiguous, or CSR."""
+    if sp.issparse(X):
+        return sp.csr_matrix(X, dtype=dtype, copy=False)
+    return np.ascontiguousarray(X, dtype=dtype)

@@ -19,11 +19,12 @@ formulas live in ``_kernels.pxd``.
 from collections import namedtuple
 
 import numpy as np
+import scipy.sparse
 
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.math cimport isfinite, pow, sqrt
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from . cimport _kernels as K
@@ -149,15 +150,20 @@ GEMV_LIMIT = 2304 * 4 - 1
 GEMM_LIMIT = 65536 * 4
 
 
-def _layout(layer_units, chunk_rows):
-    """Lengths of the work buffer's parts: gathered rows, activations, deltas."""
+def _layout(layer_units, chunk_rows, sparse=False):
+    """Lengths of the work buffer's parts: gathered rows, activations, deltas.
+
+    Sparse rows are gathered only one at a time (for a batch of one row,
+    written out dense); larger batches read them where they are.
+    """
     units = [int(u) for u in layer_units]
     hidden = sum(units[1:])
     n_params = sum(a * b for a, b in zip(units, units[1:])) + hidden
-    return chunk_rows * units[0], chunk_rows * hidden, chunk_rows * hidden, n_params
+    gathered = (1 if sparse else chunk_rows) * units[0]
+    return gathered, chunk_rows * hidden, chunk_rows * hidden, n_params
 
 
-def epoch_workspace(layer_units, chunk_rows, dtype):
+def epoch_workspace(layer_units, chunk_rows, dtype, sparse=False):
     """The work buffer :func:`run_epoch` needs, made once per fit.
 
     Parameters
@@ -168,6 +174,8 @@ def epoch_workspace(layer_units, chunk_rows, dtype):
         Rows processed at once; a batch with more rows is computed in chunks
         whose gradients are summed, as :meth:`Network.batch_gradient` does.
     dtype : {np.float32, np.float64}
+    sparse : bool, default=False
+        For CSR input, which needs room to gather one row only.
 
     Returns
     -------
@@ -184,7 +192,7 @@ def epoch_workspace(layer_units, chunk_rows, dtype):
     >>> epoch_workspace([3, 4, 2], 5, np.float64).shape
     (101,)
     """
-    return np.empty(sum(_layout(layer_units, chunk_rows)), dtype)
+    return np.empty(sum(_layout(layer_units, chunk_rows, sparse)), dtype)
 
 
 # -- products, row-major --------------------------------------------------------
@@ -369,6 +377,50 @@ cdef void _weight_gradient(
             i += b
 
 
+cdef void _sparse_forward_product(
+    Py_ssize_t n, Py_ssize_t fan_out, const Sparse* X, const Py_ssize_t* rows,
+    const floating* x_data, floating* W, floating* out
+) noexcept nogil:
+    """out (n, fan_out) = X[rows] @ W for CSR rows: each row of out adds the
+    rows of W its nonzeros pick, in the order of X's entries."""
+    cdef Py_ssize_t r, p, j
+    cdef floating a
+    cdef floating* o
+    cdef floating* w
+    for r in range(n):
+        o = out + r * fan_out
+        for j in range(fan_out):
+            o[j] = 0
+        for p in range(X.indptr[rows[r]], X.indptr[rows[r] + 1]):
+            a = x_data[p]
+            w = W + X.indices[p] * fan_out
+            for j in range(fan_out):
+                o[j] += a * w[j]
+
+
+cdef void _sparse_weight_gradient(
+    Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out, const Sparse* X,
+    const Py_ssize_t* rows, const floating* x_data, floating* D, floating* G,
+    bint accumulate
+) noexcept nogil:
+    """G (fan_in, fan_out) = X[rows].T @ D (+ G): each nonzero x_rj adds
+    x_rj * D[r] to row j of G, rows r in order."""
+    cdef Py_ssize_t r, p, j
+    cdef floating a
+    cdef floating* g
+    cdef floating* d
+    if not accumulate:
+        for j in range(fan_in * fan_out):
+            G[j] = 0
+    for r in range(n):
+        d = D + r * fan_out
+        for p in range(X.indptr[rows[r]], X.indptr[rows[r] + 1]):
+            a = x_data[p]
+            g = G + X.indices[p] * fan_out
+            for j in range(fan_out):
+                g[j] += a * d[j]
+
+
 cdef void _column_sums(
     Py_ssize_t n, Py_ssize_t k, floating* D, floating* out, bint accumulate
 ) noexcept nogil:
@@ -470,6 +522,13 @@ cdef struct Config:
     Py_ssize_t gemm_limit
 
 
+cdef struct Sparse:
+    # CSR structure of the input; its values stay typed (x_data), as the
+    # struct cannot be.
+    const Py_ssize_t* indices
+    const Py_ssize_t* indptr
+
+
 cdef struct Counters:
     int status
     long batch
@@ -509,14 +568,16 @@ cdef double _squared_norm(const floating* w, Py_ssize_t size) noexcept nogil:
 cdef double _chunk(
     Config* cfg, const Py_ssize_t* units, const Py_ssize_t* coef_offsets,
     const Py_ssize_t* unit_offsets, floating* params,
-    const floating* X, const floating* Y, const floating* sw,
-    const Py_ssize_t* rows, Py_ssize_t n, floating* c_rows, floating c_const,
-    floating* Xb, floating* acts, floating* deltas, floating* grad, bint first
+    const floating* X, const Sparse* sparse, const floating* Y,
+    const floating* sw, const Py_ssize_t* rows, Py_ssize_t n, floating* c_rows,
+    floating c_const, floating* Xb, floating* acts, floating* deltas,
+    floating* grad, bint first
 ) noexcept nogil:
     """Forward and backward pass of ``n`` rows; returns sum_i s_i loss_i.
 
     Fills ``grad`` with sum_i c_i grad(loss_i) (adds to it unless ``first``);
-    the weight decay is added later, in the update.
+    the weight decay is added later, in the update. With ``sparse``, ``X``
+    holds the values of a CSR matrix of that structure.
     """
     cdef Py_ssize_t L = cfg.n_layers, l, i, fan_in, fan_out
     cdef Py_ssize_t k = cfg.n_outputs, d = cfg.n_features
@@ -530,14 +591,24 @@ cdef double _chunk(
     cdef floating ci
     cdef double loss_sum = 0
     cdef floating row_loss
+    cdef Py_ssize_t p
+    cdef bint by_entries = sparse != NULL and n > 1
     # A small batch's products go to BLAS in calls small enough to run on one
     # thread (see SPLIT_ROWS).
     cdef Py_ssize_t limit = 0
     if n < cfg.split_rows:
         limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
 
-    # Gather the rows: one row is read where it is.
-    if n == 1:
+    # Gather the rows: one dense row is read where it is; one sparse row is
+    # written out dense, as the update reads its every entry (_update); more
+    # sparse rows are read where they are, entry by entry (by_entries).
+    if sparse != NULL:
+        inputs = Xb
+        if n == 1:
+            memset(Xb, 0, d * sizeof(floating))
+            for p in range(sparse.indptr[rows[0]], sparse.indptr[rows[0] + 1]):
+                Xb[sparse.indices[p]] += X[p]
+    elif n == 1:
         inputs = <floating*>X + rows[0] * d
     else:
         for i in range(n):
@@ -548,11 +619,14 @@ cdef double _chunk(
     A = inputs
     for l in range(L):
         fan_in, fan_out = units[l], units[l + 1]
-        _forward_product(
-            n, fan_in, fan_out, A, params + coef_offsets[l],
-            acts + n * unit_offsets[l], n * fan_in * fan_out <= cfg.tiny_product,
-            limit,
-        )
+        if l == 0 and by_entries:
+            _sparse_forward_product(n, fan_out, sparse, rows, X, params, acts)
+        else:
+            _forward_product(
+                n, fan_in, fan_out, A, params + coef_offsets[l],
+                acts + n * unit_offsets[l], n * fan_in * fan_out <= cfg.tiny_product,
+                limit,
+            )
         A = acts + n * unit_offsets[l]
         _bias_activation(
             cfg.activation if l < L - 1 else K.IDENTITY,
@@ -577,7 +651,11 @@ cdef double _chunk(
         fan_in, fan_out = units[l], units[l + 1]
         delta = deltas + n * unit_offsets[l]
         A = inputs if l == 0 else acts + n * unit_offsets[l - 1]
-        if n > 1:
+        if l == 0 and by_entries:
+            _sparse_weight_gradient(
+                n, fan_in, fan_out, sparse, rows, X, delta, grad, not first
+            )
+        elif n > 1:
             # One row's weight gradient, the outer product A.T delta, is left
             # to the update, which forms it as it reads it (_update).
             _weight_gradient(
@@ -757,14 +835,15 @@ cdef double _update(
 cdef int _epoch(
     Config* cfg, const Py_ssize_t* units, const Py_ssize_t* coef_offsets,
     const Py_ssize_t* unit_offsets, floating* params,
-    const floating* X, const floating* Y, const floating* sw,
-    const Py_ssize_t* order, const Py_ssize_t* bounds, Py_ssize_t n_batches,
-    floating* state1, floating* state2, floating* mean,
+    const floating* X, const Sparse* sparse, const floating* Y,
+    const floating* sw, const Py_ssize_t* order, const Py_ssize_t* bounds,
+    Py_ssize_t n_batches, floating* state1, floating* state2, floating* mean,
     floating* work, floating* c_rows, Counters* out
 ) except -1 nogil:
     cdef Py_ssize_t hidden = unit_offsets[cfg.n_layers]
     cdef floating* Xb = work
-    cdef floating* acts = Xb + cfg.chunk_rows * cfg.n_features
+    cdef floating* acts = Xb + (
+        1 if sparse != NULL else cfg.chunk_rows) * cfg.n_features
     cdef floating* deltas = acts + cfg.chunk_rows * hidden
     cdef floating* grad = deltas + cfg.chunk_rows * hidden
     cdef Py_ssize_t b, i, n, start, stop, n_chunks, chunk, lo, hi
@@ -816,7 +895,7 @@ cdef int _epoch(
             lo = chunk * n // n_chunks
             hi = (chunk + 1) * n // n_chunks
             loss_sum += _chunk(
-                cfg, units, coef_offsets, unit_offsets, params, X, Y, sw,
+                cfg, units, coef_offsets, unit_offsets, params, X, sparse, Y, sw,
                 order + start + lo, hi - lo,
                 c_ptr + lo if c_ptr != NULL else NULL, <floating>c_const,
                 Xb, acts, deltas, grad, chunk == 0,
@@ -838,7 +917,9 @@ cdef int _epoch(
         norm = _update(
             cfg, units, coef_offsets, unit_offsets, params, grad, decay,
             state1, state2, out.adam_t,
-            <floating*>X + order[start] * cfg.n_features if n == 1 else NULL,
+            NULL if n > 1 else (
+                Xb if sparse != NULL else <floating*>X + order[start] * cfg.n_features
+            ),
             acts, deltas,
         )
         if averaging and out.samples_seen >= cfg.average_start:
@@ -945,7 +1026,7 @@ def one_thread_product(
 def run_epoch(
     floating[::1] params not None,
     layer_units,
-    const floating[:, ::1] X not None,
+    X,
     const floating[:, ::1] Y not None,
     const floating[::1] sample_weight,
     const Py_ssize_t[::1] order not None,
@@ -979,7 +1060,7 @@ def run_epoch(
     Py_ssize_t gemv_limit=GEMV_LIMIT,
     Py_ssize_t gemm_limit=GEMM_LIMIT,
 ):
-    """Run one epoch of minibatch steps on dense data, without the GIL.
+    """Run one epoch of minibatch steps, without the GIL.
 
     Parameters
     ----------
@@ -988,7 +1069,9 @@ def run_epoch(
         as :attr:`Network.parameters`; updated in place.
     layer_units : sequence of int
         Units per layer, input first.
-    X : ndarray of shape (n_samples, n_features), C-contiguous
+    X : ndarray of shape (n_samples, n_features), C-contiguous, or CSR matrix
+        Of the dtype of ``params``; a CSR matrix goes with
+        ``epoch_workspace(..., sparse=True)``.
     Y : ndarray of shape (n_samples, n_outputs), C-contiguous
     sample_weight : ndarray of shape (n_samples,) or None
     order : ndarray of intp, shape (n_samples,) or shorter
@@ -1067,6 +1150,12 @@ def run_epoch(
     """
     cdef Config cfg
     cdef Counters out
+    cdef Sparse csr
+    cdef Sparse* sparse = NULL
+    cdef const floating[:, ::1] X_dense
+    cdef const floating[::1] x_values
+    cdef const Py_ssize_t[::1] x_indices, x_indptr
+    cdef const floating* x_ptr = NULL
     cdef Py_ssize_t L, l, n_samples = X.shape[0], n_batches = bounds.shape[0]
     cdef Py_ssize_t[::1] units_v, coef_off, unit_off
     cdef floating[::1] c_rows
@@ -1097,6 +1186,24 @@ def run_epoch(
             f"params has {params.shape[0]} values but layer_units {units} need "
             f"{cfg.n_params}."
         )
+    if scipy.sparse.issparse(X):
+        if X.format != "csr":
+            raise ValueError(f"A sparse X must be CSR, got {X.format.upper()}.")
+        # The loop indexes with intp; scipy keeps int32 indices where they fit.
+        x_values = X.data
+        x_indices = np.asarray(X.indices, dtype=np.intp)
+        x_indptr = np.asarray(X.indptr, dtype=np.intp)
+        if x_values.shape[0] != x_indices.shape[0] or x_indptr.shape[0] != n_samples + 1:
+            raise ValueError("X's data, indices and indptr do not make a CSR matrix.")
+        if x_values.shape[0]:
+            x_ptr = &x_values[0]
+        csr.indices = &x_indices[0] if x_indices.shape[0] else NULL
+        csr.indptr = &x_indptr[0]
+        sparse = &csr
+    else:
+        X_dense = X
+        if n_samples and X.shape[1]:
+            x_ptr = &X_dense[0, 0]
     if X.shape[1] != units[0] or Y.shape[1] != units[L] or Y.shape[0] != n_samples:
         raise ValueError(
             f"X {(X.shape[0], X.shape[1])} and Y {(Y.shape[0], Y.shape[1])} do not match "
@@ -1124,7 +1231,7 @@ def run_epoch(
             raise ValueError(f"order[{l}] = {order[l]} is not a row of X.")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
-    need = sum(_layout(units, chunk_rows))
+    need = sum(_layout(units, chunk_rows, sparse != NULL))
     if workspace.shape[0] < need:
         raise ValueError(
             f"workspace has {workspace.shape[0]} values; layer_units {units} with "
@@ -1194,7 +1301,7 @@ def run_epoch(
             with nogil:
                 _epoch(
                     &cfg, &units_v[0], &coef_off[0], &unit_off[0], &params[0],
-                    &X[0, 0], &Y[0, 0], sw_ptr, &order[0], &bounds[0, 0],
+                    x_ptr, sparse, &Y[0, 0], sw_ptr, &order[0], &bounds[0, 0],
                     n_batches, s1, s2, mean_ptr, &workspace[0], &c_rows[0], &out,
                 )
         except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import threading
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from skbatchnet import _loop
 from skbatchnet._averaging import WeightAverage
@@ -45,6 +46,9 @@ AXES = {
     # Every product through BLAS in one call, or in calls of a few
     # multiply-adds each, or every one through the loop's own code.
     "products": ["blas", "split", "own"],
+    # CSR rows: a batch of one is written out dense, larger ones are read
+    # entry by entry.
+    "input": ["dense", "csr"],
 }
 PRODUCTS = {
     "blas": dict(tiny_product=0, gemv_limit=0, gemm_limit=0),
@@ -98,9 +102,16 @@ def test_all_pairs_covers_every_pair():
         assert {(repr(x), repr(y)) for x, y in seen} == expected, (a, b)
 
 
-def _problem(loss, dtype, sample_weight, seed=0, n=N_SAMPLES, n_features=N_FEATURES):
+def _problem(
+    loss, dtype, sample_weight, seed=0, n=N_SAMPLES, n_features=N_FEATURES, csr=False
+):
     rng = np.random.RandomState(seed)
     X = rng.randn(n, n_features).astype(dtype)
+    if csr:
+        # About 60% zeros, one row without any entry.
+        X[X < 0.25] = 0
+        X[n // 2] = 0
+        X = sp.csr_matrix(X)
     if loss == "squared_error":
         Y = rng.randn(n, 2)
     elif loss == "poisson":
@@ -162,7 +173,15 @@ class _Compiled:
     """The state the compiled loop keeps between epochs, as stage 2 will."""
 
     def __init__(
-        self, net, solver, opt, average, chunk_rows, products="blas", loop=_loop
+        self,
+        net,
+        solver,
+        opt,
+        average,
+        chunk_rows,
+        products="blas",
+        loop=_loop,
+        csr=False,
     ):
         dtype = net.dtype
         self.loop = loop
@@ -180,7 +199,7 @@ class _Compiled:
         self.n_averaged = self.samples_seen = 0
         self.chunk_rows = chunk_rows
         self.products = PRODUCTS[products]
-        self.work = loop.epoch_workspace(self.units, chunk_rows, dtype)
+        self.work = loop.epoch_workspace(self.units, chunk_rows, dtype, sparse=csr)
 
     def epoch(self, X, Y, sw, order, bounds, alpha, total, reduction, **kwargs):
         opt = self.opt
@@ -243,7 +262,8 @@ def _config_id(config):
 @pytest.mark.parametrize("config", all_pairs(AXES), ids=_config_id)
 def test_compiled_epochs_match_numpy(config):
     dtype = config["dtype"]
-    X, Y, sw, loss = _problem(config["loss"], dtype, config["sample_weight"])
+    csr = config["input"] == "csr"
+    X, Y, sw, loss = _problem(config["loss"], dtype, config["sample_weight"], csr=csr)
     net = Network.initialize(
         [N_FEATURES, *HIDDEN, Y.shape[1]],
         activation=config["activation"],
@@ -265,6 +285,7 @@ def test_compiled_epochs_match_numpy(config):
         average,
         config["chunk_rows"],
         config["products"],
+        csr=csr,
     )
     batcher = Minibatcher(config["batch_size"], drop_last=config["drop_last"])
     bounds = batcher.bounds(N_SAMPLES)
@@ -333,8 +354,14 @@ def test_the_avx2_twin_computes_the_same_bits(config, wide):
     # of several vectors plus a remainder, in every layer.
     dtype = config["dtype"]
     n, n_features, hidden = (61, 37, (33, 19)) if wide else (23, 4, HIDDEN)
+    csr = config["input"] == "csr"
     X, Y, sw, loss = _problem(
-        config["loss"], dtype, config["sample_weight"], n=n, n_features=n_features
+        config["loss"],
+        dtype,
+        config["sample_weight"],
+        n=n,
+        n_features=n_features,
+        csr=csr,
     )
     net = Network.initialize(
         [n_features, *hidden, Y.shape[1]],
@@ -352,6 +379,7 @@ def test_the_avx2_twin_computes_the_same_bits(config, wide):
             config["chunk_rows"],
             config["products"],
             loop=loop,
+            csr=csr,
         )
         for loop in (_loop, _avx2_twin())
     ]
