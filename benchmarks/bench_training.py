@@ -16,7 +16,7 @@ in the same run.
 
 Run from the repository root::
 
-    python benchmarks/bench_training.py            # full run, about 2.5 minutes
+    python benchmarks/bench_training.py            # full run, about 7 minutes
     python benchmarks/bench_training.py --quick    # smoke test
     python benchmarks/bench_training.py --save docs/_data/bench_training.csv
 

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 # cython: cdivision=True, initializedcheck=False, nonecheck=False
-"""The compiled epoch: stochastic training on dense input without the GIL.
+"""The compiled epoch: stochastic training on dense or CSR input without the GIL.
 
 One call of :func:`run_epoch` runs every minibatch step of an epoch: gather
 the batch's rows, forward pass, output error and loss, backward pass, the

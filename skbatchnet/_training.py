@@ -298,8 +298,8 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager):
 def epoch_paths(network, data, batcher, optimizer, rules):
     """How the epochs run: ``compiled`` and ``workspace`` for :func:`train_epochs`.
 
-    The compiled loop where it can train on the data (dense rows of the
-    network's float type), else :func:`run_epoch` with one workspace for every
+    The compiled loop where it can train on the data (dense or CSR rows of
+    the network's float type), else :func:`run_epoch` with one workspace for every
     batch (a shorter one uses its first rows).
     """
     bounds = batcher.bounds(data.n_samples)

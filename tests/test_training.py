@@ -14,10 +14,12 @@ import warnings
 import numpy as np
 import pytest
 from conftest import spy_split, use_numpy_epochs
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 import skbatchnet._base
 import skbatchnet._callbacks
+import skbatchnet._optimizers
 import skbatchnet._training
 import skbatchnet.backprop
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
@@ -819,3 +821,63 @@ def test_a_divergence_after_one_step_of_an_earlier_call_blames_the_steps(
         "fix, lower learning_rate_init, scale the inputs (for example with "
         "StandardScaler) or the targets."
     )
+
+
+def _early_stopping_fit_whose_weights_overflow_in_epoch_2(monkeypatch, compiled):
+    """A fit with a held-out set whose weights become non-finite after the
+    last step of epoch 2 (the loss of every step being finite)."""
+    params = dict(
+        hidden_layer_sizes=(5,),
+        batch_size=8,
+        early_stopping=True,
+        validation_fraction=0.2,
+        n_iter_no_change=5,
+        max_iter=4,
+        **SGD,
+    )
+    calls = {"epochs": 0, "steps": 0}
+    if compiled:
+        from skbatchnet import _loop
+        from skbatchnet._compiled import CompiledEpochs
+
+        original = CompiledEpochs.run
+
+        def run(self, order, optimizer, averager):
+            result = original(self, order, optimizer, averager)
+            calls["epochs"] += 1
+            if calls["epochs"] == 2:
+                self.network.parameters[0] = np.inf
+                return result._replace(
+                    status=_loop.NONFINITE_WEIGHTS, batch=len(self.bounds)
+                )
+            return result
+
+        monkeypatch.setattr(CompiledEpochs, "run", run)
+    else:
+        use_numpy_epochs(monkeypatch)
+        original = skbatchnet._optimizers.SGD.step
+        steps_per_epoch = -(-24 // 8)  # 24 training rows of 30
+
+        def step(self, params, grads):
+            original(self, params, grads)
+            calls["steps"] += 1
+            if calls["steps"] == 2 * steps_per_epoch:
+                params[0][0] = np.inf
+
+        monkeypatch.setattr(skbatchnet._optimizers.SGD, "step", step)
+    with pytest.warns(ConvergenceWarning, match="weights became non-finite in epoch 2"):
+        return BatchMLPRegressor(**params).fit(X, Y_REG)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
+def test_weights_diverging_after_a_best_model_count_the_rows_of_that_epoch(
+    monkeypatch, compiled
+):
+    # The diverged epoch's steps and rows count in t_ and the per-epoch
+    # records, as they do for a loss that diverges mid-epoch.
+    est = _early_stopping_fit_whose_weights_overflow_in_epoch_2(monkeypatch, compiled)
+    assert est.n_iter_ == 2 and np.isnan(est.loss_curve_[-1])
+    assert est.n_samples_per_epoch_ == [24, 24]
+    assert est.n_steps_per_epoch_ == [3, 3]
+    assert est.t_ == 48
+    assert all(np.isfinite(c).all() for c in est.coefs_)
