@@ -312,3 +312,14 @@ def spy_split(monkeypatch):
 
     monkeypatch.setattr(skbatchnet._base, "split_validation", spy)
     return parts
+
+
+# Set in the environment of the process that starts a Dask cluster:
+# distributed's Nanny copies them into each worker's environment before
+# spawning it, so they are in place before the worker loads numpy's and
+# scipy's OpenBLAS.
+BLAS_THREAD_CAPS = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import BLAS_THREAD_CAPS
 
 distributed = pytest.importorskip("distributed")
 
@@ -31,14 +32,6 @@ from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, Minibatcher  # noq
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-# Set in the environment of the process that starts the cluster: distributed's
-# Nanny copies them into each worker's environment before spawning it, so
-# they are in place before the worker loads numpy's and scipy's OpenBLAS.
-BLAS_THREAD_CAPS = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
 
 CHUNK_ROWS = 50
 N_SAMPLES = 230  # four full chunks of 50 rows and a short last one of 30

@@ -20,6 +20,7 @@ import traceback
 
 import numpy as np
 import pytest
+from conftest import BLAS_THREAD_CAPS
 
 distributed = pytest.importorskip("distributed")
 
@@ -34,11 +35,6 @@ from skbatchnet.dask import DataParallel  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-BLAS_THREAD_CAPS = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
 N = 160
 ROW_CHUNKS = (60, 70, 30)  # uneven, and not multiples of the batches
 RTOL = 1e-10
