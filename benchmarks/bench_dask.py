@@ -5,6 +5,12 @@ Trains ``BatchMLPRegressor`` wrapped in ``skbatchnet.dask.DataParallel``
 workers, with 1 and then 2 worker processes of one thread each; every worker
 runs BLAS on one thread, so the comparison is one core against two.
 
+Each configuration is measured in a process of its own, with its own cluster
+and data, and the two alternate round after round. With both clusters
+kept alive side by side (each holding its gigabyte of blocks), steps took up
+to half as long again as in a process of their own, which hid the second
+worker's gain.
+
 Per configuration it reports the median time of a step (a batch's gradient
 reduced across the workers and the optimizer step) at a tiny batch (the
 round-trip overhead), at ``batch_size=65536`` and at ``'full'``, and of an
@@ -19,8 +25,10 @@ Usage: python benchmarks/bench_dask.py [--rows N] [--memory-rows N] [--quick]
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -99,8 +107,12 @@ def fit(client, X, y, skip_first=True, **params):
 def cases(epochs):
     """(name, rows of the data used or None for all, fit settings)."""
     return [
-        # 40 steps of 64 rows in stored order: one block per step.
-        ("overhead (batch 64)", 64 * 40, dict(batch_size=64, shuffle=False)),
+        # 2 epochs of 40 steps of 64 rows in stored order: one block per step.
+        (
+            "overhead (batch 64)",
+            64 * 40,
+            dict(batch_size=64, shuffle=False, max_iter=2),
+        ),
         ("batch 65536", None, dict(batch_size=65536, max_iter=1)),
         ("full", None, dict(batch_size="full", max_iter=epochs, skip_first=False)),
         ("lbfgs (1 evaluation)", None, dict(solver="lbfgs", max_iter=epochs)),
@@ -117,27 +129,48 @@ def start(n_workers):
     return cluster, distributed.Client(cluster, set_as_default=False)
 
 
+def measure_once(n_workers, rows, chunk_rows, epochs):
+    """Step figures of every case on a fresh cluster of ``n_workers``."""
+    cluster, client = start(n_workers)
+    try:
+        data = client.persist(list(make_data(rows, chunk_rows)))
+        with client.as_current():
+            distributed.wait(data)
+        return {
+            name: fit(
+                client,
+                *(data if used is None else (A[:used] for A in data)),
+                **settings,
+            )
+            for name, used, settings in cases(epochs)
+        }
+    finally:
+        client.close()
+        cluster.close()
+
+
 def measure(rows, chunk_rows, epochs, rounds):
     """Median step figures per number of workers and case.
 
-    Both clusters live side by side and the measurements alternate between
-    them, round after round, so that a change in the machine's load hits
+    Every round measures each configuration in a new process (see the module
+    docstring), alternating, so that a change in the machine's load hits
     both; each figure is the median over the rounds.
     """
-    clusters = {n: start(n) for n in (1, 2)}
-    data = {}
-    for n, (_, client) in clusters.items():
-        data[n] = client.persist(list(make_data(rows, chunk_rows)))
-        with client.as_current():
-            distributed.wait(data[n])
-    runs = {n: {name: [] for name, _, _ in cases(epochs)} for n in clusters}
+    runs = {n: {name: [] for name, _, _ in cases(epochs)} for n in (1, 2)}
     for _ in range(rounds):
-        for name, used, settings in cases(epochs):
-            for n, (_, client) in clusters.items():
-                X, y = data[n] if used is None else (A[:used] for A in data[n])
-                runs[n][name].append(fit(client, X, y, **settings))
-    data.clear()
-    results = {
+        for n in runs:
+            command = [
+                sys.executable,
+                __file__,
+                "--measure-once",
+                str(n),
+                *("--rows", str(rows), "--chunk-rows", str(chunk_rows)),
+                *("--epochs", str(epochs)),
+            ]
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            for name, figures in json.loads(out.stdout.splitlines()[-1]).items():
+                runs[n][name].append(figures)
+    return {
         n: {
             name: {
                 key: statistics.median(r[key] for r in measured)
@@ -147,11 +180,15 @@ def measure(rows, chunk_rows, epochs, rounds):
         }
         for n, by_case in runs.items()
     }
-    return results, clusters
 
 
 def client_memory(client, rows, chunk_rows):
-    """Client RSS before and at most during a 2-epoch full-batch fit."""
+    """Client RSS before and at most during a 2-epoch full-batch fit.
+
+    A small fit first imports and warms up what any fit needs, so that the
+    growth measured is what the data's size costs the client.
+    """
+    fit(client, *make_data(4096, 1024), batch_size="full", max_iter=2)
     X, y = make_data(rows, chunk_rows)
     process = psutil.Process()
     baseline = process.memory_info().rss
@@ -178,9 +215,18 @@ def main(argv=None):
     parser.add_argument("--memory-rows", type=int, default=2 * 10**6)
     parser.add_argument("--chunk-rows", type=int, default=125_000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, smoke test")
+    parser.add_argument(
+        "--measure-once", type=int, metavar="N_WORKERS", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
+    if args.measure_once:  # one configuration, in a process of its own
+        figures = measure_once(
+            args.measure_once, args.rows, args.chunk_rows, args.epochs
+        )
+        print(json.dumps(figures))
+        return
     if args.quick:
         args.rows = args.memory_rows = 2**17
         args.chunk_rows, args.epochs, args.rounds = 2**15, 2, 1
@@ -188,9 +234,9 @@ def main(argv=None):
     print(
         f"data: {args.rows} x {FEATURES} float64 in chunks of {args.chunk_rows} rows; "
         "hidden_layer_sizes=(32,); medians over the steps of a fit, then over "
-        f"{args.rounds} alternating rounds\n"
+        f"{args.rounds} alternating rounds, each configuration in a new process\n"
     )
-    results, clusters = measure(args.rows, args.chunk_rows, args.epochs, args.rounds)
+    results = measure(args.rows, args.chunk_rows, args.epochs, args.rounds)
     table = []
     for case in results[1]:
         one, two = results[1][case], results[2][case]
@@ -213,10 +259,12 @@ def main(argv=None):
             f"\n{n} worker(s): round-trip overhead {1e3 * overhead:.1f} ms per step; "
             f"a step is compute-bound above about {overhead / per_row:,.0f} rows"
         )
-    x_bytes, baseline, peak = client_memory(
-        clusters[2][1], args.memory_rows, args.chunk_rows
-    )
-    for cluster, client in clusters.values():
+    cluster, client = start(2)
+    try:
+        x_bytes, baseline, peak = client_memory(
+            client, args.memory_rows, args.chunk_rows
+        )
+    finally:
         client.close()
         cluster.close()
     growth = peak - baseline

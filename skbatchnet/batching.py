@@ -155,14 +155,16 @@ class Minibatcher:
         """
         bounds = self.bounds(n_samples)
         rng = check_random_state(self.random_state)
-        order = np.arange(n_samples)
         single = len(bounds) == 1 and bounds[0] == (0, n_samples)
+        # One batch of all the rows never needs its order: only the draw.
+        order = None if single or not self.shuffle else np.arange(n_samples)
         while True:
             if self.shuffle:
                 permutation = np.arange(n_samples)
                 rng.shuffle(permutation)
-                order = order[permutation]
-            yield None if single or not self.shuffle else order
+                if order is not None:
+                    order = order[permutation]
+            yield order
 
     def batches(self, order, n_samples):
         """The batches of an epoch visiting the rows in ``order`` (see

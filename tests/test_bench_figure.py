@@ -37,13 +37,13 @@ def save(bench, path, rows, epochs=2):
         n_samples=1000, n_small=100, epochs=epochs, repeats=3, gemm_repeats=1
     )
     measured = {
-        (solver, dtype, batch): bench.Measurement(solver, dtype, batch, n, them, us)
+        (solver, dtype, batch): bench.Measurement(
+            solver, dtype, batch, n, epochs, (them,), (us,), (RATE,)
+        )
         for solver, dtype, batch, n, them, us in rows
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    bench.save_csv(
-        path, measured, settings, 3, None, {"float64": RATE, "float32": RATE}
-    )
+    bench.save_csv(path, measured, settings, 3, None)
 
 
 def test_page_table_and_figure_come_from_the_saved_run(scripts, tmp_path):
@@ -83,3 +83,28 @@ def test_a_run_without_float64_rows_says_how_to_record_one(scripts, tmp_path):
     save(bench, path, [("sgd", "float32", 8, 100, 0.1, 0.1)])
     with pytest.raises(ValueError, match="--dtype float64 --save"):
         figure.read_rows(path)
+
+
+def test_ratios_and_fractions_pair_the_fits_of_a_round(scripts):
+    bench, _ = scripts
+    # Every round's pair says skbatchnet is 2x faster, except the second,
+    # whose skbatchnet fit ran in a fast spell of the machine. The medians of
+    # the two columns come from different rounds and would say 4x.
+    m = bench.Measurement(
+        "sgd",
+        "float64",
+        32,
+        1000,
+        2,
+        sklearn_times=(4.0, 4.0, 1.0),
+        our_times=(2.0, 1.0, 0.5),
+        rates=(RATE, 4 * RATE, 2 * RATE),
+    )
+    assert m.sklearn_time / m.our_time == 4.0
+    assert m.ratio == 2.0  # the median of 2, 4 and 2
+    floors = [FLOPS * 1000 * 2 / rate for rate in (RATE, 4 * RATE, 2 * RATE)]
+    assert m.floors == pytest.approx(floors)
+    assert m.floor == pytest.approx(floors[2])
+    # Each round's floor over its own fit: floors[0] / 2, floors[0] / 4 and
+    # floors[0]; the median is the first.
+    assert m.fraction == pytest.approx(floors[0] / 2.0)
