@@ -167,7 +167,9 @@ def measure(rows, chunk_rows, epochs, rounds):
                 *("--rows", str(rows), "--chunk-rows", str(chunk_rows)),
                 *("--epochs", str(epochs)),
             ]
-            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            out = subprocess.run(command, capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"the {n}-worker measurement failed:\n{out.stderr[-3000:]}")
             for name, figures in json.loads(out.stdout.splitlines()[-1]).items():
                 runs[n][name].append(figures)
     return {
