@@ -1,10 +1,12 @@
-"""The compiled training loop; everything else is in pyproject.toml.
+"""The compiled tier; everything else is in pyproject.toml.
 
-One Cython source, two extension modules: ``skbatchnet._loop``, compiled for
-the baseline instruction set of the platform, and on x86-64 also
-``skbatchnet._loop_avx2``, the same code compiled with ``-mavx2``.
-``skbatchnet._compiled`` picks the second at run time on CPUs that have AVX2,
-so a build runs on any CPU of its platform: no ``-march=native``.
+Three extension modules compiled for the baseline instruction set of the
+platform: ``skbatchnet._products`` (the numpy path's one-thread products),
+``skbatchnet._plan`` (the typed state of a fit) and ``skbatchnet._epoch`` (the
+epoch loop). On x86-64 also ``skbatchnet._epoch_avx2``, the epoch's source
+compiled with ``-mavx2``; ``skbatchnet._extension`` picks it at run time on
+CPUs that have AVX2, so a build runs on any CPU of its platform: no
+``-march=native``. The package runs without any of them, on its numpy path.
 
 Flags that keep results as written: ``-ffast-math`` would reorder sums and
 drop NaN checks; ``-fno-math-errno`` and ``-fno-trapping-math`` only let the
@@ -28,13 +30,14 @@ def builds_avx2_twin():
 
 
 extensions = [
-    Extension("skbatchnet._loop", ["skbatchnet/_loop.pyx"], extra_compile_args=FLAGS)
+    Extension(f"skbatchnet.{name}", [f"skbatchnet/{name}.pyx"], extra_compile_args=FLAGS)
+    for name in ("_products", "_plan", "_epoch")
 ]
 if builds_avx2_twin():
     extensions.append(
         Extension(
-            "skbatchnet._loop_avx2",
-            ["skbatchnet/_loop_avx2.pyx"],
+            "skbatchnet._epoch_avx2",
+            ["skbatchnet/_epoch_avx2.pyx"],
             extra_compile_args=[*FLAGS, "-mavx2"],
         )
     )

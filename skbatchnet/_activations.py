@@ -8,8 +8,13 @@ logistic, the indicator ``A > 0`` for relu), so the backward pass needs no
 copy of the pre-activations.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.special import expit
+
+from ._codes import ActivationCode
 
 
 def identity(Z):
@@ -76,16 +81,36 @@ def relu_derivative(A, delta):
     return np.multiply(delta, A > 0, out=delta)
 
 
-ACTIVATIONS = {
-    "identity": identity,
-    "logistic": logistic,
-    "tanh": tanh,
-    "relu": relu,
-}
+@dataclass(frozen=True)
+class Activation:
+    """A hidden activation: its function, its derivative, its compiled kernel.
 
-DERIVATIVES = {
-    "identity": identity_derivative,
-    "logistic": logistic_derivative,
-    "tanh": tanh_derivative,
-    "relu": relu_derivative,
+    Attributes
+    ----------
+    name : str
+        The registry key, the estimators' ``activation`` value.
+    function : callable
+        ``function(Z)`` overwrites ``Z`` with ``f(Z)`` and returns it.
+    derivative : callable
+        ``derivative(A, delta)`` multiplies ``delta`` in place by ``f'(Z)``,
+        written through ``A = f(Z)``, and returns it.
+    code : ActivationCode or None
+        The compiled loop's kernel for it (``_kernels.pxd``); None trains on
+        the numpy path only.
+    """
+
+    name: str
+    function: Callable
+    derivative: Callable
+    code: ActivationCode | None = None
+
+
+ACTIVATIONS = {
+    a.name: a
+    for a in (
+        Activation("identity", identity, identity_derivative, ActivationCode.IDENTITY),
+        Activation("logistic", logistic, logistic_derivative, ActivationCode.LOGISTIC),
+        Activation("tanh", tanh, tanh_derivative, ActivationCode.TANH),
+        Activation("relu", relu, relu_derivative, ActivationCode.RELU),
+    )
 }

@@ -28,12 +28,13 @@ from ._losses import LOSSES
 from ._optimizers import SOLVERS, STOCHASTIC_SOLVERS
 from ._parameters import Parameters
 from ._rollback import restore, snapshot
+from ._outcome import divergence_error
 from ._training import (
     Progress,
-    Rules,
+    Step,
+    Stopping,
     TrainingData,
-    divergence_error,
-    epoch_paths,
+    epoch_runner,
     split_validation,
     train_epochs,
     weight_average,
@@ -369,13 +370,12 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         self.__dict__.pop("validation_loss_curve_", None)
         vars(self).update(self._progress.attributes())
 
-    def _rules(self):
-        return Rules(
-            alpha=self.alpha,
-            reduction=self.gradient_reduction,
-            tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change,
-            verbose=self.verbose,
+    def _step(self):
+        return Step(alpha=self.alpha, reduction=self.gradient_reduction)
+
+    def _stopping(self):
+        return Stopping(
+            tol=self.tol, n_iter_no_change=self.n_iter_no_change, verbose=self.verbose
         )
 
     def _check_finite_weights(self):
@@ -399,7 +399,8 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             TrainingData(X, Y, sample_weight, total),
             SOLVERS["lbfgs"].from_params(self.get_params(deep=False)),
             self._progress,
-            rules=self._rules(),
+            alpha=self.alpha,
+            verbose=self.verbose,
             report=lambda loss: report.task("iteration", loss),
         )
         self._publish_progress()
@@ -455,8 +456,8 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         ``report(loss)`` sees each epoch after the fitted attributes are
         updated. Returns the weight average in force at the end.
         """
-        rules = self._rules()
-        paths = epoch_paths(net, data, batcher, self._optimizer, rules)
+        step = self._step()
+        runner = epoch_runner(net, data, batcher, self._optimizer, step)
         averager = weight_average(
             self.average, getattr(self, "_weight_average", None), net
         )
@@ -474,13 +475,14 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             self._optimizer,
             self._progress,
             n_epochs=1 if incremental else self.max_iter,
-            rules=rules,
+            runner=runner,
+            step=step,
+            stopping=self._stopping(),
             averager=averager,
             rng=self._rng,
             score=self._score_output,
             report=epoch_report,
             max_iter=None if incremental else self.max_iter,
-            **paths,
         )
         self._set_or_drop("_weight_average", averager)
         self._publish_progress()

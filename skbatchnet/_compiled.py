@@ -1,72 +1,46 @@
-"""The compiled epoch plugged into training: the numpy core's state in, an epoch out.
+"""The compiled epoch as a runner of the epoch loop, beside the numpy one.
 
-:class:`CompiledEpochs` runs whole epochs of minibatch steps in
-:mod:`skbatchnet._loop`, with the GIL released, on dense or CSR rows of the
-network's float type. It reads and updates in place the same state the numpy
-path keeps (the network's parameter vector, the optimizer's buffers, the
-weight average), so the two paths can take turns; the numpy path
-(:func:`skbatchnet._training.run_epoch`) stays the specification, and the two
-are tested equal to rounding.
+:class:`CompiledEpochs` runs whole epochs of minibatch steps in the compiled
+loop (``_epoch.pyx``), with the GIL released, on dense or CSR rows of the
+network's float type. It answers as :class:`skbatchnet._training.NumpyEpochs`
+does (``run(order, optimizer, averager)`` returns the epoch's
+:class:`~skbatchnet._outcome.EpochSums` or raises), and it reads and updates
+in place the state the numpy path keeps (the network's parameter vector, the
+optimizer's buffers, the weight average), so the two can take turns. The
+typed state the loop reads is built once, when the runner is made.
 """
 
-import math
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
 
-from ._optimizers import SGD, Adam
+from . import _extension
+from ._activations import ACTIVATIONS
+from ._codes import Status
+from ._losses import LOSSES
+from ._outcome import Diverged, EpochSums
+from .reduction import REDUCTIONS
 
-try:
-    from . import _loop
-except ImportError as exc:  # pragma: no cover - only without a build
-    raise ImportError(
-        "skbatchnet's compiled training loop (skbatchnet._loop) is not built. "
-        "Install skbatchnet with pip, which compiles it and needs a C compiler: "
-        "in a source checkout, `pip install -e .` builds it in place, where "
-        "Python run from the checkout finds it (`pip install .` builds it only "
-        "into site-packages)."
-    ) from exc
-
-if _loop.cpu_has_avx2():
-    # The same loop built for AVX2, where the build made one (setup.py); it
-    # computes the same bits, with vectors twice as wide.
-    try:
-        from . import _loop_avx2 as _loop
-    except ImportError:  # pragma: no cover - a build without the twin
-        pass
-
-__all__ = [
-    "INTERRUPTED",
-    "NONFINITE_LOSS",
-    "NONFINITE_WEIGHTS",
-    "CompiledEpochs",
-    "one_thread_product",
-    "squared_norm",
-]
-
-# The numpy path's products of small batches (see _workspace.dense_product).
-one_thread_product = _loop.one_thread_product
-
-
-def squared_norm(w):
-    """``sum(w ** 2)`` of a 1-D array, without waking BLAS threads.
-
-    OpenBLAS runs a dot product of more than 10000 entries on all its
-    threads, woken at every step of a small batch; the compiled loop's sum
-    runs on the calling thread. Types BLAS lacks take np.dot, which does not
-    call BLAS for them.
-    """
-    if w.dtype.type in _FLOATS:
-        return _loop.squared_norm(np.ascontiguousarray(w))
-    return float(np.dot(w, w))
-
-
-# The statuses of an epoch that did not finish normally.
-INTERRUPTED = _loop.INTERRUPTED
-NONFINITE_LOSS = _loop.NONFINITE_LOSS
-NONFINITE_WEIGHTS = _loop.NONFINITE_WEIGHTS
+__all__ = ["CompiledEpochs", "missing_kernels"]
 
 _FLOATS = (np.float32, np.float64)
+_warned = set()
+
+
+def missing_kernels(network, optimizer, reduction):
+    """The options of a fit that have no compiled code, as ``name=value``.
+
+    An entry added to a registry without a code (``code=None``) trains on
+    the numpy path.
+    """
+    entries = [
+        ("activation", network.activation, ACTIVATIONS[network.activation].code),
+        ("loss", network.loss, LOSSES[network.loss].code),
+        ("gradient_reduction", reduction, REDUCTIONS[reduction].code),
+        ("solver", type(optimizer).__name__, type(optimizer).code),
+    ]
+    return [f"{kind}={name!r}" for kind, name, code in entries if code is None]
 
 
 class CompiledEpochs:
@@ -75,119 +49,134 @@ class CompiledEpochs:
     Parameters
     ----------
     network : Network
-    X, Y, sample_weight : ndarray
-        The training rows, their 2-D targets and weights (or None), dense, in
-        the network's dtype.
-    bounds : list of (int, int)
-        ``(start, stop)`` of each batch in an epoch's order
-        (``Minibatcher.bounds``).
-    rules : Rules
+    data : TrainingData
+        Dense or CSR rows of the network's dtype (see :meth:`supports`).
+    batcher : Minibatcher
+        Its ``bounds`` are every epoch's batches.
+    step : Step
         ``alpha`` and the reduction.
-    total_weight : float
-        ``S`` of the training set.
+    thresholds : dict, optional
+        Overrides of the plan's product thresholds (``EpochPlan``'s keyword
+        arguments), for tests.
+    module : tuple, optional
+        ``(epoch, plan)`` extension modules, for tests; by default the ones
+        :mod:`skbatchnet._extension` picks.
     """
 
-    def __init__(self, network, X, Y, sample_weight, *, bounds, rules, total_weight):
+    def __init__(self, network, data, batcher, step, *, thresholds=None, module=None):
+        self.epoch, plan = module or _extension.epoch_module()
+        self.network, self.data, self.alpha = network, data, step.alpha
         dtype = network.dtype
-        self.network = network
-        self.X = _loop_input(X, dtype)
-        self.Y = np.ascontiguousarray(Y, dtype=dtype)
-        self.sample_weight = (
-            None
-            if sample_weight is None
-            else np.ascontiguousarray(sample_weight, dtype=dtype)
+        bounds = batcher.bounds(data.n_samples)
+        widest = max(stop - start for start, stop in bounds)
+        X = data.X
+        if sp.issparse(X):
+            X = sp.csr_matrix(X, dtype=dtype, copy=False)
+        self.plan = plan.EpochPlan(
+            network.layer_units,
+            X,
+            data.Y,
+            data.sample_weight,
+            bounds,
+            activation=ACTIVATIONS[network.activation].code,
+            loss=LOSSES[network.loss].code,
+            reduction=REDUCTIONS[step.reduction].code,
+            alpha=float(step.alpha),
+            total_weight=float(data.total),
+            chunk_rows=max(1, min(widest, network.chunk_rows())),
+            **(thresholds or {}),
         )
-        self.bounds = np.asarray(bounds, dtype=np.intp).reshape(-1, 2)
-        self.stored_order = np.arange(X.shape[0], dtype=np.intp)
-        widest = int((self.bounds[:, 1] - self.bounds[:, 0]).max())
-        self.chunk_rows = max(1, min(widest, network.chunk_rows()))
-        self.work = _loop.epoch_workspace(
-            network.layer_units, self.chunk_rows, dtype, sparse=sp.issparse(X)
-        )
-        self.settings = dict(
-            activation=_loop.ACTIVATION_CODES[network.activation],
-            loss=_loop.LOSS_CODES[network.loss],
-            reduction=_loop.REDUCTION_CODES[rules.reduction],
-            alpha=float(rules.alpha),
-            total_weight=float(total_weight),
-            chunk_rows=self.chunk_rows,
-        )
+        self._plan_module = plan
+        self._state = self._average = None
 
     @staticmethod
-    def supports(network, X, optimizer):
-        """Whether the compiled loop can train ``network`` on ``X``."""
-        return (
-            (isinstance(X, np.ndarray) or (sp.issparse(X) and X.format == "csr"))
+    def supports(network, X, optimizer, step):
+        """Whether the compiled loop can train ``network`` on ``X``.
+
+        Warns once per process when the extension is not built, and once per
+        combination of options when a registry entry has no compiled code.
+        """
+        dense_or_csr = isinstance(X, np.ndarray) or (
+            sp.issparse(X) and X.format == "csr"
+        )
+        if not (
+            dense_or_csr
             and X.dtype == network.dtype
             and network.dtype.type in _FLOATS
-            and type(optimizer) in (SGD, Adam)
-        )
+            and optimizer.stochastic
+        ):
+            return False
+        missing = missing_kernels(network, optimizer, step.reduction)
+        if missing:
+            key = tuple(missing)
+            if key not in _warned:
+                _warned.add(key)
+                warnings.warn(
+                    f"{', '.join(missing)} has no compiled kernel; training runs "
+                    "on the numpy path. Give its registry entry a code and a "
+                    "kernel in _kernels.pxd to train it in the compiled loop.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return False
+        if _extension.epoch_module() is None:
+            _extension.warn_not_built()
+            return False
+        return True
+
+    def _optimizer_state(self, optimizer):
+        """The loop's view of ``optimizer``, made once per optimizer object."""
+        settings = optimizer.loop_state()
+        if self._state is None or self._state[0] is not optimizer:
+            state = self._plan_module.OptimizerState(
+                type(optimizer).code, self.network.parameters, **settings
+            )
+            self._state = (optimizer, state)
+        state = self._state[1]
+        # SGD's schedules change its rate between epochs.
+        state.learning_rate = settings["learning_rate"]
+        state.t = settings.get("t", 0)
+        return state
+
+    def _average_state(self, averager):
+        if averager is None:
+            return None
+        if self._average is None or self._average[0] is not averager:
+            average = self._plan_module.AverageState(averager.mean, start=averager.start)
+            self._average = (averager, average)
+        average = self._average[1]
+        average.n_averaged = averager.n_averaged
+        average.samples_seen = averager.samples_seen
+        return average
 
     def run(self, order, optimizer, averager):
         """One epoch visiting the rows in ``order`` (None: stored order).
 
         Returns
         -------
-        result : skbatchnet._loop.EpochResult
-            The loop's status, loss sums and counters; the optimizer's and
-            the average's counters are already brought up to date.
+        sums : EpochSums
+            The optimizer's and the average's counters are brought up to date.
+
+        Raises
+        ------
+        Diverged
+            At a non-finite loss or weights.
+        KeyboardInterrupt
+            When Ctrl-C reached the loop; the parameters are mid-epoch.
         """
-        state = _optimizer_state(optimizer)
-        if averager is not None:
-            state.update(
-                average_mean=averager.mean,
-                n_averaged=averager.n_averaged,
-                samples_seen=averager.samples_seen,
-                average_start=averager.start,
-            )
-        result = _loop.run_epoch(
-            self.network.parameters,
-            self.network.layer_units,
-            self.X,
-            self.Y,
-            self.sample_weight,
-            self.stored_order if order is None else order.astype(np.intp, copy=False),
-            self.bounds,
-            self.work,
-            **self.settings,
-            **state,
+        average = self._average_state(averager)
+        result = self.epoch.run_epoch(
+            self.plan, self._optimizer_state(optimizer), average, order
         )
-        if isinstance(optimizer, Adam) and result.steps:
-            optimizer.t += result.steps
-            b1, b2, t = optimizer.beta_1, optimizer.beta_2, optimizer.t
-            optimizer.learning_rate = (
-                optimizer.learning_rate_init * math.sqrt(1 - b2**t) / (1 - b1**t)
-            )
+        if result.steps:
+            optimizer.advance(result.steps)
         if averager is not None:
-            averager.n_averaged = result.n_averaged
-            averager.samples_seen = result.samples_seen
-        return result
-
-
-def _optimizer_state(optimizer):
-    """The loop's arguments for the optimizer's state (updated in place)."""
-    if isinstance(optimizer, Adam):
-        return dict(
-            solver=_loop.SOLVER_CODES["adam"],
-            learning_rate=optimizer.learning_rate_init,
-            adam_m=optimizer.ms[0],
-            adam_u=optimizer.us[0],
-            adam_t=optimizer.t,
-            beta_1=optimizer.beta_1,
-            beta_2=optimizer.beta_2,
-            epsilon=optimizer.epsilon,
-        )
-    return dict(
-        solver=_loop.SOLVER_CODES["sgd"],
-        learning_rate=optimizer.learning_rate,
-        velocity=optimizer.velocities[0],
-        momentum=optimizer.momentum,
-        nesterov=optimizer.nesterov,
-    )
-
-
-def _loop_input(X, dtype):
-    """X as the loop reads it: C-contiguous, or CSR."""
-    if sp.issparse(X):
-        return sp.csr_matrix(X, dtype=dtype, copy=False)
-    return np.ascontiguousarray(X, dtype=dtype)
+            averager.n_averaged = average.n_averaged
+            averager.samples_seen = average.samples_seen
+        if result.status == Status.INTERRUPTED:
+            raise KeyboardInterrupt
+        if result.status == Status.NONFINITE_LOSS:
+            raise Diverged("loss", result.batch, result.steps, result.seen)
+        if result.status == Status.NONFINITE_WEIGHTS:
+            raise Diverged("weights", result.batch, result.steps, result.seen)
+        return EpochSums(result.loss_sum, result.weight_sum, result.seen, result.steps)

@@ -50,21 +50,21 @@ def local_round(parameters, spec, X, Y, w, optimizer, plan, settings):
     epoch drawn from ``seed``. Returns the parameters, the optimizer, the
     weight of the rows trained on and their number.
     """
-    batching, rules, total, epoch = settings
+    batching, step, total, epoch = settings
     net = network_of(spec, parameters)
     batches = []
     for seed, first, stop in plan:
         batches += epoch_batches(seed, X.shape[0], batching)[first:stop]
     data = TrainingData(X, Y, w, total)
-    _, _, seen = run_epoch(
+    seen = run_epoch(
         net,
         data,
         batches,
         optimizer,
-        rules=rules,
+        step=step,
         workspace=net.workspace(X.shape[0]),
         averager=None,
-    )
+    ).seen
     weight = seen if w is None else sum(float(rows_of(w, b).sum()) for b in batches)
     return net.parameters, optimizer, float(weight), seen
 
@@ -110,7 +110,7 @@ def train_local_sgd(estimator, data, local_steps):
     of each epoch, evaluated on all of the data.
     """
     net = estimator._training_network()
-    rules = estimator._rules()
+    step, stopping = estimator._step(), estimator._stopping()
     params = estimator.get_params(deep=False)
     batching = (estimator.batch_size, estimator.shuffle, estimator.drop_last)
     batcher = Minibatcher(*batching[:1], drop_last=estimator.drop_last)
@@ -133,15 +133,15 @@ def train_local_sgd(estimator, data, local_steps):
     progress = estimator._progress
     progress.n_iter = 0
     for epoch in range(1, estimator.max_iter + 1):
-        settings = (batching, rules, data.total, epoch)
+        settings = (batching, step, data.total, epoch)
         for _ in range(rounds):
             progress.t += _round(net, data, shards, steps, settings)
-        loss = data.objective(net, rules.alpha)
+        loss = data.objective(net, step.alpha)
         progress.n_iter += 1
         progress.loss_curve.append(loss)
         estimator.loss_ = loss
-        update_stopping(progress, net, None, rules=rules, score=None)
-        if progress._no_improvement_count > rules.n_iter_no_change:
+        update_stopping(progress, net, None, stopping=stopping, score=None)
+        if progress._no_improvement_count > stopping.n_iter_no_change:
             break
         if epoch == estimator.max_iter:
             warnings.warn(

@@ -13,7 +13,6 @@ computed from a graph, so Dask can recompute whatever a lost worker held.
 """
 
 from itertools import pairwise
-from types import SimpleNamespace
 
 import dask.array as da
 import numpy as np
@@ -22,7 +21,7 @@ from distributed import futures_of
 from sklearn.base import is_classifier
 
 from ._mlp import _one_hot
-from ._training import rows_of
+from ._training import Step, rows_of
 from .backprop import Network
 from .reduction import Coefficients, reduction_coefficients
 
@@ -154,7 +153,7 @@ class ClusterData:
         self.bytes_received += sum(g.nbytes + 24 for g, *_ in results)
         return results
 
-    def gradient(self, network, rows, *, scale, rules, workspace=None):
+    def gradient(self, network, rows, *, scale, step, workspace=None):
         """As :meth:`TrainingData.gradient`, from the blocks' partial sums."""
         parts = self.gather(self.submit(network.parameters, rows))
         n = sum(p[3] for p in parts)
@@ -166,19 +165,19 @@ class ClusterData:
             grad += g
         # Each row's coefficient is s_i times that of one unit of weight in a
         # batch of total weight ``weight``: 1/weight for 'mean', 1 for 'sum'.
-        c = reduction_coefficients(None, weight, rules.reduction).scaled(scale)
+        c = reduction_coefficients(None, weight, step.reduction).scaled(scale)
         grad *= c.c
         W = network.parameters[: network.n_coefs]
         loss = sum(p[2] for p in parts) / weight
-        if rules.alpha:
-            grad[: network.n_coefs] += W * (rules.alpha * c.total / self.total)
-            loss += 0.5 * rules.alpha * network.penalty() / self.total
+        if step.alpha:
+            grad[: network.n_coefs] += W * (step.alpha * c.total / self.total)
+            loss += 0.5 * step.alpha * network.penalty() / self.total
         return n, weight, loss, grad
 
     def objective(self, network, alpha):
         """``E`` on all of the rows."""
-        rules = SimpleNamespace(alpha=alpha, reduction="mean")
-        return self.gradient(network, slice(None), scale=1.0, rules=rules)[2]
+        step = Step(alpha=alpha, reduction="mean")
+        return self.gradient(network, slice(None), scale=1.0, step=step)[2]
 
 
 def distribute(client, estimator, X, y, sample_weight):

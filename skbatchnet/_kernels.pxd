@@ -1,37 +1,45 @@
 # cython: language_level=3, cdivision=True, boundscheck=False, wraparound=False
-"""Per-point kernels of the compiled training loop (see _loop.pyx).
+"""The compiled code of each registry entry: activations, losses, solvers.
 
 Each function restates, for one value or one row, the formula of the numpy
 specification it mirrors (_activations.py, _losses.py, _optimizers.py), in the
 same order of operations, so that the two paths agree to rounding. They are
-inline and free of Python, so the loops calling them stay vectorizable.
+inline and free of Python, so the loops calling them stay vectorizable. The
+dispatchers at the end (bias_activation, derivative, output_row) map a
+registry entry's code to its kernel, one explicit arm per code.
 """
 
 from cython cimport floating
 from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf
-from libc.math cimport sqrt, sqrtf
+from libc.math cimport NAN, pow, sqrt, sqrtf
 
-# Codes of the activations, losses, reductions and solvers: the Python side
-# maps the estimators' names to them (ACTIVATION_CODES etc. in _loop.pyx).
-cdef enum:
+# The codes of skbatchnet/_codes.py, member for member (the registry entries
+# carry them; tests/test_registries.py holds the two lists equal).
+cdef enum ActivationCode:
     IDENTITY = 0
     LOGISTIC = 1
     TANH = 2
     RELU = 3
 
-cdef enum:
+cdef enum LossCode:
     SQUARED_ERROR = 0
     POISSON = 1
     BINARY_LOG_LOSS = 2
     LOG_LOSS = 3
 
-cdef enum:
+cdef enum ReductionCode:
     MEAN = 0
     SUM = 1
 
-cdef enum:
+cdef enum SolverCode:
     SGD = 0
     ADAM = 1
+
+cdef enum Status:
+    OK = 0
+    NONFINITE_LOSS = 1
+    NONFINITE_WEIGHTS = 2
+    INTERRUPTED = 3
 
 
 # -- elementary functions in the dtype's own precision -------------------------
@@ -215,8 +223,75 @@ cdef inline floating adam_update(
     return p_new
 
 
+cdef inline double adam_rate(
+    double learning_rate, double beta_1, double beta_2, long t
+) noexcept nogil:
+    # Adam.advance: lr sqrt(1 - b2^t) / (1 - b1^t), in double as Python has it.
+    return learning_rate * sqrt(1 - pow(beta_2, t)) / (1 - pow(beta_1, t))
+
+
 cdef inline void average_update(
     floating* mean, floating p, floating count
 ) noexcept nogil:
     # WeightAverage.update: m += (w - m) / k.
     mean[0] = mean[0] + (p - mean[0]) / count
+
+
+# -- dispatch: a registry entry's code to its kernel, over rows -----------------
+
+cdef inline void bias_activation(
+    int activation, Py_ssize_t n, Py_ssize_t k, floating* A, floating* b
+) noexcept nogil:
+    """A = f(A + b) row by row; the switch stays outside the loops."""
+    cdef Py_ssize_t i, j
+    cdef floating* row
+    for i in range(n):
+        row = A + i * k
+        if activation == IDENTITY:
+            for j in range(k):
+                row[j] = row[j] + b[j]
+        elif activation == LOGISTIC:
+            for j in range(k):
+                row[j] = logistic(row[j] + b[j])
+        elif activation == TANH:
+            for j in range(k):
+                row[j] = f_tanh(row[j] + b[j])
+        elif activation == RELU:
+            for j in range(k):
+                row[j] = relu(row[j] + b[j])
+
+
+cdef inline void derivative(
+    int activation, Py_ssize_t size, floating* A, floating* D
+) noexcept nogil:
+    """D *= f'(Z), written through A = f(Z); the identity leaves D as it is."""
+    cdef Py_ssize_t i
+    if activation == IDENTITY:
+        return
+    elif activation == LOGISTIC:
+        for i in range(size):
+            D[i] = logistic_derivative(A[i], D[i])
+    elif activation == TANH:
+        for i in range(size):
+            D[i] = tanh_derivative(A[i], D[i])
+    elif activation == RELU:
+        for i in range(size):
+            D[i] = relu_derivative(A[i], D[i])
+
+
+cdef inline floating output_row(
+    int loss, const floating* z, const floating* y, floating* out,
+    floating c, Py_ssize_t k
+) noexcept nogil:
+    """The loss of one row; its error (f(z) - y) * c into ``out``. The epoch
+    plan admits only the codes below; any other would read as a diverged
+    loss, never as a silent zero."""
+    if loss == SQUARED_ERROR:
+        return squared_error_row(z, y, out, c, k)
+    elif loss == POISSON:
+        return poisson_row(z, y, out, c, k)
+    elif loss == BINARY_LOG_LOSS:
+        return binary_log_loss_row(z, y, out, c, k)
+    elif loss == LOG_LOSS:
+        return log_loss_row(z, y, out, c, k)
+    return NAN

@@ -8,12 +8,12 @@ so ``batch_size`` and ``gradient_reduction`` do not apply. The bookkeeping
 
 import math
 import warnings
-from dataclasses import replace
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._training import divergence_error, interrupted
+from ._outcome import divergence_error
+from ._training import Step, interrupted
 
 __all__ = ["train_lbfgs"]
 
@@ -22,7 +22,7 @@ class _Stop(Exception):
     """A callback asked L-BFGS to stop."""
 
 
-def train_lbfgs(network, data, driver, progress, *, rules, report):
+def train_lbfgs(network, data, driver, progress, *, alpha, verbose, report):
     """Minimize the whole-set objective E with the L-BFGS driver.
 
     ``batch_size`` and ``gradient_reduction`` do not apply: every evaluation
@@ -38,7 +38,7 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
     n = data.n_samples
     workspace = network.workspace(n)
     # Every evaluation is E on all the rows: the 'mean' of the whole set.
-    every_row, whole_set = slice(None), replace(rules, reduction="mean")
+    every_row, whole_set = slice(None), Step(alpha=alpha, reduction="mean")
     start = network.parameters.astype(np.float64)
     # The last completed iteration: its weights and loss, and the function
     # evaluations (passes over the data) since the one before.
@@ -47,7 +47,7 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
     def fun(x):
         network.parameters[...] = x
         _, _, loss, grad = data.gradient(
-            network, every_row, scale=1.0, rules=whole_set, workspace=workspace
+            network, every_row, scale=1.0, step=whole_set, workspace=workspace
         )
         # Only the first evaluation blames the data: later ones are trial
         # points of a line search, which backs off from a non-finite value.
@@ -63,7 +63,7 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
         last.update(x=xk.copy(), loss=loss, iterations=last["iterations"] + 1)
         progress.record(loss, 1, last["evaluations"] * n)
         last["evaluations"] = 0
-        if rules.verbose:
+        if verbose:
             print(f"Iteration {len(progress.loss_curve)}, loss = {loss:.8f}")
         if report(loss):
             raise _Stop
@@ -80,7 +80,7 @@ def train_lbfgs(network, data, driver, progress, *, rules, report):
         network.parameters[...] = last["x"]
         progress.n_iter, loss = last["iterations"], last["loss"]
         if loss is None:  # no iteration completed
-            loss = data.objective(network, rules.alpha)
+            loss = data.objective(network, alpha)
     else:
         network.parameters[...] = result.x
         progress.n_iter = min(int(result.nit), driver.max_iter)

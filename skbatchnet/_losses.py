@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, xlogy
 
+from ._codes import LossCode
+
 
 def _identity(Z, out):
     out[...] = Z
@@ -149,12 +151,16 @@ class OutputLoss:
     error : callable
         ``error(Y, Z, out)`` writes ``d loss_i / d z_i = f(Z) - Y`` into
         ``out`` and returns the loss of each row, shape (n,).
+    code : LossCode or None
+        The compiled loop's kernel for it (``_kernels.pxd``); None trains on
+        the numpy path only.
     """
 
     name: str
     out_activation: str
     activation: Callable
     error: Callable
+    code: LossCode | None = None
 
     def per_example(self, Y, Z):
         """The loss of each row, shape (n,)."""
@@ -162,12 +168,23 @@ class OutputLoss:
 
 
 LOSSES = {
-    "squared_error": OutputLoss(
-        "squared_error", "identity", _identity, _squared_error_error
-    ),
-    "poisson": OutputLoss("poisson", "exp", _exp, _poisson_error),
-    "binary_log_loss": OutputLoss(
-        "binary_log_loss", "logistic", _logistic, _binary_log_loss_error
-    ),
-    "log_loss": OutputLoss("log_loss", "softmax", _softmax, _log_loss_error),
+    loss.name: loss
+    for loss in (
+        OutputLoss(
+            "squared_error",
+            "identity",
+            _identity,
+            _squared_error_error,
+            LossCode.SQUARED_ERROR,
+        ),
+        OutputLoss("poisson", "exp", _exp, _poisson_error, LossCode.POISSON),
+        OutputLoss(
+            "binary_log_loss",
+            "logistic",
+            _logistic,
+            _binary_log_loss_error,
+            LossCode.BINARY_LOG_LOSS,
+        ),
+        OutputLoss("log_loss", "softmax", _softmax, _log_loss_error, LossCode.LOG_LOSS),
+    )
 }

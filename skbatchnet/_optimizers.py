@@ -21,9 +21,14 @@ import math
 import numpy as np
 import scipy.optimize
 
+from ._codes import SolverCode
+
 
 class _Optimizer:
     stochastic = True
+    # The compiled loop's update for this solver (_kernels.pxd); None trains
+    # on the numpy path only.
+    code = None
     # The estimator parameters the constructor takes after the parameter list,
     # in its order.
     estimator_params = ()
@@ -37,6 +42,14 @@ class _Optimizer:
     def gradient_scale(self):
         """The factor :meth:`step` expects its gradients to be multiplied by."""
         return 1.0
+
+    def advance(self, steps):
+        """Count ``steps`` steps taken by the compiled loop."""
+
+    def loop_state(self):
+        """The compiled loop's view of this solver: ``OptimizerState``'s
+        keyword arguments, whose arrays it updates in place."""
+        raise NotImplementedError
 
     def iteration_ends(self, time_step):
         """Called after each epoch with the number of samples seen so far."""
@@ -73,6 +86,7 @@ class SGD(_Optimizer):
     power_t : float
     """
 
+    code = SolverCode.SGD
     estimator_params = (
         "learning_rate_init",
         "learning_rate",
@@ -102,6 +116,14 @@ class SGD(_Optimizer):
     @property
     def gradient_scale(self):
         return self.learning_rate
+
+    def loop_state(self):
+        return dict(
+            learning_rate=self.learning_rate,
+            velocity=self.velocities[0],
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+        )
 
     def step(self, params, scaled_grads):
         """Update ``params`` in place given ``lr * g``; overwrites it."""
@@ -148,6 +170,7 @@ class Adam(_Optimizer):
     with the constants moved, in 10 passes over the parameters instead of 12.
     """
 
+    code = SolverCode.ADAM
     estimator_params = ("learning_rate_init", "beta_1", "beta_2", "epsilon")
 
     def __init__(
@@ -169,13 +192,33 @@ class Adam(_Optimizer):
     def gradient_scale(self):
         return 1 - self.beta_1
 
+    def loop_state(self):
+        return dict(
+            learning_rate=self.learning_rate_init,
+            adam_m=self.ms[0],
+            adam_u=self.us[0],
+            t=self.t,
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+        )
+
+    def advance(self, steps):
+        """Count ``steps`` more steps and set the rate of the last one.
+
+        ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)``: the compiled loop takes
+        many steps per call and reports how many, so the rate is written
+        here once for both paths (``adam_rate`` in ``_kernels.pxd`` is the
+        loop's own per-step copy of the formula).
+        """
+        self.t += steps
+        b1, b2, t = self.beta_1, self.beta_2, self.t
+        self.learning_rate = self.learning_rate_init * math.sqrt(1 - b2**t) / (1 - b1**t)
+
     def step(self, params, scaled_grads):
         """Update ``params`` in place given ``(1 - beta_1) * g``; overwrites it."""
-        self.t += 1
+        self.advance(1)
         b1, b2 = self.beta_1, self.beta_2
-        self.learning_rate = (
-            self.learning_rate_init * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
-        )
         root_k = math.sqrt(self._k())
         # Python floats keep float32 parameters in float32 arithmetic.
         neg_lr = -float(self.learning_rate / root_k)

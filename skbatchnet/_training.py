@@ -12,6 +12,10 @@ record; none of them sees an estimator. A step of stochastic training is
 which :func:`run_epoch` spells out line by line, asking its data for steps
 2 and 3 (:meth:`TrainingData.gradient`): data held elsewhere, such as on a
 cluster (:mod:`skbatchnet.dask`), answers with the same numbers.
+
+:func:`train_epochs` runs the epochs through a runner: :class:`NumpyEpochs`
+(that specification) or :class:`~skbatchnet._compiled.CompiledEpochs` (the
+compiled loop, which takes the same steps); :func:`epoch_runner` picks one.
 """
 
 import math
@@ -22,13 +26,24 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from . import _compiled
 from ._averaging import WeightAverage
+from ._compiled import CompiledEpochs
+from ._outcome import Diverged, EpochSums, divergence_error
 from ._rollback import Checkpoint
 from ._validation import stratification
 from .reduction import reduction_coefficients
 
-__all__ = ["Progress", "Rules", "TrainingData", "run_epoch", "train_epochs"]
+__all__ = [
+    "Diverged",
+    "NumpyEpochs",
+    "Progress",
+    "Step",
+    "Stopping",
+    "TrainingData",
+    "epoch_runner",
+    "run_epoch",
+    "train_epochs",
+]
 
 
 @dataclass
@@ -45,7 +60,7 @@ class TrainingData:
     def n_samples(self):
         return self.X.shape[0]
 
-    def gradient(self, network, rows, *, scale, rules, workspace):
+    def gradient(self, network, rows, *, scale, step, workspace):
         """One batch's rows, weight, loss and reduced gradient times ``scale``.
 
         The loss and gradient are None for a batch without weight.
@@ -59,13 +74,13 @@ class TrainingData:
             weight = float(w_batch.sum())
             if weight == 0:
                 return n, 0.0, None, None
-        c = reduction_coefficients(w_batch, n, rules.reduction).scaled(scale)
+        c = reduction_coefficients(w_batch, n, step.reduction).scaled(scale)
         loss, grad = network.gradient(
             X_batch,
             Y_batch,
             c,
             sample_weight=w_batch,
-            alpha=rules.alpha,
+            alpha=step.alpha,
             total_weight=self.total,
             workspace=workspace,
         )
@@ -77,11 +92,17 @@ class TrainingData:
 
 
 @dataclass(frozen=True)
-class Rules:
-    """The settings the epoch loop follows (the estimator's parameters)."""
+class Step:
+    """What a step needs beyond the batch: the penalty and the reduction."""
 
     alpha: float
     reduction: str
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """What the stopping rule and the reports need."""
+
     tol: float
     n_iter_no_change: float
     verbose: bool
@@ -202,62 +223,10 @@ def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None)
     return train, val
 
 
-# scikit-learn's sentence, first in every divergence message, so that code
-# matching on it keeps working.
-NON_FINITE = "Solver produced non-finite parameter weights."
+def run_epoch(network, data, batches, optimizer, *, step, workspace, averager):
+    """One pass of minibatch steps; returns its :class:`EpochSums`.
 
-
-class Diverged(ValueError):
-    """A non-finite loss or weights inside an epoch: where, and how far it got.
-
-    ``steps`` optimizer steps over ``seen`` rows were taken in the epoch. The
-    epoch loop turns it into :func:`divergence_error`'s message; raised
-    elsewhere (by a worker's local epoch, say) it reads as that error does.
-    """
-
-    def __init__(self, what, batch, steps, seen):
-        super().__init__(
-            f"{NON_FINITE} Training diverged: the {what} became non-finite in "
-            f"batch {batch}, after {steps} steps. Lower learning_rate_init or "
-            "scale the inputs."
-        )
-        self.what, self.batch, self.steps, self.seen = what, batch, steps, seen
-
-    def __reduce__(self):  # pickled from a worker with its fields
-        return type(self), (self.what, self.batch, self.steps, self.seen)
-
-
-def divergence_error(where, *, stepped, learning_rate=None, reduction="mean"):
-    """The ValueError of a diverged run, with its likely cause and remedies.
-
-    ``where`` says what became non-finite and when; ``stepped`` whether any
-    step was taken before (if not, the data overflowed, not the steps).
-    """
-    if not stepped:
-        return ValueError(
-            f"{NON_FINITE} Training diverged: {where}, before any step was "
-            "taken, so the step size is not the cause: the inputs or the sample "
-            "weights overflow (or underflow) the floating-point range. Scale the "
-            "inputs (for example with StandardScaler), the targets, and the "
-            "sample weights to moderate values."
-        )
-    rate = "" if learning_rate is None else f", at learning rate {learning_rate:g}"
-    fixes = "scale the inputs (for example with StandardScaler) or the targets"
-    if learning_rate is not None:
-        fixes = f"lower learning_rate_init, {fixes}"
-    if reduction == "sum":
-        fixes += ", or use gradient_reduction='mean' instead of 'sum'"
-    return ValueError(
-        f"{NON_FINITE} Training diverged: {where}{rate}. To fix, {fixes}."
-    )
-
-
-def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager):
-    """One pass of minibatch steps; returns the epoch loss, steps and rows seen.
-
-    The epoch loss weights each batch's estimate of E by the batch's share
-    of the total weight seen, so it is comparable across batch sizes. A
-    non-finite loss or weights raise :class:`Diverged`.
+    A non-finite loss or weights raise :class:`Diverged`.
     """
     loss_sum, weight_sum, seen, steps = 0.0, 0.0, 0, 0
     for number, rows in enumerate(batches, start=1):
@@ -267,7 +236,7 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager):
             network,
             rows,
             scale=optimizer.gradient_scale,
-            rules=rules,
+            step=step,
             workspace=workspace,
         )
         if weight == 0:
@@ -287,52 +256,54 @@ def run_epoch(network, data, batches, optimizer, *, rules, workspace, averager):
     # this catches an epoch's last step, once per epoch.
     if not np.isfinite(network.parameters).all():
         raise Diverged("weights", number, steps, seen)
-    if weight_sum == 0:
+    return EpochSums(loss_sum, weight_sum, seen, steps)
+
+
+class NumpyEpochs:
+    """Epochs of one fit by the numpy specification, :func:`run_epoch`.
+
+    One workspace serves every batch (a shorter one uses its first rows).
+    ``run(order, optimizer, averager)`` answers as
+    :meth:`skbatchnet._compiled.CompiledEpochs.run` does.
+    """
+
+    def __init__(self, network, data, batcher, step):
+        self.network, self.data, self.batcher, self.step = network, data, batcher, step
+        bounds = batcher.bounds(data.n_samples)
+        self.workspace = network.workspace(max(stop - start for start, stop in bounds))
+
+    def run(self, order, optimizer, averager):
+        """One epoch visiting the rows in ``order`` (None: stored order)."""
+        return run_epoch(
+            self.network,
+            self.data,
+            self.batcher.batches(order, self.data.n_samples),
+            optimizer,
+            step=self.step,
+            workspace=self.workspace,
+            averager=averager,
+        )
+
+
+def epoch_runner(network, data, batcher, optimizer, step):
+    """The runner of a fit's epochs: the compiled loop where it can train on
+    the data (dense or CSR rows of the network's float type, every option
+    with a compiled kernel, the extension built), else :class:`NumpyEpochs`."""
+    X = getattr(data, "X", None)
+    if CompiledEpochs.supports(network, X, optimizer, step):
+        return CompiledEpochs(network, data, batcher, step)
+    return NumpyEpochs(network, data, batcher, step)
+
+
+def epoch_loss(sums, data, network, alpha):
+    """The epoch loss: each batch's estimate of ``E`` weighted by the batch's
+    share of the total weight seen, so it is comparable across batch sizes."""
+    if sums.weight_sum == 0:
         # No batch carried weight (drop_last=True can drop every weighted
         # row): no step was taken and no batch estimates the objective, so
         # evaluate it exactly on the training data instead.
-        return data.objective(network, rules.alpha), steps, seen
-    return loss_sum / weight_sum, steps, seen
-
-
-def epoch_paths(network, data, batcher, optimizer, rules):
-    """How the epochs run: ``compiled`` and ``workspace`` for :func:`train_epochs`.
-
-    The compiled loop where it can train on the data (dense or CSR rows of
-    the network's float type), else :func:`run_epoch` with one workspace for every
-    batch (a shorter one uses its first rows).
-    """
-    bounds = batcher.bounds(data.n_samples)
-    X = getattr(data, "X", None)
-    if _compiled.CompiledEpochs.supports(network, X, optimizer):
-        compiled = _compiled.CompiledEpochs(
-            network,
-            X,
-            data.Y,
-            data.sample_weight,
-            bounds=bounds,
-            rules=rules,
-            total_weight=data.total,
-        )
-        return {"compiled": compiled, "workspace": None}
-    rows = max(stop - start for start, stop in bounds)
-    return {"compiled": None, "workspace": network.workspace(rows)}
-
-
-def compiled_epoch(compiled, order, optimizer, averager, data, rules):
-    """:func:`run_epoch` by the compiled loop: the same steps, the same reports."""
-    result = compiled.run(order, optimizer, averager)
-    if result.status == _compiled.INTERRUPTED:
-        raise KeyboardInterrupt
-    if result.status == _compiled.NONFINITE_LOSS:
-        raise Diverged("loss", result.batch, result.steps, result.seen)
-    if result.status == _compiled.NONFINITE_WEIGHTS:
-        raise Diverged("weights", result.batch, result.steps, result.seen)
-    if result.weight_sum == 0:
-        # As in run_epoch: no batch carried weight, so E is evaluated exactly.
-        loss = data.objective(compiled.network, rules.alpha)
-        return loss, result.steps, result.seen
-    return result.loss_sum / result.weight_sum, result.steps, result.seen
+        return data.objective(network, alpha)
+    return sums.loss_sum / sums.weight_sum
 
 
 def _count_no_improvement(progress, improved):
@@ -343,14 +314,14 @@ def _count_no_improvement(progress, improved):
         progress._no_improvement_count += 1
 
 
-def update_stopping(progress, network, validation, *, rules, score):
+def update_stopping(progress, network, validation, *, stopping, score):
     """Record the epoch for the stopping rule (training loss or validation score).
 
     With a held-out set the best parameters seen are kept in ``progress``.
     """
     if validation is None:
         loss = progress.loss_curve[-1]
-        _count_no_improvement(progress, not loss > progress.best_loss - rules.tol)
+        _count_no_improvement(progress, not loss > progress.best_loss - stopping.tol)
         if loss < progress.best_loss:
             progress.best_loss = loss
         return
@@ -360,16 +331,16 @@ def update_stopping(progress, network, validation, *, rules, score):
     val_score = score(network.output_from_logits(logits), y_val, w_val)
     progress.validation_loss_curve.append(float(np.average(losses, weights=w_val)))
     progress.validation_scores.append(val_score)
-    if rules.verbose:
+    if stopping.verbose:
         print(f"Validation score: {val_score:f}")
-    improved = not val_score < progress.best_validation_score + rules.tol
+    improved = not val_score < progress.best_validation_score + stopping.tol
     _count_no_improvement(progress, improved)
     if val_score > progress.best_validation_score:
         progress.best_validation_score = val_score
         progress._best_parameters = network.parameters.copy()
 
 
-def _diverged(progress, error, data, *, rules, optimizer, stepped):
+def _diverged(progress, error, data, *, step, optimizer, stepped):
     """Handle a divergence: raise, or stop at the best validated weights.
 
     With a held-out set and a best model already seen, training stops as if
@@ -385,7 +356,7 @@ def _diverged(progress, error, data, *, rules, optimizer, stepped):
             where,
             stepped=stepped or error.steps > 0,
             learning_rate=optimizer.learning_rate,
-            reduction=rules.reduction,
+            reduction=step.reduction,
         ) from None
     progress.n_iter += 1
     progress.t += error.seen
@@ -417,29 +388,27 @@ def train_epochs(
     optimizer,
     progress,
     *,
+    runner,
     n_epochs,
-    rules,
-    workspace,
+    step,
+    stopping,
     averager,
     rng,
     score,
     report,
     max_iter=None,
-    compiled=None,
 ):
     """The epoch loop: steps, bookkeeping, stopping rules.
 
-    Runs at most ``n_epochs`` epochs of the batches ``batcher`` (a
-    :class:`~skbatchnet.batching.Minibatcher`) draws, each by
-    :func:`run_epoch` or, when given, by the compiled loop ``compiled`` (a
-    :class:`~skbatchnet._compiled.CompiledEpochs`), which takes the same
-    steps. ``report(loss)`` is called after each epoch and returns True to
-    stop. With ``max_iter``,
-    reaching ``progress.n_iter == max_iter`` warns that training has not
-    converged. A KeyboardInterrupt, in an epoch or in ``report``, ends
-    training at the last completed epoch. A divergence raises a ValueError,
-    unless there is a held-out set and a best model: then training stops,
-    warning, and the caller restores the best weights.
+    Runs at most ``n_epochs`` epochs of the row orders ``batcher`` (a
+    :class:`~skbatchnet.batching.Minibatcher`) draws, each by ``runner``
+    (:func:`epoch_runner`). ``report(loss)`` is called after each epoch and
+    returns True to stop. With ``max_iter``, reaching
+    ``progress.n_iter == max_iter`` warns that training has not converged. A
+    KeyboardInterrupt, in an epoch or in ``report``, ends training at the
+    last completed epoch. A divergence raises a ValueError, unless there is
+    a held-out set and a best model: then training stops, warning, and the
+    caller restores the best weights.
 
     Returns
     -------
@@ -447,25 +416,11 @@ def train_epochs(
         Those in force at the end (an interruption or a divergence restores
         the ones of the last completed epoch).
     """
-    n_samples = data.n_samples
-    orders = batcher.iter_orders(n_samples)
+    orders = batcher.iter_orders(data.n_samples)
     for epoch in range(n_epochs):
         checkpoint = Checkpoint(network.parameters, optimizer, averager, rng)
         try:
-            if compiled is not None:
-                loss, steps, seen = compiled_epoch(
-                    compiled, next(orders), optimizer, averager, data, rules
-                )
-            else:
-                loss, steps, seen = run_epoch(
-                    network,
-                    data,
-                    batcher.batches(next(orders), n_samples),
-                    optimizer,
-                    rules=rules,
-                    workspace=workspace,
-                    averager=averager,
-                )
+            sums = runner.run(next(orders), optimizer, averager)
         except KeyboardInterrupt:
             # Back to the end of the last completed epoch, so the weights
             # agree with n_iter_ and loss_curve_.
@@ -474,17 +429,20 @@ def train_epochs(
             break
         except Diverged as error:
             stepped = epoch > 0 or progress.t > 0
-            kw = dict(rules=rules, optimizer=optimizer, stepped=stepped)
+            kw = dict(step=step, optimizer=optimizer, stepped=stepped)
             _diverged(progress, error, data, **kw)
             # The optimizer and average of the last finite epoch go on.
             optimizer, averager = checkpoint.restore(network.parameters)
             break
+        loss = epoch_loss(sums, data, network, step.alpha)
         progress.n_iter += 1
-        progress.t += seen
-        progress.record(loss, steps, seen)
-        if rules.verbose:
+        progress.t += sums.seen
+        progress.record(loss, sums.steps, sums.seen)
+        if stopping.verbose:
             print(f"Iteration {progress.n_iter}, loss = {loss:.8f}")
-        update_stopping(progress, network, data.validation, rules=rules, score=score)
+        update_stopping(
+            progress, network, data.validation, stopping=stopping, score=score
+        )
         optimizer.iteration_ends(progress.t)
         try:
             if report(loss):
@@ -493,13 +451,13 @@ def train_epochs(
             # The epoch is complete: keep it.
             interrupted(progress)
             break
-        if progress._no_improvement_count > rules.n_iter_no_change:
+        if progress._no_improvement_count > stopping.n_iter_no_change:
             what = "Validation score" if data.validation else "Training loss"
             msg = (
-                f"{what} did not improve more than tol={rules.tol:f} for "
-                f"{rules.n_iter_no_change} consecutive epochs."
+                f"{what} did not improve more than tol={stopping.tol:f} for "
+                f"{stopping.n_iter_no_change} consecutive epochs."
             )
-            if optimizer.trigger_stopping(msg, rules.verbose):
+            if optimizer.trigger_stopping(msg, stopping.verbose):
                 break
             progress._no_improvement_count = 0
         if progress.n_iter == max_iter:

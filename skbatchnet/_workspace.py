@@ -16,15 +16,10 @@ import scipy.sparse as sp
 from scipy.linalg.blas import get_blas_funcs
 from sklearn import get_config
 
-from ._compiled import one_thread_product
+from ._codes import ONE_THREAD_GEMM, SMALL_BATCH_ROWS
+from ._extension import one_thread_product
 
 __all__ = ["Workspace", "chunk_rows", "chunks"]
-
-# Below this many rows per batch numpy's products cost more to call than
-# scipy's gemm, which also adds in place.
-SMALL_BATCH_ROWS = 64
-# OpenBLAS runs a gemm of fewer multiply-adds than this on one thread.
-_ONE_THREAD_GEMM = 65536 * 4
 
 
 def parameter_shapes(layer_units):
@@ -46,13 +41,15 @@ def views(flat, shapes):
 def dense_product(n_rows, dtype):
     """The product ``product(A, W, out=)`` for dense batches of ``n_rows`` rows.
 
-    Small batches of BLAS's types take the compiled loop's product, whose BLAS
-    calls are each small enough for OpenBLAS to run on one thread: through
-    numpy, a product of one row by a 128 x 128 matrix wakes all of its
-    threads at every step, and numpy has no per-call thread count. Larger
-    batches, and other types, take np.matmul.
+    Small batches (below ``SMALL_BATCH_ROWS``) of BLAS's types take the
+    compiled tier's product, whose BLAS calls are each small enough for
+    OpenBLAS to run on one thread: through numpy, a product of one row by a
+    128 x 128 matrix wakes all of its threads at every step, and numpy has
+    no per-call thread count. Larger batches, other types, and a package
+    without its build take np.matmul.
     """
-    if n_rows < SMALL_BATCH_ROWS and np.dtype(dtype) in (np.float32, np.float64):
+    small = n_rows < SMALL_BATCH_ROWS and one_thread_product is not None
+    if small and np.dtype(dtype) in (np.float32, np.float64):
         return one_thread_product
     return np.matmul
 
@@ -177,7 +174,7 @@ class Workspace:
         # of scipy's BLAS beside numpy's makes their two thread pools fight
         # over the cores, which costs far more than the product.
         largest = max(a * b for a, b in coef_shapes)
-        one_thread = n_samples * largest < _ONE_THREAD_GEMM
+        one_thread = n_samples * largest < ONE_THREAD_GEMM
         blas_type = np.dtype(dtype) in (np.float32, np.float64)
         if blas_type and one_thread and n_samples < SMALL_BATCH_ROWS:
             gemm = get_blas_funcs("gemm", dtype=dtype)

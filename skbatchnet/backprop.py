@@ -45,8 +45,8 @@ from numbers import Real
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._activations import ACTIVATIONS, DERIVATIVES
-from ._compiled import squared_norm
+from ._activations import ACTIVATIONS
+from ._extension import squared_norm
 from ._losses import LOSSES
 from ._workspace import (
     Workspace,
@@ -295,7 +295,7 @@ class Network:
         Hidden layers hold ``f(Z)``; the last buffer holds the raw output
         pre-activation ``Z``, from which losses are computed stably.
         """
-        hidden = ACTIVATIONS[self.activation]
+        hidden = ACTIVATIONS[self.activation].function
         # Only the input can be sparse (or of another dtype); every later
         # product is dense, within the network's dtype.
         input_product(X, self.coefs[0], activations[0])
@@ -595,7 +595,7 @@ class Network:
         if decay_first:
             np.multiply(W, decay, out=ws.gradient[: self.n_coefs])
 
-        derivative = DERIVATIVES[self.activation]
+        derivative = ACTIVATIONS[self.activation].derivative
         for layer in range(len(self.coefs) - 1, 0, -1):
             below = deltas[layer - 1]
             inputs = activations[layer - 1]

@@ -283,7 +283,6 @@ def _apply_block(block, fn, columns):
 def _train(estimator, data):
     """The in-memory fit's training stage, on data held by the cluster."""
     net = estimator._training_network()
-    rules = estimator._rules()
     params = estimator.get_params(deep=False)
     if estimator.solver == "lbfgs":
         estimator.loss_ = train_lbfgs(
@@ -291,7 +290,8 @@ def _train(estimator, data):
             data,
             SOLVERS["lbfgs"].from_params(params),
             estimator._progress,
-            rules=rules,
+            alpha=estimator.alpha,
+            verbose=estimator.verbose,
             report=lambda loss: False,
         )
         estimator._publish_progress()

@@ -7,9 +7,13 @@ output error once and then needs one matrix product per layer for the whole
 batch (see :mod:`skbatchnet.backprop`).
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["REDUCTIONS", "Coefficients", "reduction_coefficients"]
+from ._codes import ReductionCode
+
+__all__ = ["REDUCTIONS", "Coefficients", "Reduction", "reduction_coefficients"]
 
 
 class Coefficients(NamedTuple):
@@ -56,7 +60,33 @@ def _sum_coefficients(sample_weight, n_samples):
     return sample_weight, float(sample_weight.sum())
 
 
-REDUCTIONS = {"mean": _mean_coefficients, "sum": _sum_coefficients}
+@dataclass(frozen=True)
+class Reduction:
+    """A reduction: its coefficients and its compiled kernel.
+
+    Attributes
+    ----------
+    name : str
+        The registry key, the estimators' ``gradient_reduction`` value.
+    coefficients : callable
+        ``coefficients(sample_weight, n_samples)`` returns ``(c, total)``
+        as :func:`reduction_coefficients` documents them.
+    code : ReductionCode or None
+        The compiled loop's kernel for it; None trains on the numpy path only.
+    """
+
+    name: str
+    coefficients: Callable
+    code: ReductionCode | None = None
+
+
+REDUCTIONS = {
+    r.name: r
+    for r in (
+        Reduction("mean", _mean_coefficients, ReductionCode.MEAN),
+        Reduction("sum", _sum_coefficients, ReductionCode.SUM),
+    )
+}
 
 
 def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
@@ -107,9 +137,9 @@ def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
     Coefficients(c=1.0, total=4.0)
     """
     try:
-        coefficients = REDUCTIONS[reduction]
+        entry = REDUCTIONS[reduction]
     except KeyError:
         raise ValueError(
             f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}."
         ) from None
-    return Coefficients(*coefficients(sample_weight, n_samples))
+    return Coefficients(*entry.coefficients(sample_weight, n_samples))

@@ -290,6 +290,28 @@ def find_instance(est, cls):
     raise AssertionError(f"no {cls.__name__} in the estimator state")
 
 
+def intercept_loop_results(monkeypatch, after):
+    """Hand each result of the compiled loop to ``after(runner, result)``,
+    whose return the runner then reads: a status the loop did not reach (an
+    interruption, a divergence) can be staged after a real epoch."""
+    from types import SimpleNamespace
+
+    from skbatchnet._compiled import CompiledEpochs
+
+    original = CompiledEpochs.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        loop = self.epoch
+
+        def run_epoch(*args):
+            return after(self, loop.run_epoch(*args))
+
+        self.epoch = SimpleNamespace(run_epoch=run_epoch)
+
+    monkeypatch.setattr(CompiledEpochs, "__init__", init)
+
+
 def use_numpy_epochs(monkeypatch):
     """Train through the numpy specification (``_training.run_epoch``), not the
     compiled loop, for a test that instruments ``Network.gradient``."""

@@ -6,18 +6,15 @@ the numpy path (``use_numpy_epochs``) and must agree to rounding, including
 how a diverged or interrupted epoch is reported.
 """
 
-import importlib
-import sys
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import make_data, use_numpy_epochs
+from conftest import intercept_loop_results, make_data, use_numpy_epochs
 
-import skbatchnet
-from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, _loop
+from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, _extension
+from skbatchnet._codes import Status
 from skbatchnet._compiled import CompiledEpochs
+from skbatchnet._training import Step, TrainingData
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -116,10 +113,9 @@ def test_float32_fits_through_the_compiled_loop_equal_the_numpy_path(
     compiled = _fit(Est, params, X=X32, sample_weight=W)
     monkeypatch.undo()
     assert len(made) == 1
-    assert all(
-        a.dtype == np.float32
-        for a in (made[0].X, made[0].Y, made[0].sample_weight, made[0].work)
-    )
+    arrays = made[0].plan.arrays()
+    assert arrays.keys() == {"X", "Y", "sample_weight", "workspace"}
+    assert all(a.dtype == np.float32 for a in arrays.values())
     numpy_path = _fit(Est, params, monkeypatch, X=X32, sample_weight=W)
     assert all(c.dtype == np.float32 for c in compiled.coefs_)
     assert compiled.n_iter_ == numpy_path.n_iter_
@@ -137,18 +133,11 @@ def test_the_loop_workspace_holds_the_widest_batch(batch_size, n_rows, expected)
     from skbatchnet.batching import Minibatcher
 
     net = Network.initialize([5, 7, 1], random_state=0)
-    bounds = Minibatcher(batch_size).bounds(n_rows)
-    rules = SimpleNamespace(reduction="mean", alpha=0.0)
+    data = TrainingData(X[:n_rows], Y_REG[:n_rows, None], None, float(n_rows))
     compiled = CompiledEpochs(
-        net,
-        X[:n_rows],
-        Y_REG[:n_rows, None],
-        None,
-        bounds=bounds,
-        rules=rules,
-        total_weight=float(n_rows),
+        net, data, Minibatcher(batch_size), Step(alpha=0.0, reduction="mean")
     )
-    assert compiled.chunk_rows == min(expected, net.chunk_rows())
+    assert compiled.plan.chunk_rows == min(expected, net.chunk_rows())
 
 
 def test_dense_and_sparse_input_take_the_compiled_loop_and_lbfgs_does_not(
@@ -158,7 +147,7 @@ def test_dense_and_sparse_input_take_the_compiled_loop_and_lbfgs_does_not(
     original = CompiledEpochs.__init__
 
     def spy(self, *args, **kwargs):
-        made.append(type(args[1]))
+        made.append(type(args[1].X))
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(CompiledEpochs, "__init__", spy)
@@ -187,16 +176,14 @@ def test_an_interrupted_compiled_epoch_keeps_the_last_completed_one(monkeypatch)
     params = dict(solver="adam", batch_size=8, average=True)
     reference = _fit(BatchMLPClassifier, {**params, "max_iter": 2})
     calls = {"n": 0}
-    original = CompiledEpochs.run
 
-    def run(self, order, optimizer, averager):
+    def after(runner, result):
         calls["n"] += 1
-        result = original(self, order, optimizer, averager)
         if calls["n"] == 3:  # the loop saw Ctrl-C in epoch 3, mid-epoch
-            return result._replace(status=_loop.INTERRUPTED)
+            return result._replace(status=Status.INTERRUPTED)
         return result
 
-    monkeypatch.setattr(CompiledEpochs, "run", run)
+    intercept_loop_results(monkeypatch, after)
     with pytest.warns(UserWarning, match="interrupted"):
         est = _fit(BatchMLPClassifier, {**params, "max_iter": 5})
     assert est.n_iter_ == 2 and est.loss_curve_ == reference.loss_curve_
@@ -204,13 +191,23 @@ def test_an_interrupted_compiled_epoch_keeps_the_last_completed_one(monkeypatch)
     assert est._optimizer.t == reference._optimizer.t
 
 
-def test_a_missing_extension_says_how_to_build_it(monkeypatch):
+def test_without_the_extension_fits_take_the_numpy_path_and_say_how_to_build_it(
+    monkeypatch,
+):
     # As if the package had been copied without building it; undone after.
-    monkeypatch.setitem(sys.modules, "skbatchnet._loop", None)
-    monkeypatch.delattr(skbatchnet, "_loop")
-    monkeypatch.delitem(sys.modules, "skbatchnet._compiled")
-    with pytest.raises(ImportError, match="not built.*C compiler"):
-        importlib.import_module("skbatchnet._compiled")
+    # (tests/test_registries.py runs a real copy without its extension.)
+    monkeypatch.setattr(_extension, "_epoch", None)
+    monkeypatch.setattr(_extension, "_warned", [])
+    made = []
+    monkeypatch.setattr(CompiledEpochs, "__init__", lambda *args: made.append(args))
+    with pytest.warns(RuntimeWarning, match="not built.*C compiler") as record:
+        without = _fit(BatchMLPRegressor, CASES[4][1])
+        _fit(BatchMLPRegressor, CASES[4][1])
+    assert len([w for w in record if "not built" in str(w.message)]) == 1  # once
+    assert made == []
+    monkeypatch.undo()
+    numpy_path = _fit(BatchMLPRegressor, CASES[4][1], monkeypatch)
+    np.testing.assert_array_equal(_flat(without), _flat(numpy_path))
 
 
 def test_the_loop_is_given_contiguous_rows_of_the_network_dtype():
@@ -221,8 +218,7 @@ def test_the_loop_is_given_contiguous_rows_of_the_network_dtype():
     from skbatchnet.backprop import Network
     from skbatchnet.batching import Minibatcher
 
-    rules = SimpleNamespace(reduction="mean", alpha=0.01)
-    bounds = Minibatcher(8).bounds(60)
+    step = Step(alpha=0.01, reduction="mean")
     X32 = np.asfortranarray(X, dtype=np.float32)
     results = []
     for rows, targets, weights in [
@@ -234,17 +230,10 @@ def test_the_loop_is_given_contiguous_rows_of_the_network_dtype():
         ),
     ]:
         net = Network.initialize([5, 7, 1], random_state=0, dtype=np.float32)
-        compiled = CompiledEpochs(
-            net,
-            rows,
-            targets,
-            weights,
-            bounds=bounds,
-            rules=rules,
-            total_weight=W.sum(),
-        )
+        data = TrainingData(rows, targets, weights, W.sum())
+        compiled = CompiledEpochs(net, data, Minibatcher(8), step)
         optimizer = SGD([net.parameters], 0.01, "constant", 0.9, True)
         result = compiled.run(None, optimizer, None)
-        results.append((result.status, result.steps, net.parameters.copy()))
-    assert results[0][:2] == results[1][:2] == (0, 8)
-    np.testing.assert_array_equal(results[0][2], results[1][2])
+        results.append((result.steps, net.parameters.copy()))
+    assert results[0][0] == results[1][0] == 8
+    np.testing.assert_array_equal(results[0][1], results[1][1])

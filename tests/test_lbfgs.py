@@ -12,7 +12,7 @@ import pytest
 from skbatchnet import BatchMLPRegressor
 from skbatchnet._callbacks import TaskReporter
 from skbatchnet._lbfgs import train_lbfgs
-from skbatchnet._training import Progress, Rules, TrainingData
+from skbatchnet._training import Progress, TrainingData
 from skbatchnet.backprop import Network
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -163,10 +163,15 @@ def test_a_non_finite_solution_raises(where):
         x[3] = np.inf
     driver = _Driver(np.inf if where == "loss" else 1.0, x)
     data = TrainingData(X, Y[:, None], None, 30.0)
-    rules = Rules(alpha=0.0, reduction="mean", tol=1e-4, n_iter_no_change=10, verbose=0)
     with pytest.raises(ValueError) as info:
         train_lbfgs(
-            net, data, driver, Progress(), rules=rules, report=lambda loss: False
+            net,
+            data,
+            driver,
+            Progress(),
+            alpha=0.0,
+            verbose=0,
+            report=lambda loss: False,
         )
     assert str(info.value) == (
         "Solver produced non-finite parameter weights. Training diverged: the "

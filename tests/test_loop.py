@@ -1,11 +1,12 @@
-"""The compiled epoch (skbatchnet._loop) against the numpy specification.
+"""The compiled epoch (skbatchnet._epoch) against the numpy specification.
 
-The oracle is a plain Python epoch loop written here from the public pieces:
-``Network.batch_gradient``, the optimizers' ``step``, ``WeightAverage.update``
-and ``Minibatcher.bounds``. Both paths start from the same parameters and see
-the same row orders; after up to three epochs their parameter vectors must
-agree to rounding. The configurations form an all-pairs design over every
-axis, built by a small greedy generator below.
+The oracle is the specification itself, :func:`skbatchnet._training.run_epoch`,
+and the compiled loop is driven through the runner training uses,
+:class:`skbatchnet._compiled.CompiledEpochs`. Both paths start from the same
+parameters and see the same row orders; after up to three epochs their
+parameter vectors, optimizer states and averages must agree to rounding. The
+configurations form an all-pairs design over every axis, built by a small
+greedy generator below.
 """
 
 import _thread
@@ -19,10 +20,15 @@ import threading
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn import config_context
 
-from skbatchnet import _loop
+from skbatchnet import _epoch, _plan, _products
 from skbatchnet._averaging import WeightAverage
+from skbatchnet._codes import Status
+from skbatchnet._compiled import CompiledEpochs
 from skbatchnet._optimizers import SGD, Adam
+from skbatchnet._outcome import Diverged
+from skbatchnet._training import Step, TrainingData, run_epoch
 from skbatchnet.backprop import Network
 from skbatchnet.batching import Minibatcher
 
@@ -55,6 +61,7 @@ PRODUCTS = {
     "split": dict(tiny_product=0, gemv_limit=7, gemm_limit=40),
     "own": dict(tiny_product=10**9),
 }
+PORTABLE = (_epoch, _plan)
 
 
 def all_pairs(axes):
@@ -140,114 +147,96 @@ def _optimizer(solver, params, reduction):
     return SGD(params, lr, "constant", momentum, solver == "nesterov")
 
 
-def _reference_epoch(net, opt, averager, X, Y, sw, order, bounds, alpha, total, red):
-    """The numpy specification of one epoch (as _base._run_epoch runs it)."""
-    loss_sum = weight_sum = 0.0
-    seen = 0
-    for number, (start, stop) in enumerate(bounds, start=1):
-        rows = order[start:stop]
-        n = rows.size
-        w = None if sw is None else sw[rows]
-        weight = float(n) if w is None else float(w.sum())
-        if weight == 0:
-            seen += n
-            continue
-        loss, coef_grads, intercept_grads = net.batch_gradient(
-            X[rows], Y[rows], w, alpha=alpha, total_weight=total, reduction=red
-        )
-        if not math.isfinite(loss):
-            return "loss", number, loss_sum, weight_sum, seen
-        gradient = np.concatenate([g.ravel() for g in coef_grads + intercept_grads])
-        opt.step([net.parameters], [gradient * opt.gradient_scale])
-        if averager is not None:
-            averager.update(net.parameters, n)
-        loss_sum += weight * loss
-        weight_sum += weight
-        seen += n
-    if not np.isfinite(net.parameters).all():
-        return "weights", len(bounds), loss_sum, weight_sum, seen
-    return "ok", 0, loss_sum, weight_sum, seen
+class _Path:
+    """One fit's state on one path: a network, its optimizer and average."""
 
-
-class _Compiled:
-    """The state the compiled loop keeps between epochs, as stage 2 will."""
-
-    def __init__(
-        self,
-        net,
-        solver,
-        opt,
-        average,
-        chunk_rows,
-        products="blas",
-        loop=_loop,
-        csr=False,
-    ):
-        dtype = net.dtype
-        self.loop = loop
-        self.params = net.parameters.copy()
-        self.units = net.layer_units
-        self.activation = _loop.ACTIVATION_CODES[net.activation]
-        self.loss = _loop.LOSS_CODES[net.loss]
-        self.solver, self.opt = solver, opt
-        self.velocity = np.zeros_like(self.params)
-        self.m = np.zeros_like(self.params)
-        self.u = np.zeros_like(self.params)
-        self.t = 0
-        self.mean = np.zeros_like(self.params) if average else None
-        self.start = 1 if average is True else int(average)
-        self.n_averaged = self.samples_seen = 0
-        self.chunk_rows = chunk_rows
-        self.products = PRODUCTS[products]
-        self.work = loop.epoch_workspace(self.units, chunk_rows, dtype, sparse=csr)
-
-    def epoch(self, X, Y, sw, order, bounds, alpha, total, reduction, **kwargs):
-        opt = self.opt
-        if self.solver == "adam":
-            state = dict(
-                solver=_loop.SOLVER_CODES["adam"],
-                learning_rate=opt.learning_rate_init,
-                adam_m=self.m,
-                adam_u=self.u,
-                adam_t=self.t,
-                beta_1=opt.beta_1,
-                beta_2=opt.beta_2,
-                epsilon=opt.epsilon,
+    def __init__(self, initial, config):
+        self.net = Network(initial.coefs, initial.intercepts, **_options(initial))
+        params = [self.net.parameters]
+        self.optimizer = _optimizer(config["solver"], params, config["reduction"])
+        self.averager = None
+        average = config["average"]
+        if average:
+            start = 1 if average is True else int(average)
+            self.averager = WeightAverage(
+                self.net.parameters.size, initial.dtype, start
             )
-        else:
-            state = dict(
-                solver=_loop.SOLVER_CODES["sgd"],
-                learning_rate=opt.learning_rate,
-                velocity=self.velocity,
-                momentum=opt.momentum,
-                nesterov=opt.nesterov,
-            )
-        result = self.loop.run_epoch(
-            self.params,
-            self.units,
-            X,
-            Y,
-            sw,
-            np.asarray(order, dtype=np.intp),
-            np.asarray(bounds, dtype=np.intp).reshape(-1, 2),
-            self.work,
-            activation=self.activation,
-            loss=self.loss,
-            reduction=_loop.REDUCTION_CODES[reduction],
-            alpha=alpha,
-            total_weight=total,
-            average_mean=self.mean,
-            n_averaged=self.n_averaged,
-            samples_seen=self.samples_seen,
-            average_start=self.start,
-            chunk_rows=self.chunk_rows,
-            **self.products,
-            **state,
-            **kwargs,
+
+    def state(self):
+        """Every array the epoch updates, by name."""
+        opt, avg = self.optimizer, self.averager
+        arrays = {"params": self.net.parameters}
+        arrays.update(
+            {"m": opt.ms[0], "u": opt.us[0]}
+            if isinstance(opt, Adam)
+            else {"velocity": opt.velocities[0]}
         )
-        self.t += result.steps
-        self.n_averaged, self.samples_seen = result.n_averaged, result.samples_seen
-        return result
+        if avg is not None:
+            arrays["mean"] = avg.mean
+        return arrays
+
+
+def _options(net):
+    return dict(activation=net.activation, loss=net.loss)
+
+
+def _runs(config, module=PORTABLE, n=N_SAMPLES, n_features=N_FEATURES, hidden=HIDDEN):
+    """The numpy path and a compiled runner, from the same start, and what
+    they share: ``(numpy, compiled, runner, data, batcher, step)``."""
+    dtype = config["dtype"]
+    csr = config["input"] == "csr"
+    X, Y, sw, loss = _problem(
+        config["loss"],
+        dtype,
+        config["sample_weight"],
+        n=n,
+        n_features=n_features,
+        csr=csr,
+    )
+    initial = Network.initialize(
+        [n_features, *hidden, Y.shape[1]],
+        activation=config["activation"],
+        loss=loss,
+        random_state=1,
+        dtype=dtype,
+    )
+    numpy_path, compiled = _Path(initial, config), _Path(initial, config)
+    total = n if sw is None else float(sw.sum())
+    data = TrainingData(X, Y, sw, total)
+    batcher = Minibatcher(config["batch_size"], drop_last=config["drop_last"])
+    step = Step(alpha=config["alpha"], reduction=config["reduction"])
+    with _chunking(config, initial):
+        runner = CompiledEpochs(
+            compiled.net,
+            data,
+            batcher,
+            step,
+            thresholds=PRODUCTS[config["products"]],
+            module=module,
+        )
+    return numpy_path, compiled, runner, data, batcher, step
+
+
+def _chunking(config, net):
+    """Batches cut into chunks of ``config['chunk_rows']`` rows on both paths,
+    through scikit-learn's working_memory, which both read."""
+    row_bytes = net.dtype.itemsize * 2 * sum(net.layer_units[1:])
+    return config_context(
+        working_memory=(config["chunk_rows"] + 0.5) * row_bytes / 2**20
+    )
+
+
+def _numpy_epoch(path, data, batcher, step, order):
+    n = data.n_samples
+    return run_epoch(
+        path.net,
+        data,
+        batcher.batches(order, n),
+        path.optimizer,
+        step=step,
+        workspace=path.net.workspace(n),
+        averager=path.averager,
+    )
 
 
 def _relative(a, b):
@@ -261,88 +250,63 @@ def _config_id(config):
 
 @pytest.mark.parametrize("config", all_pairs(AXES), ids=_config_id)
 def test_compiled_epochs_match_numpy(config):
-    dtype = config["dtype"]
-    csr = config["input"] == "csr"
-    X, Y, sw, loss = _problem(config["loss"], dtype, config["sample_weight"], csr=csr)
-    net = Network.initialize(
-        [N_FEATURES, *HIDDEN, Y.shape[1]],
-        activation=config["activation"],
-        loss=loss,
-        random_state=1,
-        dtype=dtype,
+    numpy_path, compiled, runner, data, batcher, step = _runs(config)
+    initial = numpy_path.net.parameters.copy()
+    assert runner.plan.chunk_rows == min(
+        config["chunk_rows"], max(e - s for s, e in batcher.bounds(N_SAMPLES))
     )
-    initial = net.parameters.copy()
-    opt = _optimizer(config["solver"], [net.parameters], config["reduction"])
-    average = config["average"]
-    averager = None
-    if average:
-        start = 1 if average is True else int(average)
-        averager = WeightAverage(net.parameters.size, dtype, start)
-    compiled = _Compiled(
-        net,
-        config["solver"],
-        _optimizer(config["solver"], [net.parameters], config["reduction"]),
-        average,
-        config["chunk_rows"],
-        config["products"],
-        csr=csr,
-    )
-    batcher = Minibatcher(config["batch_size"], drop_last=config["drop_last"])
-    bounds = batcher.bounds(N_SAMPLES)
-    total = N_SAMPLES if sw is None else float(sw.sum())
-    alpha, reduction = config["alpha"], config["reduction"]
     rng = np.random.RandomState(2)
-    rtol = RTOL[dtype]
+    rtol = RTOL[config["dtype"]]
     for _ in range(3):
         order = rng.permutation(N_SAMPLES)
-        expected = _reference_epoch(
-            net, opt, averager, X, Y, sw, order, bounds, alpha, total, reduction
-        )
-        result = compiled.epoch(X, Y, sw, order, bounds, alpha, total, reduction)
-        assert expected[0] == "ok"
-        assert result.status == _loop.OK
-        assert result.seen == expected[4]
-        assert result.weight_sum == pytest.approx(expected[3], rel=rtol)
-        assert result.loss_sum == pytest.approx(expected[2], rel=10 * rtol)
-        assert _relative(compiled.params, net.parameters) < rtol
+        with _chunking(config, numpy_path.net):
+            expected = _numpy_epoch(numpy_path, data, batcher, step, order)
+            result = runner.run(order, compiled.optimizer, compiled.averager)
+        assert result.seen == expected.seen and result.steps == expected.steps
+        assert result.weight_sum == pytest.approx(expected.weight_sum, rel=rtol)
+        assert result.loss_sum == pytest.approx(expected.loss_sum, rel=10 * rtol)
+        assert _relative(compiled.net.parameters, numpy_path.net.parameters) < rtol
     # The reference moved, so a kernel that did nothing could not pass.
-    assert _relative(net.parameters, initial) > 1e-3
+    assert _relative(numpy_path.net.parameters, initial) > 1e-3
+    opt, reference = compiled.optimizer, numpy_path.optimizer
     if config["solver"] == "adam":
-        assert compiled.t == opt.t
-        assert _relative(compiled.m, opt.ms[0]) < rtol
-        assert _relative(compiled.u, opt.us[0]) < 10 * rtol
+        assert opt.t == reference.t
+        assert opt.learning_rate == reference.learning_rate
+        assert _relative(opt.ms[0], reference.ms[0]) < rtol
+        assert _relative(opt.us[0], reference.us[0]) < 10 * rtol
     else:
-        assert _relative(compiled.velocity, opt.velocities[0]) < rtol
-    if averager is not None:
-        assert compiled.n_averaged == averager.n_averaged
-        assert compiled.samples_seen == averager.samples_seen
-        if averager.n_averaged:
-            assert _relative(compiled.mean, averager.mean) < rtol
+        assert _relative(opt.velocities[0], reference.velocities[0]) < rtol
+    averager, reference = compiled.averager, numpy_path.averager
+    if reference is not None:
+        assert averager.n_averaged == reference.n_averaged
+        assert averager.samples_seen == reference.samples_seen
+        if reference.n_averaged:
+            assert _relative(averager.mean, reference.mean) < rtol
 
 
 def _avx2_twin():
-    """skbatchnet._loop_avx2 where it is built and this CPU runs it, else None."""
-    if not _loop.cpu_has_avx2():
+    """skbatchnet._epoch_avx2 where it is built and this CPU runs it, else None."""
+    if not _epoch.cpu_has_avx2():
         return None
     try:
-        from skbatchnet import _loop_avx2
+        from skbatchnet import _epoch_avx2
     except ImportError:
         return None
-    return _loop_avx2
+    return _epoch_avx2
 
 
 def test_the_avx2_twin_is_built_and_chosen_on_x86_64_linux():
     # Without this, a build that lost the twin would skip the test below.
-    import skbatchnet._compiled
+    import skbatchnet._extension
 
     twin = _avx2_twin()
     if platform.machine() == "x86_64" and sys.platform == "linux":
-        from skbatchnet import _loop_avx2  # noqa: F401  built on every CPU
+        from skbatchnet import _epoch_avx2  # noqa: F401  built on every CPU
 
-        if _loop.cpu_has_avx2():
+        if _epoch.cpu_has_avx2():
             assert twin is not None
-    expected = _loop if twin is None else twin
-    assert skbatchnet._compiled._loop is expected
+    expected = _epoch if twin is None else twin
+    assert skbatchnet._extension.epoch_module() == (expected, _plan)
 
 
 @pytest.mark.skipif(_avx2_twin() is None, reason="no AVX2 build or CPU")
@@ -352,181 +316,171 @@ def test_the_avx2_twin_computes_the_same_bits(config, wide):
     # Same source, vectors twice as wide and no fused multiply-add: every
     # operation rounds as in the portable build. The wide network has rows
     # of several vectors plus a remainder, in every layer.
-    dtype = config["dtype"]
     n, n_features, hidden = (61, 37, (33, 19)) if wide else (23, 4, HIDDEN)
-    csr = config["input"] == "csr"
-    X, Y, sw, loss = _problem(
-        config["loss"],
-        dtype,
-        config["sample_weight"],
-        n=n,
-        n_features=n_features,
-        csr=csr,
-    )
-    net = Network.initialize(
-        [n_features, *hidden, Y.shape[1]],
-        activation=config["activation"],
-        loss=loss,
-        random_state=1,
-        dtype=dtype,
-    )
-    runs = [
-        _Compiled(
-            net,
-            config["solver"],
-            _optimizer(config["solver"], [net.parameters], config["reduction"]),
-            config["average"],
-            config["chunk_rows"],
-            config["products"],
-            loop=loop,
-            csr=csr,
-        )
-        for loop in (_loop, _avx2_twin())
-    ]
-    bounds = Minibatcher(config["batch_size"], drop_last=config["drop_last"]).bounds(n)
-    total = n if sw is None else float(sw.sum())
+    shape = dict(n=n, n_features=n_features, hidden=hidden)
+    _, portable, runner, *_ = _runs(config, PORTABLE, **shape)
+    _, twin, twin_runner, *_ = _runs(config, (_avx2_twin(), _plan), **shape)
+    initial = portable.net.parameters.copy()
     rng = np.random.RandomState(2)
     for _ in range(3):
         order = rng.permutation(n)
-        portable, twin = (
-            run.epoch(
-                X, Y, sw, order, bounds, config["alpha"], total, config["reduction"]
-            )
-            for run in runs
-        )
-        assert twin == portable  # statuses, loss sums and counters
-        for name in ("params", "velocity", "m", "u", "mean"):
-            a, b = getattr(runs[0], name), getattr(runs[1], name)
-            assert (a is None and b is None) or np.array_equal(a, b), name
-    assert not np.array_equal(runs[0].params, net.parameters)  # it trained
+        outcomes = []
+        for run, path in ((runner, portable), (twin_runner, twin)):
+            try:
+                outcomes.append(run.run(order, path.optimizer, path.averager))
+            except Diverged as error:  # pragma: no cover - both must agree
+                outcomes.append(("diverged", error.what, error.batch))
+        assert outcomes[0] == outcomes[1]  # loss sums and counters
+        a, b = portable.state(), twin.state()
+        assert a.keys() == b.keys()
+        for name in a:
+            assert np.array_equal(a[name], b[name]), name
+    assert not np.array_equal(portable.net.parameters, initial)  # it trained
 
 
-def _setup(loss="squared_error", solver="sgd", dtype=np.float64, sw=None, lr=None):
-    X, Y, _, net_loss = _problem(loss, dtype, None)
-    net = Network.initialize(
-        [N_FEATURES, *HIDDEN, Y.shape[1]],
-        activation="identity",  # unbounded, so that a large rate diverges
-        loss=net_loss,
-        random_state=1,
-        dtype=dtype,
-    )
-    opt, twin = (_optimizer(solver, [net.parameters], "mean") for _ in range(2))
+def _setup(solver="sgd", lr=None, batch_size=1, config=None):
+    """A diverging-prone problem (identity units) on both paths."""
+    config = {
+        "loss": "squared_error",
+        "dtype": np.float64,
+        "sample_weight": None,
+        "input": "dense",
+        "activation": "identity",  # unbounded, so that a large rate diverges
+        "solver": solver,
+        "reduction": "mean",
+        "average": False,
+        "batch_size": batch_size,
+        "drop_last": False,
+        "alpha": 0.0,
+        "products": "blas",
+        "chunk_rows": 64,
+        **(config or {}),
+    }
+    numpy_path, compiled, runner, data, batcher, step = _runs(config)
     if lr is not None:
-        opt.learning_rate = twin.learning_rate = lr
-    compiled = _Compiled(net, solver, twin, False, 64)
-    return X, Y, net, opt, compiled
+        numpy_path.optimizer.learning_rate = compiled.optimizer.learning_rate = lr
+    return numpy_path, compiled, runner, data, batcher, step
+
+
+def _both_diverge(numpy_path, compiled, runner, data, batcher, step):
+    order = np.arange(data.n_samples)
+    with np.errstate(all="ignore"):
+        with pytest.raises(Diverged) as expected:
+            _numpy_epoch(numpy_path, data, batcher, step, order)
+        with pytest.raises(Diverged) as result:
+            runner.run(order, compiled.optimizer, compiled.averager)
+    return expected.value, result.value
 
 
 def test_non_finite_loss_stops_before_the_step_of_that_batch():
-    X, Y, net, opt, compiled = _setup(lr=40.0)
-    Y *= 1e3
-    order = np.arange(N_SAMPLES)
-    bounds = Minibatcher(1).bounds(N_SAMPLES)
-    with np.errstate(all="ignore"):
-        expected = _reference_epoch(
-            net, opt, None, X, Y, None, order, bounds, 0.0, N_SAMPLES, "mean"
-        )
-        result = compiled.epoch(X, Y, None, order, bounds, 0.0, N_SAMPLES, "mean")
-    status, batch = expected[:2]
-    assert status == "loss" and 1 < batch < N_SAMPLES  # diverged mid-epoch
-    assert result.status == _loop.NONFINITE_LOSS
+    paths = _setup(lr=40.0)
+    paths[3].Y[...] *= 1e3
+    expected, result = _both_diverge(*paths)
+    batch = expected.batch
+    assert expected.what == "loss" and 1 < batch < N_SAMPLES  # mid-epoch
+    assert result.what == "loss"
     assert result.batch == batch
     assert result.steps == batch - 1 and result.seen == batch - 1
-    assert np.isfinite(compiled.params).all()
-    assert _relative(compiled.params, net.parameters) < 1e-12
+    numpy_path, compiled = paths[:2]
+    assert np.isfinite(compiled.net.parameters).all()
+    assert _relative(compiled.net.parameters, numpy_path.net.parameters) < 1e-12
 
 
 def test_non_finite_weights_after_the_last_step():
     # One batch, a rate past the float range: the step itself overflows.
-    X, Y, net, opt, compiled = _setup(lr=1e308)
-    Y *= 1e3
-    order = np.arange(N_SAMPLES)
-    bounds = [(0, N_SAMPLES)]
-    with np.errstate(all="ignore"):
-        expected = _reference_epoch(
-            net, opt, None, X, Y, None, order, bounds, 0.0, N_SAMPLES, "mean"
-        )
-        result = compiled.epoch(X, Y, None, order, bounds, 0.0, N_SAMPLES, "mean")
-    assert expected[:2] == ("weights", 1)
-    assert (result.status, result.batch, result.steps) == (
-        _loop.NONFINITE_WEIGHTS,
-        1,
-        1,
-    )
+    paths = _setup(lr=1e308, batch_size=N_SAMPLES)
+    paths[3].Y[...] *= 1e3
+    expected, result = _both_diverge(*paths)
+    assert (expected.what, expected.batch) == ("weights", 1)
+    assert (result.what, result.batch, result.steps) == ("weights", 1, 1)
 
 
 def test_zero_weight_batches_are_skipped_and_their_rows_counted():
-    X, Y, net, opt, compiled = _setup(solver="adam")
+    numpy_path, compiled, runner, data, batcher, step = _setup(
+        solver="adam", batch_size=5, config={"alpha": 0.1}
+    )
     sw = np.ones(N_SAMPLES)
     sw[5:10] = 0.0  # the whole second batch of 5
     sw[13] = 0.0  # and one row of the third
+    data = TrainingData(data.X, data.Y, sw, sw.sum())
+    runner = CompiledEpochs(compiled.net, data, batcher, step)
     order = np.arange(N_SAMPLES)
-    bounds = Minibatcher(5).bounds(N_SAMPLES)
-    expected = _reference_epoch(
-        net, opt, None, X, Y, sw, order, bounds, 0.1, sw.sum(), "mean"
-    )
-    result = compiled.epoch(X, Y, sw, order, bounds, 0.1, sw.sum(), "mean")
-    assert expected[0] == "ok" and opt.t == len(bounds) - 1
+    expected = _numpy_epoch(numpy_path, data, batcher, step, order)
+    result = runner.run(order, compiled.optimizer, None)
+    n_batches = len(batcher.bounds(N_SAMPLES))
+    assert numpy_path.optimizer.t == n_batches - 1
     # Adam would move the weights even on a zero gradient: a skipped batch
     # takes no step at all.
-    assert result.steps == compiled.t == len(bounds) - 1
+    assert result.steps == compiled.optimizer.t == n_batches - 1
     assert result.seen == N_SAMPLES
     assert result.weight_sum == sw.sum()
-    assert result.loss_sum == pytest.approx(expected[2], rel=1e-12)
-    assert _relative(compiled.params, net.parameters) < 1e-12
+    assert result.loss_sum == pytest.approx(expected.loss_sum, rel=1e-12)
+    assert _relative(compiled.net.parameters, numpy_path.net.parameters) < 1e-12
+
+
+def _low_level(n_samples=N_SAMPLES, **plan_changes):
+    """A plan and an SGD state of the compiled tier itself, and their data."""
+    X, Y, _, _ = _problem("squared_error", np.float64, None)
+    net = Network.initialize([N_FEATURES, *HIDDEN, 2], random_state=1)
+    kwargs = dict(
+        layer_units=net.layer_units,
+        X=X,
+        Y=Y,
+        sample_weight=None,
+        bounds=np.array([[0, n_samples]]),
+        activation=0,
+        loss=0,
+        reduction=0,
+        alpha=0.0,
+        total_weight=float(n_samples),
+        chunk_rows=64,
+    )
+    kwargs.update(plan_changes)
+    return kwargs, net
 
 
 def test_ctrl_c_ends_the_epoch_with_the_interrupted_status():
-    X, Y, net, opt, compiled = _setup()
+    kwargs, net = _low_level(bounds=[[0, 1]], check_steps=64)
+    plan = _plan.EpochPlan(**kwargs)
+    state = _plan.OptimizerState(
+        0, net.parameters, learning_rate=1e-3, velocity=np.zeros_like(net.parameters)
+    )
     order = np.tile(np.arange(N_SAMPLES), 200_000)  # millions of steps
     bounds = np.stack([np.arange(order.size), np.arange(1, order.size + 1)], 1)
     timer = threading.Timer(0.2, _thread.interrupt_main)
     timer.start()
     try:
-        result = compiled.epoch(
-            X, Y, None, order, bounds, 0.0, N_SAMPLES, "mean", check_steps=64
-        )
+        result = _epoch.run_epoch(plan, state, None, order, bounds)
     finally:
         timer.cancel()
-    assert result.status == _loop.INTERRUPTED
+    assert result.status == Status.INTERRUPTED
     assert 0 < result.steps < order.size
 
 
 @pytest.mark.parametrize(
-    "change, match",
+    "plan_change, run_change, match",
     [
-        (dict(params=np.zeros(3)), "params has 3 values"),
-        (dict(workspace=np.zeros(3)), "make it with epoch_workspace"),
-        (dict(bounds=np.array([[0, 99]])), "bounds\\[0\\]"),
-        (dict(order=np.full(N_SAMPLES, 99)), "order\\[0\\] = 99"),
-        (dict(velocity=None), "needs velocity"),
-        (dict(loss=7), "loss must be a code"),
+        ({}, dict(params=np.zeros(3)), "holds 3 float64 parameters"),
+        ({}, dict(bounds=np.array([[0, 3], [3, 99]])), "bounds\\[1\\]"),
+        (dict(bounds=np.array([[0, 99]])), {}, "bounds\\[0\\]"),
+        ({}, dict(order=np.full(N_SAMPLES, 99)), "order\\[0\\] = 99"),
+        ({}, dict(order=np.arange(3)), "order has 3 rows"),
+        (dict(bounds=[[0, 5]]), dict(bounds=np.array([[0, N_SAMPLES]])), "wider"),
+        ({}, dict(velocity=None), "needs velocity"),
+        (dict(loss=7), {}, "loss must be a code"),
+        (dict(Y=np.zeros((N_SAMPLES, 3))), {}, "Y must have shape"),
+        (dict(chunk_rows=0), {}, "chunk_rows must be at least 1"),
     ],
 )
-def test_bad_arguments_are_named(change, match):
-    X, Y, net, opt, compiled = _setup()
-    kwargs = dict(
-        params=compiled.params,
-        layer_units=compiled.units,
-        X=X,
-        Y=Y,
-        sample_weight=None,
-        order=np.arange(N_SAMPLES),
-        bounds=np.array([[0, N_SAMPLES]]),
-        workspace=compiled.work,
-        activation=0,
-        loss=0,
-        reduction=0,
-        alpha=0.0,
-        total_weight=float(N_SAMPLES),
-        solver=0,
-        learning_rate=0.1,
-        velocity=compiled.velocity,
-        chunk_rows=64,
-    )
-    kwargs.update(change)
+def test_bad_arguments_are_named(plan_change, run_change, match):
+    run_change = dict(run_change)
+    kwargs, net = _low_level(**plan_change)
+    params = run_change.pop("params", net.parameters)
+    velocity = run_change.pop("velocity", np.zeros_like(params))
     with pytest.raises(ValueError, match=match):
-        _loop.run_epoch(**kwargs)
+        plan = _plan.EpochPlan(**kwargs)
+        state = _plan.OptimizerState(0, params, learning_rate=0.1, velocity=velocity)
+        _epoch.run_epoch(plan, state, None, **run_change)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -544,7 +498,7 @@ def test_one_thread_product_is_the_matrix_product(n, k, m, transposed, dtype):
     W = rng.randn(m, k).astype(dtype).T if transposed else rng.randn(k, m)
     W = W.astype(dtype, copy=False)
     out = np.full((n, m), np.nan, dtype)
-    assert _loop.one_thread_product(A, W, out) is not None
+    assert _products.one_thread_product(A, W, out) is not None
     expected = A.astype(np.float64) @ W.astype(np.float64)
     np.testing.assert_allclose(out, expected, rtol=RTOL[dtype], atol=RTOL[dtype])
 
@@ -552,27 +506,33 @@ def test_one_thread_product_is_the_matrix_product(n, k, m, transposed, dtype):
 def test_one_thread_product_names_what_does_not_fit():
     A, W = np.ones((2, 3)), np.ones((4, 5))
     with pytest.raises(ValueError, match=r"A \(2, 3\), W \(4, 5\)"):
-        _loop.one_thread_product(A, W, np.empty((2, 5)))
+        _products.one_thread_product(A, W, np.empty((2, 5)))
     with pytest.raises(ValueError, match="C- or F-contiguous"):
-        _loop.one_thread_product(A, np.ones((3, 10))[:, ::2], np.empty((2, 5)))
+        _products.one_thread_product(A, np.ones((3, 10))[:, ::2], np.empty((2, 5)))
 
 
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 1000])
 def test_squared_norm_is_the_sum_of_squares(size):
     w = np.random.RandomState(size).randn(size)
-    assert _loop.squared_norm(w) == pytest.approx(math.fsum(w * w), rel=1e-14)
-    assert _loop.squared_norm(w.astype(np.float32)) == pytest.approx(
+    assert _products.squared_norm(w) == pytest.approx(math.fsum(w * w), rel=1e-14)
+    assert _products.squared_norm(w.astype(np.float32)) == pytest.approx(
         math.fsum(w.astype(np.float32).astype(np.float64) ** 2), rel=1e-12
     )
 
 
 @pytest.mark.parametrize(
-    "name", ["epoch_workspace", "run_epoch", "one_thread_product", "squared_norm"]
+    "module, name",
+    [
+        (_epoch, "run_epoch"),
+        (_products, "one_thread_product"),
+        (_products, "squared_norm"),
+    ],
 )
-def test_docstring_examples_run(name):
+def test_docstring_examples_run(module, name):
     # doctest.testmod does not see functions compiled by Cython.
+    namespace = {**vars(module), **vars(_plan)}
     test = doctest.DocTestParser().get_doctest(
-        getattr(_loop, name).__doc__, dict(vars(_loop)), name, None, 0
+        getattr(module, name).__doc__, namespace, name, None, 0
     )
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import spy_split, use_numpy_epochs
+from conftest import intercept_loop_results, spy_split, use_numpy_epochs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
@@ -837,22 +837,18 @@ def _early_stopping_fit_whose_weights_overflow_in_epoch_2(monkeypatch, compiled)
     )
     calls = {"epochs": 0, "steps": 0}
     if compiled:
-        from skbatchnet import _loop
-        from skbatchnet._compiled import CompiledEpochs
+        from skbatchnet._codes import Status
 
-        original = CompiledEpochs.run
-
-        def run(self, order, optimizer, averager):
-            result = original(self, order, optimizer, averager)
+        def after(self, result):
             calls["epochs"] += 1
             if calls["epochs"] == 2:
                 self.network.parameters[0] = np.inf
                 return result._replace(
-                    status=_loop.NONFINITE_WEIGHTS, batch=len(self.bounds)
+                    status=Status.NONFINITE_WEIGHTS, batch=len(self.plan.bounds)
                 )
             return result
 
-        monkeypatch.setattr(CompiledEpochs, "run", run)
+        intercept_loop_results(monkeypatch, after)
     else:
         use_numpy_epochs(monkeypatch)
         original = skbatchnet._optimizers.SGD.step

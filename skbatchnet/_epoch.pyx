@@ -1,0 +1,442 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: cdivision=True, initializedcheck=False, nonecheck=False
+"""The compiled epoch: stochastic training on dense or CSR input without the GIL.
+
+One call of :func:`run_epoch` runs every minibatch step of an epoch: gather
+the batch's rows, forward pass, output error and loss, backward pass, the
+optimizer's update and the weight average, then the next batch. Python gets
+control back once per epoch (and, briefly, every few thousand steps to look
+for Ctrl-C).
+
+What stays the same through a fit is built and checked once, as the typed
+objects of ``_plan.pyx`` (an epoch plan, an optimizer state, an average
+state); each epoch then takes only its order of rows.
+
+The math is the numpy specification's (:func:`skbatchnet._training.run_epoch`
+and what it calls), restated in the same order of operations and tested
+against it to rounding; the kernels of each option live in ``_kernels.pxd``,
+the products in ``_products.pxd``, the optimizers' passes in ``_updates.pxd``.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from cpython.exc cimport PyErr_CheckSignals
+from cython cimport floating
+from libc.math cimport isfinite
+from libc.string cimport memcpy, memset
+
+from . cimport _kernels as K
+from . cimport _products as P
+from . cimport _updates as U
+from ._plan cimport AverageState, Config, Counters, EpochPlan, OptimizerState
+from ._products cimport Sparse
+from ._updates cimport Solver
+
+from ._plan import check_bounds
+
+# GCC's and Clang's CPU check, which also asks the operating system whether it
+# saves the AVX registers; other compilers build no AVX2 twin (setup.py).
+cdef extern from *:
+    """
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    static int skbatchnet_cpu_has_avx2(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+    }
+    #else
+    static int skbatchnet_cpu_has_avx2(void) { return 0; }
+    #endif
+    """
+    int skbatchnet_cpu_has_avx2() noexcept nogil
+
+__all__ = ["EpochResult", "cpu_has_avx2", "run_epoch"]
+
+
+def cpu_has_avx2():
+    """Whether this CPU, and the operating system, can run AVX2 instructions.
+
+    Asked before importing ``skbatchnet._epoch_avx2``, which would stop the
+    process on a CPU without them.
+    """
+    return bool(skbatchnet_cpu_has_avx2())
+
+
+EpochResult = namedtuple(
+    "EpochResult",
+    ["status", "batch", "loss_sum", "weight_sum", "seen", "steps"],
+)
+EpochResult.__doc__ = """What one epoch did (both paths report it).
+
+status : int
+    A :class:`skbatchnet._codes.Status`: OK, NONFINITE_LOSS, NONFINITE_WEIGHTS
+    or INTERRUPTED.
+batch : int
+    With a non-finite status, the 1-based number of the batch at fault,
+    counting skipped zero-weight batches.
+loss_sum, weight_sum : float
+    Sum over the steps taken of ``weight * loss`` and of ``weight``; the
+    epoch loss is their ratio.
+seen : int
+    Rows seen, including those of skipped zero-weight batches.
+steps : int
+    Optimizer steps taken.
+"""
+
+
+cdef double _chunk(
+    const Config* cfg, floating* params, const floating* X, const Sparse* sparse, const floating* Y,
+    const floating* sw, const Py_ssize_t* rows, Py_ssize_t n, floating* c_rows,
+    floating c_const, floating* Xb, floating* acts, floating* deltas,
+    floating* grad, bint first
+) noexcept nogil:
+    """Forward and backward pass of ``n`` rows; returns sum_i s_i loss_i.
+
+    Fills ``grad`` with sum_i c_i grad(loss_i) (adds to it unless ``first``);
+    the weight decay is added later, in the update. With ``sparse``, ``X``
+    holds the values of a CSR matrix of that structure. A batch of one row
+    leaves its weight gradients out: the update forms them (``update`` in
+    _updates.pxd).
+    """
+    cdef const Py_ssize_t* units = cfg.shape.units
+    cdef const Py_ssize_t* coef_offsets = cfg.shape.coef_offsets
+    cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
+    cdef Py_ssize_t L = cfg.shape.n_layers, l, i, fan_in, fan_out
+    cdef Py_ssize_t k = cfg.shape.n_outputs, d = cfg.shape.n_features
+    cdef floating* A
+    cdef floating* inputs
+    cdef floating* Z
+    cdef floating* delta
+    cdef floating* below
+    cdef floating* biases = params + cfg.shape.n_coefs
+    cdef floating* gbiases = grad + cfg.shape.n_coefs
+    cdef floating ci
+    cdef double loss_sum = 0
+    cdef floating row_loss
+    cdef Py_ssize_t p
+    cdef bint by_entries = sparse != NULL and n > 1
+    # A small batch's products go to BLAS in calls small enough to run on one
+    # thread (SMALL_BATCH_ROWS in _codes.py).
+    cdef Py_ssize_t limit = 0
+    if n < cfg.split_rows:
+        limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
+
+    # Gather the rows: one dense row is read where it is; one sparse row is
+    # written out dense, as the update reads its every entry (``update``); more
+    # sparse rows are read where they are, entry by entry (by_entries).
+    if sparse != NULL:
+        inputs = Xb
+        if n == 1:
+            memset(Xb, 0, d * sizeof(floating))
+            for p in range(sparse.indptr[rows[0]], sparse.indptr[rows[0] + 1]):
+                Xb[sparse.indices[p]] += X[p]
+    elif n == 1:
+        inputs = <floating*>X + rows[0] * d
+    else:
+        for i in range(n):
+            memcpy(Xb + i * d, X + rows[i] * d, d * sizeof(floating))
+        inputs = Xb
+
+    # Forward: each hidden buffer holds f(Z), the last one the logits Z.
+    A = inputs
+    for l in range(L):
+        fan_in, fan_out = units[l], units[l + 1]
+        if l == 0 and by_entries:
+            P.sparse_forward_product(n, fan_out, sparse, rows, X, params, acts)
+        else:
+            P.forward_product(
+                n, fan_in, fan_out, A, params + coef_offsets[l],
+                acts + n * unit_offsets[l], n * fan_in * fan_out <= cfg.tiny_product,
+                limit,
+            )
+        A = acts + n * unit_offsets[l]
+        K.bias_activation(
+            cfg.activation if l < L - 1 else K.IDENTITY,
+            n, fan_out, A, biases + unit_offsets[l],
+        )
+
+    # Output error (f(Z) - Y) scaled by c_i, and the losses, row by row.
+    Z = A
+    delta = deltas + n * unit_offsets[L - 1]
+    for i in range(n):
+        ci = c_rows[i] if c_rows != NULL else c_const
+        row_loss = K.output_row(
+            cfg.loss, Z + i * k, Y + rows[i] * k, delta + i * k, ci, k
+        )
+        if sw != NULL:
+            loss_sum += <double>sw[rows[i]] * row_loss
+        else:
+            loss_sum += row_loss
+
+    # Backward.
+    for l in range(L - 1, -1, -1):
+        fan_in, fan_out = units[l], units[l + 1]
+        delta = deltas + n * unit_offsets[l]
+        A = inputs if l == 0 else acts + n * unit_offsets[l - 1]
+        if l == 0 and by_entries:
+            P.sparse_weight_gradient(
+                n, fan_in, fan_out, sparse, rows, X, delta, grad, not first
+            )
+        elif n > 1:
+            # One row's weight gradient, the outer product A.T delta, is left
+            # to the update, which forms it as it reads it (``update``).
+            P.weight_gradient(
+                n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first,
+                n * fan_in * fan_out <= cfg.tiny_product, limit,
+            )
+        P.column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
+        if l > 0:
+            below = deltas + n * unit_offsets[l - 1]
+            P.backward_product(
+                n, fan_in, fan_out, delta, params + coef_offsets[l], below,
+                n * fan_in * fan_out <= cfg.tiny_product, limit,
+            )
+            K.derivative(cfg.activation, n * fan_in, A, below)
+    return loss_sum
+
+
+cdef int _epoch(
+    const Config* cfg, const Solver* solver, floating* params,
+    const floating* X, const Sparse* sparse, const floating* Y,
+    const floating* sw, const Py_ssize_t* order, const Py_ssize_t* bounds,
+    Py_ssize_t n_batches, floating* state1, floating* state2, floating* mean,
+    long average_start, floating* work, floating* c_rows, Counters* out
+) except -1 nogil:
+    cdef Py_ssize_t hidden = cfg.shape.unit_offsets[cfg.shape.n_layers]
+    cdef floating* Xb = work
+    cdef floating* acts = Xb + (
+        1 if sparse != NULL else cfg.chunk_rows) * cfg.shape.n_features
+    cdef floating* deltas = acts + cfg.chunk_rows * hidden
+    cdef floating* grad = deltas + cfg.chunk_rows * hidden
+    cdef Py_ssize_t b, i, n, start, stop, n_chunks, chunk, lo, hi
+    cdef double weight, scale = 0, c_total = 0, c_const = 0
+    cdef double decay, loss_sum, loss, norm
+    cdef long since_steps = 0, since_rows = 0
+    cdef floating* c_ptr
+    cdef bint averaging = mean != NULL
+
+    # The optimizer's gradient scale (_optimizers: gradient_scale), folded
+    # into the reduction coefficients.
+    if solver.code == K.SGD:
+        scale = solver.learning_rate
+    elif solver.code == K.ADAM:
+        scale = 1 - solver.beta_1
+    norm = P.squared_norm_of(params, cfg.shape.n_coefs) if cfg.alpha != 0 else 0
+    for b in range(n_batches):
+        start, stop = bounds[2 * b], bounds[2 * b + 1]
+        n = stop - start
+        # The batch's weight and reduction coefficients
+        # (reduction.reduction_coefficients), with the gradient scale.
+        c_ptr = NULL
+        if sw == NULL:
+            weight = n
+            if cfg.reduction == K.MEAN:
+                c_const, c_total = (1.0 / n) * scale, scale
+            elif cfg.reduction == K.SUM:
+                c_const, c_total = scale, n * scale
+        else:
+            weight = 0
+            for i in range(n):
+                weight += sw[order[start + i]]
+            if weight == 0:
+                # No weight, no gradient to follow; the rows still count.
+                out.seen += n
+                continue
+            c_ptr = c_rows
+            if cfg.reduction == K.MEAN:
+                for i in range(n):
+                    c_rows[i] = <floating>((sw[order[start + i]] / weight) * scale)
+                c_total = scale
+            elif cfg.reduction == K.SUM:
+                for i in range(n):
+                    c_rows[i] = <floating>(sw[order[start + i]] * scale)
+                c_total = weight * scale
+        decay = cfg.alpha * c_total / cfg.total_weight
+
+        # Chunks of at most chunk_rows rows, of lengths differing by at most
+        # one (_workspace.chunks); their gradients add up.
+        n_chunks = (n + cfg.chunk_rows - 1) // cfg.chunk_rows
+        loss_sum = 0
+        for chunk in range(n_chunks):
+            lo = chunk * n // n_chunks
+            hi = (chunk + 1) * n // n_chunks
+            loss_sum += _chunk(
+                cfg, params, X, sparse, Y, sw, order + start + lo, hi - lo,
+                c_ptr + lo if c_ptr != NULL else NULL, <floating>c_const,
+                Xb, acts, deltas, grad, chunk == 0,
+            )
+
+        loss = loss_sum / weight
+        if cfg.alpha != 0:
+            loss += 0.5 * cfg.alpha * norm / cfg.total_weight
+        if not isfinite(loss):
+            out.status = K.NONFINITE_LOSS
+            out.batch = b + 1
+            return 0
+
+        out.steps += 1
+        out.adam_t += 1
+        if averaging:
+            out.samples_seen += n
+        # ||W||^2 at the weights the next step starts from.
+        norm = U.update(
+            &cfg.shape, solver, cfg.alpha != 0, params, grad, decay, state1, state2,
+            out.adam_t,
+            NULL if n > 1 else (
+                Xb if sparse != NULL
+                else <floating*>X + order[start] * cfg.shape.n_features
+            ),
+            acts, deltas,
+        )
+        if averaging and out.samples_seen >= average_start:
+            out.n_averaged += 1
+            U.average_pass(mean, params, cfg.shape.n_params, <floating>out.n_averaged)
+        out.loss_sum += weight * loss
+        out.weight_sum += weight
+        out.seen += n
+
+        since_steps += 1
+        since_rows += n
+        if since_steps >= cfg.check_steps or since_rows >= cfg.check_rows:
+            since_steps = since_rows = 0
+            with gil:
+                PyErr_CheckSignals()
+
+    # A step's result is checked by the next step's loss; the last step's here.
+    for i in range(cfg.shape.n_params):
+        if not isfinite(params[i]):
+            out.status = K.NONFINITE_WEIGHTS
+            out.batch = n_batches
+            break
+    return 0
+
+
+cdef Py_ssize_t _first_outside(const Py_ssize_t[::1] rows, Py_ssize_t n) noexcept nogil:
+    """The first position of ``rows`` that is not a row index below ``n``, or -1."""
+    cdef Py_ssize_t i
+    for i in range(rows.shape[0]):
+        if not 0 <= rows[i] < n:
+            return i
+    return -1
+
+
+def run_epoch(
+    EpochPlan plan not None, OptimizerState state not None, AverageState average,
+    order=None, bounds=None,
+):
+    """Run one epoch of minibatch steps, without the GIL.
+
+    Parameters
+    ----------
+    plan : EpochPlan
+    state : OptimizerState
+        Of the plan's dtype and parameter count; updated in place.
+    average : AverageState or None
+        Updated in place; None trains without averaging.
+    order : ndarray of int, optional
+        Row indices in the epoch's order (the Minibatcher's permutation);
+        None visits the rows as stored.
+    bounds : array of shape (n_batches, 2), optional
+        This epoch's batches, if not the plan's; none may be wider than the
+        plan's ``max_rows``.
+
+    Returns
+    -------
+    result : EpochResult
+        Status, loss sums, counters; the epoch loss is
+        ``loss_sum / weight_sum``.
+
+    Examples
+    --------
+    Two steps of plain SGD on batches of four rows:
+
+    >>> import numpy as np
+    >>> from skbatchnet.backprop import Network
+    >>> X = np.random.RandomState(0).randn(8, 3)
+    >>> Y = X[:, :1] - X[:, 1:2]
+    >>> net = Network.initialize([3, 4, 1], activation="tanh", random_state=0)
+    >>> plan = EpochPlan(
+    ...     net.layer_units, X, Y, None, [[0, 4], [4, 8]], activation=2, loss=0,
+    ...     reduction=0, alpha=0.0, total_weight=8.0, chunk_rows=4,
+    ... )
+    >>> state = OptimizerState(
+    ...     0, net.parameters, learning_rate=0.1,
+    ...     velocity=np.zeros_like(net.parameters),
+    ... )
+    >>> result = run_epoch(plan, state, None)
+    >>> result.status, result.steps, result.seen
+    (0, 2, 8)
+    """
+    cdef Counters out
+    cdef const Py_ssize_t[::1] rows
+    cdef const Py_ssize_t[:, ::1] spans
+    cdef Py_ssize_t i, reach, n = plan.n_samples, n_batches
+    cdef Sparse* sparse = &plan.csr if plan.sparse else NULL
+    cdef char* mean = NULL
+    cdef long start = 1
+    if state.dtype != plan.dtype or state.params.shape[0] != plan.cfg.shape.n_params:
+        raise ValueError(
+            f"The optimizer state holds {state.params.shape[0]} {state.dtype} "
+            f"parameters; the plan trains {plan.cfg.shape.n_params} {plan.dtype}."
+        )
+    if average is not None:
+        if average.mean.dtype != plan.dtype or average.mean.shape != state.params.shape:
+            raise ValueError("The average must be shaped like the parameters.")
+        mean, start = average.m, average.start
+    rows = np.arange(n, dtype=np.intp) if order is None else (
+        np.ascontiguousarray(order, dtype=np.intp)
+    )
+    if bounds is None:
+        spans, reach = plan.bounds, plan.reach
+    else:
+        spans = check_bounds(bounds, rows.shape[0])
+        reach = spans[spans.shape[0] - 1, 1] if spans.shape[0] else 0
+        widest = int(np.max(np.diff(spans, axis=1), initial=0))
+        if widest > plan.max_rows:
+            raise ValueError(
+                f"A batch of {widest} rows is wider than the plan's max_rows, "
+                f"{plan.max_rows}."
+            )
+    if reach > rows.shape[0]:
+        raise ValueError(f"order has {rows.shape[0]} rows; the batches need {reach}.")
+    with nogil:
+        i = _first_outside(rows, n)
+    if i >= 0:
+        raise ValueError(f"order[{i}] = {rows[i]} is not a row of X.")
+
+    out.status = K.OK
+    out.batch = out.seen = out.steps = 0
+    out.loss_sum = out.weight_sum = 0
+    out.adam_t = state.t
+    out.n_averaged = average.n_averaged if average is not None else 0
+    out.samples_seen = average.samples_seen if average is not None else 0
+    n_batches = spans.shape[0]
+    if n_batches:
+        try:
+            if plan.dtype == np.float32:
+                with nogil:
+                    _epoch(
+                        &plan.cfg, &state.solver, <float*>state.p, <float*>plan.x,
+                        sparse, <float*>plan.y, <float*>plan.sw, &rows[0],
+                        &spans[0, 0], n_batches, <float*>state.s1, <float*>state.s2,
+                        <float*>mean, start, <float*>plan.work, <float*>plan.c_rows,
+                        &out,
+                    )
+            else:
+                with nogil:
+                    _epoch(
+                        &plan.cfg, &state.solver, <double*>state.p, <double*>plan.x,
+                        sparse, <double*>plan.y, <double*>plan.sw, &rows[0],
+                        &spans[0, 0], n_batches, <double*>state.s1,
+                        <double*>state.s2, <double*>mean, start,
+                        <double*>plan.work, <double*>plan.c_rows, &out,
+                    )
+        except KeyboardInterrupt:
+            out.status = K.INTERRUPTED
+    state.t = out.adam_t
+    if average is not None:
+        average.n_averaged, average.samples_seen = out.n_averaged, out.samples_seen
+    return EpochResult(
+        out.status, out.batch, out.loss_sum, out.weight_sum, out.seen, out.steps
+    )

@@ -1,0 +1,68 @@
+# cython: language_level=3
+"""The typed state of the compiled tier, built once per fit (see _plan.pyx)."""
+
+from ._products cimport Sparse
+from ._updates cimport Shape, Solver
+
+
+cdef struct Config:
+    Shape shape
+    int activation
+    int loss
+    int reduction
+    Py_ssize_t chunk_rows
+    double alpha
+    double total_weight
+    long check_steps
+    long check_rows
+    Py_ssize_t tiny_product
+    Py_ssize_t split_rows
+    Py_ssize_t gemv_limit
+    Py_ssize_t gemm_limit
+
+
+cdef struct Counters:
+    # What an epoch did, as it runs; EpochResult in Python.
+    int status
+    long batch
+    double loss_sum
+    double weight_sum
+    long seen
+    long steps
+    long adam_t
+    long n_averaged
+    long samples_seen
+
+
+
+cdef class EpochPlan:
+    cdef Config cfg
+    cdef Sparse csr
+    cdef readonly bint sparse
+    cdef readonly object dtype
+    cdef readonly Py_ssize_t n_samples, chunk_rows, max_rows
+    cdef readonly object bounds
+    cdef readonly Py_ssize_t reach  # the largest stop of bounds
+    cdef object _keep  # the arrays the pointers below point into
+    cdef char* x
+    cdef char* y
+    cdef char* sw
+    cdef char* work
+    cdef char* c_rows
+
+
+cdef class OptimizerState:
+    cdef Solver solver
+    cdef public long t
+    cdef readonly object params, dtype
+    cdef object _keep
+    cdef char* p
+    cdef char* s1
+    cdef char* s2
+
+
+cdef class AverageState:
+    cdef public long n_averaged, samples_seen
+    cdef readonly long start
+    cdef readonly object mean
+    cdef char* m

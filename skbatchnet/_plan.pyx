@@ -1,0 +1,310 @@
+# cython: language_level=3
+"""The compiled tier's typed state, built and checked once per fit.
+
+In the spirit of scikit-learn's ``WeightVector`` and ``SequentialDataset``:
+what stays the same through a fit is checked once, here, and held as typed
+objects whose C fields the epoch (_epoch.pyx) reads without the GIL:
+
+- :class:`EpochPlan`: the rows (dense or CSR), targets and weights, the
+  network's shape, the registry codes of its options, the chunking and
+  thresholds, and the scratch memory, sized for the widest batch;
+- :class:`OptimizerState`: the parameters and the solver's buffers;
+- :class:`AverageState`: the running weight average.
+
+Each epoch then takes only its order of rows (and, if they change, its
+batches). What the loop assumes (shapes, dtypes, contiguity, index ranges,
+codes) is checked here, or per epoch for the order, before any loop runs.
+"""
+
+import numpy as np
+import scipy.sparse
+
+from ._codes import (
+    CHECK_ROWS,
+    CHECK_STEPS,
+    ONE_THREAD_GEMM,
+    ONE_THREAD_GEMV,
+    SMALL_BATCH_ROWS,
+    TINY_PRODUCT,
+    ActivationCode,
+    LossCode,
+    ReductionCode,
+    SolverCode,
+)
+
+__all__ = ["AverageState", "EpochPlan", "OptimizerState", "check_bounds"]
+
+
+cdef inline char* _address(object array):
+    """Where a checked, contiguous array's data starts (NULL if empty)."""
+    if array is None or array.size == 0:
+        return NULL
+    return <char*><size_t>array.__array_interface__["data"][0]
+
+
+def _float_array(value, dtype, name, shape=None):
+    """``value`` as a C-contiguous array of ``dtype``, of ``shape`` if given."""
+    array = np.ascontiguousarray(value, dtype=dtype)
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}.")
+    return array
+
+
+def check_bounds(bounds, n_rows):
+    """``bounds`` as an (n_batches, 2) intp array of non-empty ranges."""
+    bounds = np.ascontiguousarray(bounds, dtype=np.intp).reshape(-1, 2)
+    bad = (bounds[:, 0] < 0) | (bounds[:, 0] >= bounds[:, 1]) | (bounds[:, 1] > n_rows)
+    if bad.any():
+        l = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"bounds[{l}] = {tuple(bounds[l])} is not a non-empty range of "
+            f"the epoch's order (length {n_rows})."
+        )
+    return bounds
+
+
+def _code(kind, value, name):
+    try:
+        return int(kind(value))
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a code of {kind.__name__} "
+            f"({', '.join(f'{m.name}={m.value}' for m in kind)}), got {value!r}."
+        ) from None
+
+
+cdef class EpochPlan:
+    """What every epoch of one fit reads, checked once.
+
+    Parameters
+    ----------
+    layer_units : sequence of int
+        Units per layer, input first.
+    X : ndarray of shape (n_samples, n_features) or CSR matrix
+        Of the network's dtype (float32 or float64); copied only if it is not
+        C-contiguous. A CSR matrix's structure must be valid; its index
+        arrays are converted to intp once, here.
+    Y : ndarray of shape (n_samples, n_outputs)
+    sample_weight : ndarray of shape (n_samples,) or None
+    bounds : array of shape (n_batches, 2)
+        ``(start, stop)`` of each batch in an epoch's order
+        (``Minibatcher.bounds``), the last-batch policy already applied.
+    activation, loss, reduction : int
+        The registry entries' codes (``skbatchnet._codes``).
+    alpha : float
+        L2 penalty strength.
+    total_weight : float
+        ``S``, the training set's total sample weight.
+    chunk_rows : int
+        Rows processed at once; a batch with more rows is computed in chunks
+        whose gradients are summed, as :meth:`Network.gradient` does.
+    max_rows : int, optional
+        The widest batch any epoch may bring; by default the widest of
+        ``bounds``.
+    tiny_product, split_rows, gemv_limit, gemm_limit, check_steps, check_rows : int
+        The thresholds of ``skbatchnet._codes`` (``TINY_PRODUCT``,
+        ``SMALL_BATCH_ROWS``, ``ONE_THREAD_GEMV``, ``ONE_THREAD_GEMM``,
+        ``CHECK_STEPS``, ``CHECK_ROWS``), which tests vary: products of at most
+        ``tiny_product`` multiply-adds are the loop's own (0: none); batches
+        of fewer than ``split_rows`` rows call BLAS in pieces of at most
+        ``gemv_limit`` or ``gemm_limit`` multiply-adds (0: whole).
+    """
+
+    def __init__(
+        self, layer_units, X, Y, sample_weight, bounds, *, activation, loss,
+        reduction, alpha, total_weight, chunk_rows, max_rows=None,
+        tiny_product=TINY_PRODUCT, split_rows=SMALL_BATCH_ROWS,
+        gemv_limit=ONE_THREAD_GEMV, gemm_limit=ONE_THREAD_GEMM,
+        check_steps=CHECK_STEPS, check_rows=CHECK_ROWS,
+    ):
+        units = np.asarray([int(u) for u in layer_units], dtype=np.intp)
+        if units.size < 2 or (units < 1).any():
+            raise ValueError(
+                f"layer_units needs at least two layers of positive width, got "
+                f"{list(layer_units)!r}."
+            )
+        L = units.size - 1
+        coef_offsets = np.concatenate([[0], np.cumsum(units[:-1] * units[1:])])
+        unit_offsets = np.concatenate([[0], np.cumsum(units[1:])])
+        self.sparse = scipy.sparse.issparse(X)
+        self.dtype = np.dtype(X.dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"X must be float32 or float64, got {self.dtype}.")
+        n = self.n_samples = X.shape[0]
+        if X.ndim != 2 or X.shape[1] != units[0]:
+            raise ValueError(
+                f"X of shape {X.shape} does not match layer_units {units.tolist()}: "
+                f"it needs {units[0]} columns."
+            )
+        if self.sparse:
+            if X.format != "csr":
+                raise ValueError(f"A sparse X must be CSR, got {X.format.upper()}.")
+            # The loop indexes with intp; scipy keeps int32 indices where
+            # they fit.
+            values = np.ascontiguousarray(X.data)
+            indices = np.ascontiguousarray(X.indices, dtype=np.intp)
+            indptr = np.ascontiguousarray(X.indptr, dtype=np.intp)
+            if values.size != indices.size or indptr.size != n + 1:
+                raise ValueError("X's data, indices and indptr do not make a CSR matrix.")
+            self.csr.indices = <const Py_ssize_t*>_address(indices)
+            self.csr.indptr = <const Py_ssize_t*>_address(indptr)
+            rows = (values, indices, indptr)
+        else:
+            values = np.ascontiguousarray(X)
+            rows = (values,)
+        Y = _float_array(Y, self.dtype, "Y", (n, units[L]))
+        if sample_weight is not None:
+            sample_weight = _float_array(sample_weight, self.dtype, "sample_weight", (n,))
+        if not total_weight > 0:
+            raise ValueError(f"total_weight must be positive, got {total_weight}.")
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
+        self.bounds = check_bounds(bounds, n)
+        widest = int(np.max(np.diff(self.bounds, axis=1), initial=1))
+        self.reach = int(np.max(self.bounds[:, 1], initial=0))
+        self.max_rows = widest if max_rows is None else int(max_rows)
+        if self.max_rows < widest:
+            raise ValueError(f"max_rows={max_rows} is below the widest batch, {widest}.")
+        self.chunk_rows = chunk_rows = min(int(chunk_rows), self.max_rows)
+        hidden = int(unit_offsets[L])
+        gathered = (1 if self.sparse else chunk_rows) * int(units[0])
+        n_params = int(coef_offsets[L]) + hidden
+        work = np.empty(gathered + 2 * chunk_rows * hidden + n_params, self.dtype)
+        c_rows = np.empty(self.max_rows, self.dtype)
+        shape_arrays = (units, coef_offsets.astype(np.intp), unit_offsets.astype(np.intp))
+        self._keep = (rows, Y, sample_weight, work, c_rows, shape_arrays)
+
+        self.cfg.shape.n_layers = L
+        self.cfg.shape.n_coefs = coef_offsets[L]
+        self.cfg.shape.n_params = n_params
+        self.cfg.shape.n_features = units[0]
+        self.cfg.shape.n_outputs = units[L]
+        self.cfg.shape.units = <const Py_ssize_t*>_address(shape_arrays[0])
+        self.cfg.shape.coef_offsets = <const Py_ssize_t*>_address(shape_arrays[1])
+        self.cfg.shape.unit_offsets = <const Py_ssize_t*>_address(shape_arrays[2])
+        self.cfg.activation = _code(ActivationCode, activation, "activation")
+        self.cfg.loss = _code(LossCode, loss, "loss")
+        self.cfg.reduction = _code(ReductionCode, reduction, "reduction")
+        self.cfg.chunk_rows = chunk_rows
+        self.cfg.alpha = alpha
+        self.cfg.total_weight = total_weight
+        self.cfg.check_steps = max(1, check_steps)
+        self.cfg.check_rows = max(1, check_rows)
+        self.cfg.tiny_product = tiny_product
+        self.cfg.split_rows = split_rows
+        self.cfg.gemv_limit = gemv_limit
+        self.cfg.gemm_limit = gemm_limit
+        self.x = _address(values)
+        self.y = _address(Y)
+        self.sw = _address(sample_weight)
+        self.work = _address(work)
+        self.c_rows = _address(c_rows)
+
+    @property
+    def n_parameters(self):
+        """Length of the parameter vector the plan trains."""
+        return self.cfg.shape.n_params
+
+    def arrays(self):
+        """The arrays the loop reads, as checked and converted.
+
+        ``X`` (a CSR matrix's values), ``Y``, ``sample_weight`` (or None) and
+        the ``workspace`` (gathered rows, activations, deltas, gradient).
+        """
+        rows, Y, sample_weight, work = self._keep[:4]
+        return {"X": rows[0], "Y": Y, "sample_weight": sample_weight, "workspace": work}
+
+
+def _state_vector(array, dtype, size, name):
+    if array is None:
+        raise ValueError(f"The optimizer state needs {name}.")
+    if not (
+        isinstance(array, np.ndarray) and array.dtype == dtype
+        and array.shape == (size,) and array.flags.c_contiguous
+        and array.flags.writeable
+    ):
+        raise ValueError(
+            f"{name} must be a writeable C-contiguous {np.dtype(dtype)} vector of "
+            f"{size} values, like the parameters."
+        )
+    return array
+
+
+cdef class OptimizerState:
+    """The parameters and a solver's buffers, updated in place by the loop.
+
+    Parameters
+    ----------
+    solver : int
+        A ``SolverCode``.
+    params : ndarray of shape (n_parameters,)
+        All weights, then all biases, as :attr:`Network.parameters`.
+    learning_rate : float
+        SGD's current rate; Adam's ``learning_rate_init``. Settable between
+        epochs (SGD's schedules change it).
+    velocity : ndarray, optional
+        SGD's state as ``_optimizers.SGD`` keeps it (``momentum * v`` with
+        Nesterov momentum).
+    momentum : float
+    nesterov : bool
+    adam_m, adam_u : ndarray, optional
+        Adam's first moment and second moment divided by
+        ``k = (1 - beta_2) / (1 - beta_1)**2``, as ``_optimizers.Adam`` keeps
+        them.
+    t : int
+        Adam's steps so far; the loop advances it.
+    beta_1, beta_2, epsilon : float
+    """
+
+    def __init__(
+        self, solver, params, *, learning_rate, velocity=None, momentum=0.0,
+        nesterov=False, adam_m=None, adam_u=None, t=0, beta_1=0.9,
+        beta_2=0.999, epsilon=1e-8,
+    ):
+        self.solver.code = _code(SolverCode, solver, "solver")
+        self.dtype = params.dtype
+        size = params.shape[0]
+        self.params = _state_vector(params, self.dtype, size, "params")
+        if self.solver.code == SolverCode.SGD:
+            buffers = (_state_vector(velocity, self.dtype, size, "velocity"), None)
+        elif self.solver.code == SolverCode.ADAM:
+            buffers = (
+                _state_vector(adam_m, self.dtype, size, "adam_m"),
+                _state_vector(adam_u, self.dtype, size, "adam_u"),
+            )
+        self._keep = buffers
+        self.p = _address(params)
+        self.s1 = _address(buffers[0])
+        self.s2 = _address(buffers[1])
+        self.solver.nesterov = nesterov
+        self.solver.learning_rate = learning_rate
+        self.solver.momentum = momentum
+        self.solver.beta_1 = beta_1
+        self.solver.beta_2 = beta_2
+        self.solver.epsilon = epsilon
+        self.t = t
+
+    @property
+    def learning_rate(self):
+        return self.solver.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.solver.learning_rate = value
+
+
+cdef class AverageState:
+    """The running weight average (``_averaging.WeightAverage``), in place.
+
+    Parameters
+    ----------
+    mean : ndarray of shape (n_parameters,)
+    n_averaged, samples_seen, start : int
+        ``WeightAverage``'s counters and start; the loop advances the
+        counters.
+    """
+
+    def __init__(self, mean, n_averaged=0, samples_seen=0, start=1):
+        self.mean = _state_vector(mean, mean.dtype, mean.shape[0], "mean")
+        self.m = _address(mean)
+        self.n_averaged, self.samples_seen, self.start = n_averaged, samples_seen, start
