@@ -26,9 +26,9 @@ from ._callbacks import (
 from ._lbfgs import train_lbfgs
 from ._losses import LOSSES
 from ._optimizers import SOLVERS, STOCHASTIC_SOLVERS
+from ._outcome import divergence_error
 from ._parameters import Parameters
 from ._rollback import restore, snapshot
-from ._outcome import divergence_error
 from ._training import (
     Progress,
     Step,

@@ -142,8 +142,11 @@ class CompiledEpochs:
         if averager is None:
             return None
         if self._average is None or self._average[0] is not averager:
-            average = self._plan_module.AverageState(averager.mean, start=averager.start)
-            self._average = (averager, average)
+            start = averager.start
+            self._average = (
+                averager,
+                self._plan_module.AverageState(averager.mean, start=start),
+            )
         average = self._average[1]
         average.n_averaged = averager.n_averaged
         average.samples_seen = averager.samples_seen

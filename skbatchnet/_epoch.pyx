@@ -231,6 +231,9 @@ cdef int _epoch(
         c_ptr = NULL
         if sw == NULL:
             weight = n
+            if n == 0:
+                # An empty batch: no gradient to follow (as one without weight).
+                continue
             if cfg.reduction == K.MEAN:
                 c_const, c_total = (1.0 / n) * scale, scale
             elif cfg.reduction == K.SUM:

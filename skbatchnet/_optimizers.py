@@ -213,7 +213,8 @@ class Adam(_Optimizer):
         """
         self.t += steps
         b1, b2, t = self.beta_1, self.beta_2, self.t
-        self.learning_rate = self.learning_rate_init * math.sqrt(1 - b2**t) / (1 - b1**t)
+        rate = self.learning_rate_init * math.sqrt(1 - b2**t) / (1 - b1**t)
+        self.learning_rate = rate
 
     def step(self, params, scaled_grads):
         """Update ``params`` in place given ``(1 - beta_1) * g``; overwrites it."""

@@ -51,13 +51,17 @@ def _float_array(value, dtype, name, shape=None):
 
 
 def check_bounds(bounds, n_rows):
-    """``bounds`` as an (n_batches, 2) intp array of non-empty ranges."""
+    """``bounds`` as an (n_batches, 2) intp array of ranges of ``n_rows`` rows.
+
+    A range may be empty: a batch without rows takes no step (Poisson
+    sampling draws such batches).
+    """
     bounds = np.ascontiguousarray(bounds, dtype=np.intp).reshape(-1, 2)
-    bad = (bounds[:, 0] < 0) | (bounds[:, 0] >= bounds[:, 1]) | (bounds[:, 1] > n_rows)
+    bad = (bounds[:, 0] < 0) | (bounds[:, 0] > bounds[:, 1]) | (bounds[:, 1] > n_rows)
     if bad.any():
         l = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"bounds[{l}] = {tuple(bounds[l])} is not a non-empty range of "
+            f"bounds[{l}] = {tuple(bounds[l])} is not a range (start <= stop) of "
             f"the epoch's order (length {n_rows})."
         )
     return bounds

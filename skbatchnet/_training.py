@@ -63,7 +63,7 @@ class TrainingData:
     def gradient(self, network, rows, *, scale, step, workspace):
         """One batch's rows, weight, loss and reduced gradient times ``scale``.
 
-        The loss and gradient are None for a batch without weight.
+        The loss and gradient are None for a batch without weight (or rows).
         """
         X_batch, Y_batch = rows_of(self.X, rows), rows_of(self.Y, rows)
         n = X_batch.shape[0]
@@ -72,8 +72,8 @@ class TrainingData:
         else:
             w_batch = rows_of(self.sample_weight, rows)
             weight = float(w_batch.sum())
-            if weight == 0:
-                return n, 0.0, None, None
+        if weight == 0:
+            return n, 0.0, None, None
         c = reduction_coefficients(w_batch, n, step.reduction).scaled(scale)
         loss, grad = network.gradient(
             X_batch,
@@ -270,7 +270,8 @@ class NumpyEpochs:
     def __init__(self, network, data, batcher, step):
         self.network, self.data, self.batcher, self.step = network, data, batcher, step
         bounds = batcher.bounds(data.n_samples)
-        self.workspace = network.workspace(max(stop - start for start, stop in bounds))
+        widest = max(stop - start for start, stop in bounds)
+        self.workspace = network.workspace(max(widest, 1))
 
     def run(self, order, optimizer, averager):
         """One epoch visiting the rows in ``order`` (None: stored order)."""

@@ -1,6 +1,6 @@
 """The compiled loop inside training (skbatchnet._compiled) against the numpy path.
 
-tests/test_loop.py holds the kernel to the numpy specification epoch by
+tests/test_epoch.py holds the kernel to the numpy specification epoch by
 epoch; here whole fits through the estimators take the compiled path and
 the numpy path (``use_numpy_epochs``) and must agree to rounding, including
 how a diverged or interrupted epoch is reported.

@@ -418,6 +418,35 @@ def test_zero_weight_batches_are_skipped_and_their_rows_counted():
     assert _relative(compiled.net.parameters, numpy_path.net.parameters) < 1e-12
 
 
+class _WithEmptyBatches(Minibatcher):
+    """Batches of 5 rows with an empty batch before each, as Poisson sampling
+    may draw them."""
+
+    def bounds(self, n_samples):
+        out = []
+        for start, stop in super().bounds(n_samples):
+            out += [(start, start), (start, stop)]
+        return out
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_empty_batches_take_no_step_on_either_path(weighted):
+    config = {"sample_weight": "with_zeros" if weighted else None, "solver": "adam"}
+    numpy_path, compiled, _, data, _, step = _setup(batch_size=5, config=config)
+    batcher = _WithEmptyBatches(5)
+    runner = CompiledEpochs(compiled.net, data, batcher, step)
+    order = np.random.RandomState(0).permutation(N_SAMPLES)
+    expected = _numpy_epoch(numpy_path, data, batcher, step, order)
+    result = runner.run(order, compiled.optimizer, None)
+    assert (result.seen, result.steps) == (expected.seen, expected.steps)
+    assert result.weight_sum == pytest.approx(expected.weight_sum, rel=1e-12)
+    assert result.loss_sum == pytest.approx(expected.loss_sum, rel=1e-12)
+    assert result.seen == N_SAMPLES
+    assert compiled.optimizer.t == numpy_path.optimizer.t == result.steps
+    assert result.steps <= len(Minibatcher(5).bounds(N_SAMPLES))
+    assert _relative(compiled.net.parameters, numpy_path.net.parameters) < 1e-12
+
+
 def _low_level(n_samples=N_SAMPLES, **plan_changes):
     """A plan and an SGD state of the compiled tier itself, and their data."""
     X, Y, _, _ = _problem("squared_error", np.float64, None)
