@@ -18,6 +18,7 @@ twice, and the two builds compute the same bits.
 import os
 import platform
 
+from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
@@ -42,4 +43,6 @@ if builds_avx2_twin():
         )
     )
 
-setup(ext_modules=extensions)
+# cythonize, not setuptools' own .pyx handling: it also rebuilds a module
+# when a .pxd it cimports (the kernels, the products) has changed.
+setup(ext_modules=cythonize(extensions))
