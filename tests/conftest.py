@@ -301,16 +301,16 @@ def use_numpy_epochs(monkeypatch):
 def spy_split(monkeypatch):
     """Record the training and held-out parts of the early-stopping split, as
     ``{'train': [X, Y, y, w], 'val': [...]}``, filled when a fit splits."""
-    import skbatchnet._base
+    import skbatchnet._context
 
-    original = skbatchnet._base.split_validation
+    original = skbatchnet._context.split_validation
     parts = {}
 
     def spy(*args, **kwargs):
         parts["train"], parts["val"] = original(*args, **kwargs)
         return parts["train"], parts["val"]
 
-    monkeypatch.setattr(skbatchnet._base, "split_validation", spy)
+    monkeypatch.setattr(skbatchnet._context, "split_validation", spy)
     return parts
 
 
