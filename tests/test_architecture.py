@@ -241,3 +241,15 @@ def test_private_name_checks_see_what_they_forbid(tmp_path):
         ("backprop", "_check_batch"),
     }
     assert _foreign_private_attributes(path) == {"_rng", "_check_batch", "_progress"}
+
+
+def test_convergence_warnings_are_silenced_in_one_place():
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
+    assert '"ignore::sklearn.exceptions.ConvergenceWarning"' in pyproject
+    here = pathlib.Path(__file__).name
+    for path in sorted(PACKAGE.parent.glob("tests/*.py")):
+        text = path.read_text()
+        if path.name == here:
+            continue
+        assert "ignore::sklearn.exceptions.ConvergenceWarning" not in text, path
+        assert 'simplefilter("ignore", ConvergenceWarning)' not in text, path

@@ -19,8 +19,6 @@ import skbatchnet
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, _loop
 from skbatchnet._compiled import CompiledEpochs
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 X, Y_REG, Y_CLS = make_data(n=60, n_features=5, seed=11)
 W = np.random.RandomState(1).uniform(0, 2, 60)
 W[:7] = 0.0

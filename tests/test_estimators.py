@@ -21,8 +21,6 @@ from sklearn.preprocessing import LabelBinarizer
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, Minibatcher, Network
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 
 class _Recorder(BatchMLPClassifier):
     """Logs the held-out labels and the weights at each validation scoring."""
