@@ -1,10 +1,13 @@
 """Estimator plumbing shared by the classifier and the regressor.
 
 The ladder is ``fit``/``partial_fit`` -> ``_fit`` (roll back on failure) ->
-``_fit_unsafe`` (validate, encode, initialize) -> ``_fit_stochastic`` or
-``_fit_lbfgs``, which hand arrays to :mod:`skbatchnet._training`. The
-arithmetic lives in :mod:`skbatchnet.backprop`; this module only moves
-arrays, parameters and fitted attributes.
+``_fit_unsafe`` (check, encode, start) -> :meth:`TrainingContext.train
+<skbatchnet._context.TrainingContext.train>`, which hands arrays to
+:mod:`skbatchnet._training`. The tools built on the estimators train through
+the same :class:`~skbatchnet._context.TrainingContext`
+(:meth:`BaseBatchMLP.training_context`). The arithmetic lives in
+:mod:`skbatchnet.backprop`; this module only moves arrays, parameters and
+fitted attributes.
 """
 
 from abc import ABCMeta, abstractmethod
@@ -13,7 +16,6 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, _fit_context, is_classifier
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -23,19 +25,18 @@ from ._callbacks import (
     TaskReporter,
     with_callbacks,
 )
-from ._lbfgs import train_lbfgs
+from ._context import ObjectiveData, TrainingContext
 from ._losses import LOSSES
-from ._optimizers import SOLVERS, STOCHASTIC_SOLVERS
+from ._optimizers import STOCHASTIC_SOLVERS
 from ._outcome import divergence_error
 from ._parameters import Parameters
 from ._rollback import restore, snapshot
+from ._targets import LEARNING_MODES, TargetEncoding, check_encoding_mode
 from ._training import (
     Progress,
     Step,
     Stopping,
-    TrainingData,
     epoch_runner,
-    split_validation,
     train_epochs,
     weight_average,
 )
@@ -74,11 +75,12 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
     # -- hooks the subclasses fill in ------------------------------------
 
     @abstractmethod
-    def _encode_targets(self, X, y, first_pass, incremental, classes, refit, dtype):
+    def _encode_targets(self, X, y, *, mode, classes=None, dtype=None):
         """Validate ``X, y``; return ``X``, the 2-D float targets, the raw ``y``.
 
-        On the first pass this also records ``n_features_in_`` and, for
-        classifiers, the classes; ``refit`` is a warm-start ``fit`` after one.
+        ``mode`` is one of :data:`skbatchnet._targets.ENCODING_MODES`; the
+        modes that learn the encoding also record ``n_features_in_`` and, for
+        classifiers, the classes (from ``classes`` in ``'partial_fit'``).
         ``dtype`` forces the floating dtype (by default float64 or float32,
         as ``X`` comes).
         """
@@ -97,6 +99,10 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
 
     def _class_sample_weight(self, y, incremental):
         return None
+
+    def _target_encoding(self):
+        """The fitted encoding of the targets; real targets are only made 2-D."""
+        return TargetEncoding()
 
     def predict(self, X):
         """Predict with the fitted network.
@@ -175,6 +181,25 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
                 big = np.finfo(net.dtype).max
                 np.nan_to_num(Z, copy=False, nan=0.0, posinf=big, neginf=-big)
             return Z if logits else net.output_from_logits(Z)
+
+    # -- the training seam ---------------------------------------------------
+
+    def training_context(self):
+        """Open this estimator's training to a tool, after checking its parameters.
+
+        The seam through which the tools built on the estimators (Dask
+        training, the diagnostics) encode data, start, run and publish
+        training, and read the fitted network, instead of reaching into the
+        estimator; ``fit`` and ``partial_fit`` train through it too. Most
+        users never call it.
+
+        Returns
+        -------
+        context : skbatchnet._context.TrainingContext
+            See its module, :mod:`skbatchnet._context`, for the contract.
+        """
+        self._validate_params()
+        return TrainingContext(self)
 
     # -- fitting ---------------------------------------------------------------
 
@@ -255,43 +280,28 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         return [k for k in vars(self) if k.startswith(CALLBACK_STATE)]
 
     def _objective_data(
-        self,
-        X,
-        y,
-        sample_weight=None,
-        *,
-        first_pass=False,
-        incremental=False,
-        classes=None,
-        refit=False,
-        dtype=None,
+        self, X, y, sample_weight=None, *, mode="apply", classes=None, dtype=None
     ):
-        """The arrays of the objective: ``X``, 2-D float targets, weights.
+        """The arrays of the objective (an :class:`ObjectiveData`).
 
-        ``X`` and ``y`` validated and encoded as training sees them, and the
-        sample weights with any class weights multiplied in. On the first pass
-        this also records ``n_features_in_`` and, for classifiers, the
-        classes; afterwards ``y`` must match them.
-
-        Returns
-        -------
-        X, Y, y, sample_weight, user_weight
-            ``user_weight`` is the caller's ``sample_weight``, validated.
+        ``X`` and ``y`` validated and encoded as training sees them, in the
+        encoding ``mode`` (see :data:`skbatchnet._targets.ENCODING_MODES`),
+        and the sample weights with any class weights multiplied in.
         """
-        X, Y, y = self._encode_targets(
-            X, y, first_pass, incremental, classes, refit, dtype
-        )
-        if not first_pass and Y.shape[1] != self.n_outputs_:
+        check_encoding_mode(mode)
+        X, Y, y = self._encode_targets(X, y, mode=mode, classes=classes, dtype=dtype)
+        if mode not in LEARNING_MODES and Y.shape[1] != self.n_outputs_:
             raise ValueError(
                 f"y has {Y.shape[1]} outputs, but {type(self).__name__} was fitted "
                 f"with {self.n_outputs_}."
             )
         user_weight = check_sample_weight(sample_weight, X)
+        incremental = mode in ("partial_fit", "continue")
         class_weight = self._class_sample_weight(y, incremental)
         sample_weight = merge_class_weight(user_weight, class_weight, X)
         if sp.issparse(X):
             X = X.tocsr()  # rows are sliced at every step
-        return X, Y, y, sample_weight, user_weight
+        return ObjectiveData(X, Y, y, sample_weight, user_weight)
 
     def _fit_unsafe(self, X, y, sample_weight, incremental, classes):
         hidden = check_hidden_layer_sizes(self.hidden_layer_sizes)
@@ -313,42 +323,34 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
                 "Set warm_start=False (or start a new estimator) to fit a network "
                 f"of the new shape, or set hidden_layer_sizes back to {tuple(fitted)}."
             )
-        X, Y, y, sample_weight, user_weight = self._objective_data(
-            X,
-            y,
-            sample_weight,
-            first_pass=first_pass,
-            incremental=incremental,
-            classes=classes,
-            refit=not first_pass and not incremental,
-        )
-        if not incremental or not hasattr(self, "_rng"):
-            # fit starts the random stream afresh, as scikit-learn does;
-            # partial_fit continues it, so calls do not replay one shuffle.
-            self._rng = check_random_state(self.random_state)
         if first_pass:
-            self._initialize(Y, [X.shape[1], *hidden, Y.shape[1]], X.dtype)
-        elif self.early_stopping != (self._progress.validation_scores is not None):
-            # A warm start that switches early stopping on or off starts the
-            # bookkeeping of the new criterion afresh.
-            self._progress.reset_stopping(self.early_stopping)
+            mode = "partial_fit" if incremental else "fit"
+        else:
+            mode = "continue" if incremental else "refit"
+        context = TrainingContext(self)  # the parameters are validated
+        data = context.objective(X, y, sample_weight, mode=mode, classes=classes)
+        X, y, n_outputs = data.X, data.y, data.Y.shape[1]
+        units = [X.shape[1], *hidden, n_outputs] if first_pass else None
+        context.start(layer_units=units, dtype=X.dtype, incremental=incremental)
         tasks = 1 if incremental else self.max_iter
         # Callbacks score with the caller's weights, not the class weights.
+        user_weight = data.user_weight
         metadata = None if user_weight is None else {"sample_weight": user_weight}
-        context = self._init_callback_context(max_subtasks=tasks)
-        context.call_on_fit_task_begin(estimator=self, X=X, y=y, metadata=metadata)
-        report = TaskReporter(self, context, X, y, metadata)
-        if self.solver == "lbfgs":
-            self._fit_lbfgs(X, Y, sample_weight, report)
-        else:
-            self._fit_stochastic(X, Y, y, sample_weight, incremental, report)
-        self._check_finite_weights()
-        context.call_on_fit_task_end(
+        callbacks = self._init_callback_context(max_subtasks=tasks)
+        callbacks.call_on_fit_task_begin(estimator=self, X=X, y=y, metadata=metadata)
+        report = TaskReporter(self, callbacks, X, y, metadata)
+        unit = "iteration" if self.solver == "lbfgs" else "epoch"
+        context.train(
+            data,
+            incremental=incremental,
+            report=lambda loss: report.task(unit, loss),
+        )
+        callbacks.call_on_fit_task_end(
             estimator=self, X=X, y=y, metadata=metadata, reconstruction_attributes={}
         )
 
-    def _initialize(self, Y, layer_units, dtype):
-        self.n_outputs_ = Y.shape[1]
+    def _initialize(self, layer_units, dtype):
+        self.n_outputs_ = layer_units[-1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = LOSSES[self._network_loss()].out_activation
         for attr in ("_optimizer", "_weight_average", "_raw_parameters"):
@@ -390,55 +392,6 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
                 learning_rate=rate,
                 reduction=self.gradient_reduction,
             )
-
-    def _fit_lbfgs(self, X, Y, sample_weight, report):
-        net = self._training_network()
-        total = X.shape[0] if sample_weight is None else float(sample_weight.sum())
-        self.loss_ = train_lbfgs(
-            net,
-            TrainingData(X, Y, sample_weight, total),
-            SOLVERS["lbfgs"].from_params(self.get_params(deep=False)),
-            self._progress,
-            alpha=self.alpha,
-            verbose=self.verbose,
-            report=lambda loss: report.task("iteration", loss),
-        )
-        self._publish_progress()
-
-    def _fit_stochastic(self, X, Y, y, sample_weight, incremental, report):
-        net = self._training_network()
-        if not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = SOLVERS[self.solver].from_params(
-                self.get_params(deep=False), net.parameters
-            )
-        validation = None
-        if self.early_stopping:
-            stratify = y if is_classifier(self) and np.ndim(y) == 1 else None
-            (X, Y, _, sample_weight), validation = split_validation(
-                X,
-                Y,
-                y,
-                sample_weight,
-                fraction=self.validation_fraction,
-                rng=self._rng,
-                stratify_by=stratify,
-            )
-        n_samples = X.shape[0]
-        batcher = self._batcher(n_samples)
-        total = n_samples if sample_weight is None else float(sample_weight.sum())
-        progress = self._progress
-        if not incremental:
-            progress.n_iter = 0
-        averager = self._train_epochs(
-            net,
-            TrainingData(X, Y, sample_weight, total, validation),
-            batcher,
-            incremental=incremental,
-            report=lambda loss: report.task("epoch", loss),
-        )
-        if validation is not None and progress._best_parameters is not None:
-            net.parameters[...] = progress._best_parameters
-        self._publish_average(net, averager)
 
     def _batcher(self, n_samples):
         """The Minibatcher of this estimator's settings, on its random stream."""

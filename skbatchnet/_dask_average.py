@@ -102,15 +102,18 @@ def _nbytes(optimizer):
     )
 
 
-def train_local_sgd(estimator, data, local_steps):
+def train_local_sgd(context, data, local_steps):
     """Local SGD rounds until ``max_iter`` epochs or the stopping rule.
 
-    An epoch is as many rounds as the longest block needs to pass once over
-    its rows; ``loss_curve_`` holds ``E`` of the averaged weights at the end
-    of each epoch, evaluated on all of the data.
+    ``context`` is the estimator's started
+    :class:`~skbatchnet._context.TrainingContext`. An epoch is as many rounds
+    as the longest block needs to pass once over its rows; ``loss_curve_``
+    holds ``E`` of the averaged weights at the end of each epoch, evaluated on
+    all of the data.
     """
-    net = estimator._training_network()
-    step, stopping = estimator._step(), estimator._stopping()
+    estimator = context.estimator
+    net = context.training_network()
+    step, stopping = context.step, context.stopping
     params = estimator.get_params(deep=False)
     batching = (estimator.batch_size, estimator.shuffle, estimator.drop_last)
     batcher = Minibatcher(*batching[:1], drop_last=estimator.drop_last)
@@ -122,7 +125,7 @@ def train_local_sgd(estimator, data, local_steps):
             n,
             batcher.n_steps(n),
             SOLVERS[estimator.solver].from_params(params, net.parameters),
-            estimator._rng,
+            context.rng,
         )
         for n in data.block_rows
     ]
@@ -130,7 +133,7 @@ def train_local_sgd(estimator, data, local_steps):
     rounds = math.ceil(max(s.n_steps for s in shards) / steps[0])
     if local_steps == "epoch":
         rounds = 1
-    progress = estimator._progress
+    progress = context.progress
     progress.n_iter = 0
     for epoch in range(1, estimator.max_iter + 1):
         settings = (batching, step, data.total, epoch)
@@ -141,7 +144,7 @@ def train_local_sgd(estimator, data, local_steps):
         progress.loss_curve.append(loss)
         estimator.loss_ = loss
         update_stopping(progress, net, None, stopping=stopping, score=None)
-        if progress._no_improvement_count > stopping.n_iter_no_change:
+        if context.stalled():
             break
         if epoch == estimator.max_iter:
             warnings.warn(
@@ -150,7 +153,7 @@ def train_local_sgd(estimator, data, local_steps):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-    estimator._publish_progress()
+    context.publish()
 
 
 def _round(net, data, shards, steps, settings):

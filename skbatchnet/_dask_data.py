@@ -20,7 +20,6 @@ from dask.core import flatten
 from distributed import futures_of
 from sklearn.base import is_classifier
 
-from ._mlp import _one_hot
 from ._training import Step, rows_of
 from .backprop import Network
 from .reduction import Coefficients, reduction_coefficients
@@ -56,14 +55,6 @@ def partial_sums(parameters, spec, X, Y, w, rows):
     loss, grad = net.gradient(X, Y, c, sample_weight=w, workspace=net.workspace(n))
     # gradient() returns the weighted mean loss; the client needs the sum.
     return grad.copy(), weight, loss * weight, n
-
-
-def encode_block(y, binarizer, dtype):
-    """Targets of one block as the network sees them (one-hot for classes)."""
-    if binarizer is not None:
-        return _one_hot(binarizer, y, dtype)
-    Y = np.asarray(y, dtype=dtype)
-    return Y.reshape(-1, 1) if Y.ndim == 1 else Y
 
 
 def as_dask_array(value, name):
@@ -180,11 +171,13 @@ class ClusterData:
         return self.gradient(network, slice(None), scale=1.0, step=step)[2]
 
 
-def distribute(client, estimator, X, y, sample_weight):
+def distribute(client, context, X, y, sample_weight):
     """Validate the data on the cluster, fit the target encoding, persist blocks.
 
-    Sets the estimator's first-pass attributes (``n_features_in_``,
-    ``classes_``...) from a few probe rows, never from the data itself.
+    Sets the first-pass attributes (``n_features_in_``, ``classes_``...) of
+    the estimator of ``context`` (its
+    :class:`~skbatchnet._context.TrainingContext`) from a few probe rows,
+    never from the data itself.
 
     Returns
     -------
@@ -218,6 +211,7 @@ def distribute(client, estimator, X, y, sample_weight):
     y, w = arrays["y"], arrays.get("sample_weight")
     dtype = np.float32 if X.dtype == np.float32 else np.float64
     X = X.astype(dtype)
+    estimator = context.estimator
     classifier = is_classifier(estimator)
     if classifier and y.ndim > 1 and y.shape[1] > 1:
         raise ValueError(
@@ -241,13 +235,13 @@ def distribute(client, estimator, X, y, sample_weight):
 
         probe_X = pd.DataFrame(probe_X, columns=columns)
     # The estimator's own encoding, fitted on one probe row per class.
-    estimator._encode_targets(probe_X, probe_y, True, False, None, False, None)
-    binarizer = getattr(estimator, "_label_binarizer", None)
-    n_outputs = encode_block(probe_y, binarizer, dtype).shape[1]
+    context.objective(probe_X, probe_y, mode="fit")
+    encoding = context.target_encoding()
+    n_outputs = encoding(probe_y, dtype).shape[1]
     persisted = client.persist([A for A in (X, y, w) if A is not None])
     Xb, yb = _block_futures(persisted[0]), _block_futures(persisted[1])
     wb = _block_futures(persisted[2]) if w is not None else [None] * len(Xb)
-    Yb = [client.submit(encode_block, f, binarizer, dtype) for f in yb]
+    Yb = [client.submit(encoding, f, dtype) for f in yb]
     data = ClusterData(client, list(zip(Xb, Yb, wb)), rows, float(stats[2]), None)
     data.dtype, data.n_outputs = dtype, n_outputs
     return data

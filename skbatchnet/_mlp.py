@@ -13,6 +13,7 @@ from sklearn.utils.validation import column_or_1d, validate_data
 from ._base import BaseBatchMLP
 from ._losses import LOSSES
 from ._parameters import SHARED_PARAMETERS_DOC, extend_signature
+from ._targets import LEARNING_MODES, TargetEncoding, one_hot
 from ._validation import check_class_weight
 
 _SHARED_ATTRIBUTES = """\
@@ -140,21 +141,6 @@ def _check_label_types(labels, name):
             )
 
 
-def _one_hot(binarizer, y, dtype):
-    """The targets as the fitted ``binarizer`` encodes them, in ``dtype``.
-
-    Multiclass labels (all known to the binarizer, which the callers check)
-    are encoded directly: ``LabelBinarizer.transform`` builds an integer
-    matrix that then needs converting, a cost felt in every ``fit`` on
-    large data.
-    """
-    if binarizer.y_type_ != "multiclass":
-        return binarizer.transform(y).astype(dtype, copy=False)
-    Y = np.zeros((len(y), len(binarizer.classes_)), dtype)
-    Y[np.arange(len(y)), np.searchsorted(binarizer.classes_, y)] = 1
-    return Y
-
-
 def _data_and_labels(estimator, X, y, reset, dtype=None):
     return validate_data(
         estimator,
@@ -226,7 +212,8 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             else ("binary_log_loss")
         )
 
-    def _encode_targets(self, X, y, first_pass, incremental, classes, refit, dtype):
+    def _encode_targets(self, X, y, *, mode, classes=None, dtype=None):
+        first_pass = mode in LEARNING_MODES
         X, y = _data_and_labels(self, X, y, first_pass, dtype)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -240,7 +227,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             _check_label_types(np.asarray(classes), "classes")
         if first_pass:
             binarizer = LabelBinarizer()
-            if incremental and not type_of_target(y).startswith("multilabel"):
+            if mode == "partial_fit" and not type_of_target(y).startswith("multilabel"):
                 if classes is None:
                     raise ValueError(
                         "classes must be passed on the first call to partial_fit: "
@@ -267,7 +254,7 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                 )
             seen = unique_labels(y)
             unseen = np.setdiff1d(seen, self.classes_)
-            if refit and set(seen) != set(self.classes_):
+            if mode == "refit" and set(seen) != set(self.classes_):
                 # scikit-learn's sentence first, for code that matches on it.
                 raise ValueError(
                     "warm_start can only be used where `y` has the same classes as "
@@ -280,7 +267,10 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
                     f"y has labels {unseen.tolist()} that were not seen when the "
                     f"model was first fitted (classes_={self.classes_.tolist()})."
                 )
-        return X, _one_hot(self._label_binarizer, y, X.dtype), y
+        return X, one_hot(self._label_binarizer, y, X.dtype), y
+
+    def _target_encoding(self):
+        return TargetEncoding(self._label_binarizer)
 
     def _class_sample_weight(self, y, incremental):
         if self.class_weight is None:
@@ -408,8 +398,8 @@ class BatchMLPRegressor(RegressorMixin, BaseBatchMLP):
     def _network_loss(self):
         return self.loss
 
-    def _encode_targets(self, X, y, first_pass, incremental, classes, refit, dtype):
-        X, y = _data_and_labels(self, X, y, first_pass, dtype)
+    def _encode_targets(self, X, y, *, mode, classes=None, dtype=None):
+        X, y = _data_and_labels(self, X, y, mode in LEARNING_MODES, dtype)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         Y = np.asarray(y, dtype=X.dtype)

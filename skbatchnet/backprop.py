@@ -74,7 +74,7 @@ def _as_2d_target(y, dtype):
     return y.reshape(-1, 1) if y.ndim == 1 else y
 
 
-def _check_batch(network, X, y, sample_weight=None):
+def check_batch(network, X, y, sample_weight=None):
     """Check a batch against ``network``; ``y`` as a 2-D array of its dtype.
 
     Each ValueError names the argument that does not fit.
@@ -432,7 +432,7 @@ class Network:
             Laid out like :attr:`parameters` (:meth:`unpack` splits it); the
             workspace's buffer when one is given.
         """
-        Y = _check_batch(self, X, y, sample_weight)
+        Y = check_batch(self, X, y, sample_weight)
         n = X.shape[0]
         ws = workspace if workspace is not None else self.workspace(n)
         c, c_total = coefficients
@@ -513,7 +513,7 @@ class Network:
         intercept_grads : list of ndarray
             Same shapes as ``intercepts``.
         """
-        _check_batch(self, X, y, sample_weight)
+        check_batch(self, X, y, sample_weight)
         ws = workspace if workspace is not None else self.workspace(X.shape[0])
         c = reduction_coefficients(sample_weight, X.shape[0], reduction)
         loss, _ = self.gradient(

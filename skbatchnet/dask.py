@@ -19,13 +19,10 @@ except ImportError as exc:  # pragma: no cover - exercised without dask
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._dask_average import train_local_sgd
 from ._dask_data import distribute
-from ._lbfgs import train_lbfgs
-from ._optimizers import SOLVERS
 from ._validation import check_hidden_layer_sizes
 
 __all__ = ["DataParallel"]
@@ -131,21 +128,21 @@ class DataParallel(MetaEstimatorMixin, BaseEstimator):
             The fitted wrapper. On failure it is left as it was.
         """
         estimator = clone(self.estimator)
-        self._check_settings(estimator)
+        context = self._check_settings(estimator)
         hidden = check_hidden_layer_sizes(estimator.hidden_layer_sizes)
         client = self.client or distributed.default_client()
-        data = distribute(client, estimator, X, y, sample_weight)
+        data = distribute(client, context, X, y, sample_weight)
         # The random draws of the in-memory fit, in its order: the stream
         # starts afresh, the initial weights come first, the shuffles next.
-        estimator._rng = check_random_state(estimator.random_state)
         units = [estimator.n_features_in_, *hidden, data.n_outputs]
-        estimator._initialize(np.empty((0, data.n_outputs)), units, data.dtype)
-        data.spec = (units, estimator.activation, estimator._network_loss())
+        context.start(layer_units=units, dtype=data.dtype)
+        net = context.fitted_network()
+        data.spec = (net.layer_units, net.activation, net.loss)
         if self.strategy == "average":
-            train_local_sgd(estimator, data, self.local_steps)
+            train_local_sgd(context, data, self.local_steps)
         else:
-            _train(estimator, data)
-        estimator._check_finite_weights()
+            # The in-memory fit's training stage, on data held by the cluster.
+            context.train(data)
         self.estimator_ = estimator
         self.traffic_ = {
             "steps": data.steps,
@@ -158,11 +155,12 @@ class DataParallel(MetaEstimatorMixin, BaseEstimator):
         return self
 
     def _check_settings(self, estimator):
+        """The estimator's training context, once its settings are checked."""
         if self.strategy not in ("gradient", "average"):
             raise ValueError(
                 f"strategy must be 'gradient' or 'average', got {self.strategy!r}."
             )
-        estimator._validate_params()
+        context = estimator.training_context()
         for name, (allowed, why) in UNSUPPORTED.items():
             value = getattr(estimator, name, allowed)
             if value != allowed:
@@ -172,6 +170,7 @@ class DataParallel(MetaEstimatorMixin, BaseEstimator):
                 )
         if self.strategy == "average":
             _check_average_settings(estimator, self.local_steps)
+        return context
 
     # -- prediction ------------------------------------------------------
 
@@ -278,33 +277,6 @@ def _frame(block, columns):
 
 def _apply_block(block, fn, columns):
     return fn(_frame(block, columns))
-
-
-def _train(estimator, data):
-    """The in-memory fit's training stage, on data held by the cluster."""
-    net = estimator._training_network()
-    params = estimator.get_params(deep=False)
-    if estimator.solver == "lbfgs":
-        estimator.loss_ = train_lbfgs(
-            net,
-            data,
-            SOLVERS["lbfgs"].from_params(params),
-            estimator._progress,
-            alpha=estimator.alpha,
-            verbose=estimator.verbose,
-            report=lambda loss: False,
-        )
-        estimator._publish_progress()
-        return
-    estimator._optimizer = SOLVERS[estimator.solver].from_params(params, net.parameters)
-    averager = estimator._train_epochs(
-        net,
-        data,
-        estimator._batcher(data.n_samples),
-        incremental=False,
-        report=lambda loss: False,
-    )
-    estimator._publish_average(net, averager)
 
 
 def _check_average_settings(estimator, local_steps):

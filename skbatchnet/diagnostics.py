@@ -286,9 +286,9 @@ def gradient_noise_scale(estimator, X, y, sample_weight=None, *, method="trainin
         )
     check_is_fitted(mlp)
     # The objective's arrays as fit builds them, in float64 for the sums.
-    X, Y, _, sample_weight, _ = mlp._objective_data(
-        X, y, sample_weight, dtype=np.float64
-    )
+    context = mlp.training_context()
+    data = context.objective(X, y, sample_weight, dtype=np.float64)
+    X, Y, sample_weight = data.X, data.Y, data.sample_weight
 
     if method not in _METHODS:
         raise ValueError(f"method must be 'training' or 'population', got {method!r}.")
@@ -311,7 +311,7 @@ def gradient_noise_scale(estimator, X, y, sample_weight=None, *, method="trainin
         method == "training" and reduction == "mean" and sample_weight is not None
     )
 
-    net = mlp._network(dtype=np.float64)
+    net = context.fitted_network(dtype=np.float64)
     chunk = net.chunk_rows()
     workspace = net.workspace(min(n, chunk))
 

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._workspace import Workspace, chunks
-from .backprop import _check_batch
+from .backprop import check_batch
 
 __all__ = [
     "per_example_gradients",
@@ -79,7 +79,7 @@ def per_example_gradients(network, X, y, *, alpha=0.0, total_weight=None):
     coef_grads : list of ndarray of shape (n_samples, fan_in, fan_out)
     intercept_grads : list of ndarray of shape (n_samples, fan_out)
     """
-    Y = _check_batch(network, X, y)
+    Y = check_batch(network, X, y)
     n = X.shape[0]
     k = alpha / float(n if total_weight is None else total_weight)
     ws = Workspace(network.layer_units, n, network.dtype)
@@ -111,7 +111,7 @@ def per_example_gradient_norms(network, X, y, *, alpha=0.0, total_weight=None):
     -------
     norms : ndarray of shape (n_samples,)
     """
-    Y = _check_batch(network, X, y)
+    Y = check_batch(network, X, y)
     n = X.shape[0]
     k = alpha / float(n if total_weight is None else total_weight)
     ws = network.workspace(n)
@@ -188,7 +188,7 @@ def per_example_input_gradients(network, X, y):
     True
     """
     n = X.shape[0]
-    Y = _check_batch(network, X, y)
+    Y = check_batch(network, X, y)
     W1 = network.coefs[0]
     ws = network.workspace(n)
     input_grads = np.empty((n, W1.shape[0]), network.dtype)

@@ -8,11 +8,14 @@ modules had drifted apart, the difference is a parameter (``labels=``) so
 that every test still sees the data it always saw.
 """
 
+import contextlib
 import functools
+import os
 import pickle
 import types
 
 import numpy as np
+import pytest
 from sklearn.datasets import load_digits, make_classification, make_regression
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
@@ -323,16 +326,16 @@ def use_numpy_epochs(monkeypatch):
 def spy_split(monkeypatch):
     """Record the training and held-out parts of the early-stopping split, as
     ``{'train': [X, Y, y, w], 'val': [...]}``, filled when a fit splits."""
-    import skbatchnet._base
+    import skbatchnet._context
 
-    original = skbatchnet._base.split_validation
+    original = skbatchnet._context.split_validation
     parts = {}
 
     def spy(*args, **kwargs):
         parts["train"], parts["val"] = original(*args, **kwargs)
         return parts["train"], parts["val"]
 
-    monkeypatch.setattr(skbatchnet._base, "split_validation", spy)
+    monkeypatch.setattr(skbatchnet._context, "split_validation", spy)
     return parts
 
 
@@ -345,3 +348,37 @@ BLAS_THREAD_CAPS = {
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+
+
+@contextlib.contextmanager
+def dask_client():
+    """A client of a two-worker, one-thread-per-worker LocalCluster of worker
+    processes, listening on the loopback only; this process's environment is
+    left as it was."""
+    distributed = pytest.importorskip("distributed")
+    environ_before = os.environ.copy()
+    os.environ.update(BLAS_THREAD_CAPS)  # read by the nannies before spawning
+    try:
+        with (
+            distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            yield client
+    finally:
+        # The Nanny also writes its pre-spawn variables into this process's
+        # environment; leave it as it was.
+        os.environ.clear()
+        os.environ.update(environ_before)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """The Dask tests' cluster (:func:`dask_client`), one per test module."""
+    with dask_client() as client:
+        yield client

@@ -155,3 +155,140 @@ def test_modules_stay_readable_in_one_sitting(name):
         f"skbatchnet/{name} has {lines} code lines; split it by responsibility "
         f"(at most {MAX_CODE_LINES})."
     )
+
+
+# -- private names stay private -------------------------------------------------
+
+# The package's compiled extensions: their source is a .pyx, and their names
+# are read by the one module that wraps each of them.
+COMPILED = {p.stem for p in PACKAGE.glob("*.pyx")}
+
+# Private names one module still takes from another, each with its reason.
+# Aim for none: a name another module needs is public.
+IMPORTED_PRIVATE_NAMES = set()
+
+
+def _private(name):
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _private_imports(name, path, modules):
+    """``(module, imported name)`` of each private name ``path`` takes from
+    another module of the package, by import or as a module's attribute."""
+    found, aliases = set(), {}
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module is None:  # from . import module
+                for a in node.names:
+                    aliases[a.asname or a.name] = a.name
+                continue
+            source = node.module.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "skbatchnet."
+        ):
+            source = node.module.split(".")[1]
+        else:
+            continue
+        if source != name and source not in COMPILED:
+            found.update((source, a.name) for a in node.names if _private(a.name))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and aliases.get(node.value.id) in modules
+            and aliases[node.value.id] not in COMPILED
+            and _private(node.attr)
+        ):
+            found.add((aliases[node.value.id], node.attr))
+    return found
+
+
+def test_no_module_imports_another_modules_private_name():
+    modules = set(_modules()) | COMPILED
+    found = {
+        (name, source, private)
+        for name, path in _modules().items()
+        for source, private in _private_imports(name, path, modules)
+    }
+    unexpected = found - IMPORTED_PRIVATE_NAMES
+    assert not unexpected, (
+        "modules take private names from other modules (module, from, name): "
+        f"{sorted(unexpected)}; give the name a public one, or move it to a "
+        "module both can import."
+    )
+    stale = IMPORTED_PRIVATE_NAMES - found
+    assert not stale, f"remove the allow-list entries {sorted(stale)}"
+
+
+# The tools built on the estimators: they reach an estimator only through its
+# public attributes and its training seam (skbatchnet._context).
+TOOLS = ["dask", "_dask_average", "_dask_data", "diagnostics", "plotting"]
+
+# Private attributes a tool may still read, with the reason. None of them is
+# an estimator's.
+TOOL_PRIVATE_ATTRIBUTES = {
+    # A dask array's meta (an empty block of its type), which dask offers
+    # under this name only.
+    ("_dask_data", "_meta"),
+}
+
+
+def _foreign_private_attributes(path):
+    """Private attributes ``path`` reads or writes on anything but ``self``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            if not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                found.add(node.attr)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr", "delattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _private(node.args[1].value)
+        ):
+            found.add(node.args[1].value)
+    return found
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_tools_reach_estimators_only_through_the_seam(name):
+    found = {(name, a) for a in _foreign_private_attributes(_modules()[name])}
+    unexpected = found - TOOL_PRIVATE_ATTRIBUTES
+    assert not unexpected, (
+        f"skbatchnet/{name}.py reaches private attributes {sorted(unexpected)}; "
+        "use the estimator's training_context() (skbatchnet/_context.py) or a "
+        "public attribute instead."
+    )
+
+
+def test_private_name_checks_see_what_they_forbid(tmp_path):
+    path = tmp_path / "tool.py"
+    path.write_text(
+        "from ._base import _hidden, visible\n"
+        "from . import backprop\n"
+        "def f(est):\n"
+        "    est._rng = backprop._check_batch\n"
+        "    getattr(est, '_progress', None)\n"
+        "    return self._own, est.__class__\n"
+    )
+    assert _private_imports("tool", path, {"_base", "backprop"}) == {
+        ("_base", "_hidden"),
+        ("backprop", "_check_batch"),
+    }
+    assert _foreign_private_attributes(path) == {"_rng", "_check_batch", "_progress"}
+
+
+def test_convergence_warnings_are_silenced_in_one_place():
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
+    assert '"ignore::sklearn.exceptions.ConvergenceWarning"' in pyproject
+    here = pathlib.Path(__file__).name
+    for path in sorted(PACKAGE.parent.glob("tests/*.py")):
+        text = path.read_text()
+        if path.name == here:
+            continue
+        assert "ignore::sklearn.exceptions.ConvergenceWarning" not in text, path
+        assert 'simplefilter("ignore", ConvergenceWarning)' not in text, path

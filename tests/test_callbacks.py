@@ -22,7 +22,6 @@ try:
 except ImportError:  # scikit-learn < 1.9: only the fallback test applies
     callback = None
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 needs_callbacks = pytest.mark.skipif(
     callback is None, reason="scikit-learn < 1.9 has no sklearn.callback"

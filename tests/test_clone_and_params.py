@@ -15,8 +15,6 @@ from sklearn.exceptions import NotFittedError
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 ESTIMATORS = (BatchMLPClassifier, BatchMLPRegressor)
 
 # A valid value different from the default, for every constructor parameter.

@@ -16,8 +16,6 @@ from skbatchnet._codes import Status
 from skbatchnet._compiled import CompiledEpochs
 from skbatchnet._training import Step, TrainingData
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 X, Y_REG, Y_CLS = make_data(n=60, n_features=5, seed=11)
 W = np.random.RandomState(1).uniform(0, 2, 60)
 W[:7] = 0.0

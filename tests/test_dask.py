@@ -1,7 +1,7 @@
 """Dask integration: joblib's dask backend, blockwise partial_fit, worker BLAS.
 
-Every test that needs a cluster shares one module-scoped ``LocalCluster`` of
-two single-threaded worker processes listening on 127.0.0.1 only.
+Every test that needs a cluster shares the module-scoped ``client`` fixture
+of conftest: two single-threaded worker processes listening on 127.0.0.1 only.
 
 The workers cannot import this test module, so what they run is either a
 library callable (pickled by reference) or a function defined inside a test
@@ -30,40 +30,9 @@ from sklearn.utils import check_random_state  # noqa: E402
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, Minibatcher  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
 CHUNK_ROWS = 50
 N_SAMPLES = 230  # four full chunks of 50 rows and a short last one of 30
 RTOL, ATOL = 1e-10, 1e-12
-
-
-@pytest.fixture(scope="module")
-def client():
-    """A two-worker, one-thread-per-worker LocalCluster on the loopback only."""
-    environ_before = os.environ.copy()
-    os.environ.update(BLAS_THREAD_CAPS)
-    cluster = client = None
-    try:
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        )
-        client = distributed.Client(cluster)
-        yield client
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-        # The Nanny also writes its pre-spawn variables into this process's
-        # environment; leave it as it was.
-        for key in set(os.environ) - set(environ_before):
-            del os.environ[key]
-        os.environ.update(environ_before)
 
 
 # -- data and helpers ---------------------------------------------------------

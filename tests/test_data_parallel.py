@@ -3,9 +3,9 @@
 The oracle for ``strategy='gradient'`` is the wrapped estimator fitted in
 memory on the concatenated data; for ``strategy='average'`` it is the same
 in-memory fit, in the one case where averaging weights equals averaging
-gradients. Every test that needs a cluster shares one module-scoped
-``LocalCluster`` of two single-threaded worker processes on the loopback;
-the fault-tolerance test starts one of its own, whose worker it kills.
+gradients. Every test that needs a cluster shares the module-scoped ``client`` fixture
+of conftest (two single-threaded worker processes on the loopback); the
+fault-tolerance test starts one of its own, whose worker it kills.
 
 Workers cannot import this module: what they run is library code or a
 function defined inside a test (pickled by value).
@@ -20,7 +20,7 @@ import traceback
 
 import numpy as np
 import pytest
-from conftest import BLAS_THREAD_CAPS
+from conftest import dask_client
 
 distributed = pytest.importorskip("distributed")
 
@@ -33,32 +33,9 @@ from skbatchnet import BatchMLPClassifier, BatchMLPRegressor  # noqa: E402
 from skbatchnet._dask_data import ClusterData  # noqa: E402
 from skbatchnet.dask import DataParallel  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 N = 160
 ROW_CHUNKS = (60, 70, 30)  # uneven, and not multiples of the batches
 RTOL = 1e-10
-
-
-def _cluster(**kwargs):
-    os.environ.update(BLAS_THREAD_CAPS)  # read by the nannies before spawning
-    return distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        **kwargs,
-    )
-
-
-@pytest.fixture(scope="module")
-def client():
-    environ_before = os.environ.copy()
-    with _cluster() as cluster, distributed.Client(cluster) as client:
-        yield client
-    os.environ.clear()
-    os.environ.update(environ_before)
 
 
 def _data(kind="regression", seed=0):
@@ -359,8 +336,7 @@ def test_docstring_example_runs(client):
 def test_a_killed_worker_does_not_change_the_fit(monkeypatch):
     # The data has lineage (a random graph, not scattered from here), so the
     # scheduler recomputes the blocks the killed worker held.
-    environ_before = os.environ.copy()
-    with _cluster() as cluster, distributed.Client(cluster) as client:
+    with dask_client() as client:
         X = da.random.RandomState(0).normal(size=(600, 5), chunks=(100, 5))
         y = X[:, 0] - 2 * X[:, 1]
         estimator = BatchMLPRegressor(
@@ -382,8 +358,6 @@ def test_a_killed_worker_does_not_change_the_fit(monkeypatch):
         disturbed = DataParallel(estimator).fit(X, y)
         client.wait_for_workers(2, timeout=60)
         assert killed and killed[0] not in client.run(os.getpid).values()
-    os.environ.clear()
-    os.environ.update(environ_before)
     np.testing.assert_array_equal(
         _flat(disturbed.estimator_), _flat(undisturbed.estimator_)
     )

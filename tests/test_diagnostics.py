@@ -2,7 +2,6 @@
 for chunking, pipelines, weights and input validation."""
 
 import doctest
-import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import scipy.sparse as sp
 from numpy.testing import assert_allclose
 from sklearn import config_context
 from sklearn.datasets import load_digits
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
@@ -25,9 +24,7 @@ def _fit(estimator, X, y, **fit_params):
     # Every fit seeded, so no test depends on a lucky random start.
     if estimator.get_params().get("random_state", 0) is None:
         estimator.set_params(random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return estimator.fit(X, y, **fit_params)
+    return estimator.fit(X, y, **fit_params)
 
 
 def _classification(n=40, n_features=5, n_classes=3, seed=0):
@@ -368,9 +365,7 @@ def test_input_validation():
 
 
 def test_docstring_examples():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        result = doctest.testmod(skbatchnet.diagnostics, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(skbatchnet.diagnostics, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
 

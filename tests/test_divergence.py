@@ -21,8 +21,6 @@ from conftest import (
 import skbatchnet.backprop
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 X40, Y_REG40, Y_CLS40 = make_data(labels="balanced")
 
 

@@ -14,8 +14,6 @@ from conftest import (
 
 from skbatchnet import BatchMLPRegressor, Network
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 
 @pytest.mark.parametrize(
     "drop_last, n, per_epoch",

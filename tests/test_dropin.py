@@ -7,7 +7,6 @@ differ on purpose, the difference is documented and checked here.
 import copy
 import pathlib
 import re
-import warnings
 
 import numpy as np
 import pytest
@@ -26,13 +25,6 @@ def _data(n=60, seed=0):
     rng = np.random.RandomState(seed)
     X = rng.randn(n, 3)
     return X, X @ np.array([1.0, 2.0, 3.0])
-
-
-@pytest.fixture(autouse=True)
-def _no_convergence_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 # -- 1. a single-class y ------------------------------------------------------

@@ -14,8 +14,6 @@ from sklearn.preprocessing import LabelBinarizer
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 from skbatchnet.backprop import Network
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 SEED = 3
 
 

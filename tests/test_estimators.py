@@ -21,8 +21,6 @@ from sklearn.preprocessing import LabelBinarizer
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, Minibatcher, Network
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 
 class _Recorder(BatchMLPClassifier):
     """Logs the held-out labels and the weights at each validation scoring."""
@@ -342,10 +340,10 @@ def test_targets_encoded_as_label_binarizer_does(classes, y, dtype):
     # (partial_fit's `classes`).
     from sklearn.preprocessing import LabelBinarizer
 
-    from skbatchnet._mlp import _one_hot
+    from skbatchnet._targets import one_hot
 
     binarizer = LabelBinarizer().fit(classes)
-    Y = _one_hot(binarizer, y, dtype)
+    Y = one_hot(binarizer, y, dtype)
     assert Y.dtype == dtype
     np.testing.assert_array_equal(Y, binarizer.transform(y))
 

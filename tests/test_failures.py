@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import pytest
 from conftest import use_numpy_epochs
-from sklearn.exceptions import ConvergenceWarning
 
 from skbatchnet import BatchMLPRegressor
 from skbatchnet._callbacks import TaskReporter
@@ -18,13 +17,6 @@ from skbatchnet.plotting import LossCurveDisplay
 
 SMALL = dict(hidden_layer_sizes=(5,), random_state=0)
 SKLEARN_NON_FINITE = "Solver produced non-finite parameter weights."
-
-
-@pytest.fixture(autouse=True)
-def _no_convergence_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 def _data(n=60, seed=0):

@@ -7,10 +7,8 @@ closed afterwards.
 
 import pathlib
 import runpy
-import warnings
 
 import pytest
-from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 EXAMPLES = sorted(
@@ -36,8 +34,7 @@ def test_gallery_example_runs(path, monkeypatch):
     # BLAS thread handles as fast as several; on a busy machine, several
     # threads per process can make them many times slower.
     try:
-        with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        with threadpool_limits(1, user_api="blas"):
             runpy.run_path(str(path), run_name="__main__")
     finally:
         plt.close("all")

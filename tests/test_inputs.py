@@ -6,8 +6,6 @@ from conftest import pickled_state
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 SMALL = dict(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
 RNG = np.random.RandomState(0)
 X = RNG.randn(20, 4)

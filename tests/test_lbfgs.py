@@ -15,8 +15,6 @@ from skbatchnet._lbfgs import train_lbfgs
 from skbatchnet._training import Progress, TrainingData
 from skbatchnet.backprop import Network
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 RNG = np.random.RandomState(0)
 X = RNG.randn(30, 4)
 Y = X @ RNG.randn(4) + 0.1 * RNG.randn(30)

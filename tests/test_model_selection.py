@@ -38,8 +38,6 @@ from sklearn.preprocessing import StandardScaler
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 ESTIMATORS = (BatchMLPClassifier, BatchMLPRegressor)
 
 

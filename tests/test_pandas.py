@@ -21,8 +21,6 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 ESTIMATORS = (BatchMLPClassifier, BatchMLPRegressor)
 
 

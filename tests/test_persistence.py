@@ -23,8 +23,6 @@ from sklearn.datasets import (
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 ESTIMATORS = (BatchMLPClassifier, BatchMLPRegressor)
 SOLVERS = ("sgd", "adam", "lbfgs")
 

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification, make_regression
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -23,8 +23,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from skbatchnet.plotting import LossCurveDisplay  # noqa: E402
-
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 N_SAMPLES = 50
 MAX_ITER = 4
@@ -410,8 +408,6 @@ def test_missing_matplotlib(monkeypatch, data):
 
 def test_docstring_examples():
     module = importlib.import_module("skbatchnet.plotting")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0

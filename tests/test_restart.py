@@ -19,8 +19,6 @@ from conftest import (
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 _CONTINUE = textwrap.dedent(
     """
     import pickle

@@ -26,8 +26,6 @@ from conftest import (
 import skbatchnet.backprop
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, _rollback
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 
 class _Holder:
     """The least an object needs for snapshot/restore: get_params and vars."""

@@ -18,8 +18,6 @@ from sklearn.utils.fixes import parse_version
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 RTOL, ATOL = 1e-6, 1e-10
 N_SAMPLES, N_FEATURES = 90, 5
 BATCH = 32  # 90 = 32 + 32 + 26: the last batch is short

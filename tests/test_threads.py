@@ -17,8 +17,6 @@ from sklearn.base import clone
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 
 def _run_together(n_threads, work):
     """Run ``work(i)`` in ``n_threads`` threads released at the same moment."""

@@ -26,8 +26,6 @@ from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 from skbatchnet._training import split_validation
 from skbatchnet.backprop import Network
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 RNG = np.random.RandomState(0)
 X = RNG.randn(30, 4)
 Y_REG = X @ RNG.randn(4) + 0.1 * RNG.randn(30)

@@ -3,10 +3,8 @@ the pages say they print."""
 
 import doctest
 import pathlib
-import warnings
 
 import pytest
-from sklearn.exceptions import ConvergenceWarning
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 PAGES = [DOCS / "user_guide.rst", DOCS / "advanced.rst"]
@@ -14,12 +12,10 @@ PAGES = [DOCS / "user_guide.rst", DOCS / "advanced.rst"]
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_page_doctests(page):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        result = doctest.testfile(
-            str(page),
-            module_relative=False,
-            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-        )
+    result = doctest.testfile(
+        str(page),
+        module_relative=False,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+    )
     assert result.attempted > 0, f"{page} has no examples"
     assert result.failed == 0, f"{result.failed} examples in {page} failed"

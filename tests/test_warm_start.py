@@ -11,8 +11,6 @@ from sklearn.base import clone
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
 
 def test_warm_start():
     X, _, y = make_data()

@@ -1,0 +1,272 @@
+"""The training seam: how tools train and inspect a BatchMLP estimator.
+
+:class:`TrainingContext` is the one way into an estimator's training for the
+tools built on it (:mod:`skbatchnet.dask`, :mod:`skbatchnet.diagnostics`) and
+for the estimator's own ``fit`` and ``partial_fit``: one path, not two. A
+tool opens it with ``estimator.training_context()`` and then
+
+1. encodes the objective's data: :meth:`TrainingContext.objective` (and,
+   for targets held elsewhere, :meth:`TrainingContext.target_encoding`);
+2. starts a run: :meth:`TrainingContext.start` (the random stream, and the
+   initial weights on a first pass);
+3. trains, either with the estimator's own solver
+   (:meth:`TrainingContext.train`, on any data that answers as
+   :class:`~skbatchnet._training.TrainingData` does) or with its own loop on
+   :meth:`TrainingContext.training_network`, :attr:`TrainingContext.step`,
+   :attr:`TrainingContext.stopping`, :attr:`TrainingContext.progress` and
+   :attr:`TrainingContext.rng`;
+4. publishes the result as fitted attributes: :meth:`TrainingContext.publish`.
+
+The estimator's training state (random stream, optimizer, progress record,
+weight average) stays on the estimator, so ``partial_fit`` continues it and
+a failed fit rolls it back; this module is the only one outside the
+estimator that reads it.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import is_classifier
+from sklearn.utils import check_random_state
+
+from ._lbfgs import train_lbfgs
+from ._optimizers import SOLVERS
+from ._training import TrainingData, split_validation
+
+
+@dataclass
+class ObjectiveData:
+    """The arrays of the objective, as training sees them.
+
+    Attributes
+    ----------
+    X : ndarray or CSR matrix of shape (n_samples, n_features)
+    Y : ndarray of shape (n_samples, n_outputs)
+        The encoded targets (one-hot for classes).
+    y : ndarray
+        The targets as given, validated.
+    sample_weight : ndarray of shape (n_samples,) or None
+        The weights ``s_i`` of the objective, class weights multiplied in.
+    user_weight : ndarray of shape (n_samples,) or None
+        The caller's ``sample_weight``, validated.
+    """
+
+    X: object
+    Y: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray | None
+    user_weight: np.ndarray | None
+
+    @property
+    def total(self):
+        """``S``, the total sample weight (the number of rows without weights)."""
+        if self.sample_weight is None:
+            return self.X.shape[0]
+        return float(self.sample_weight.sum())
+
+    def training_data(self, validation=None):
+        """The :class:`~skbatchnet._training.TrainingData` of these arrays."""
+        return TrainingData(self.X, self.Y, self.sample_weight, self.total, validation)
+
+
+class TrainingContext:
+    """An estimator's training, opened for a tool; see the module docstring.
+
+    Parameters
+    ----------
+    estimator : BaseBatchMLP
+        The estimator trained; its parameters are already validated.
+
+    Attributes
+    ----------
+    estimator : BaseBatchMLP
+    network : Network or None
+        The network of the run under way, from :meth:`train` or
+        :meth:`training_network`; ``coefs_`` and ``intercepts_`` view its
+        parameters.
+    data : TrainingData-like or None
+        What :meth:`train` trains on (without the held-out part's rows).
+    batcher : Minibatcher or None
+        The batches of :meth:`train`'s stochastic run.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+        self.network = self.data = self.batcher = None
+
+    # -- reading the estimator ------------------------------------------------
+
+    def objective(
+        self, X, y, sample_weight=None, *, mode="apply", classes=None, dtype=None
+    ):
+        """Validate and encode ``X, y, sample_weight`` as training sees them.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As the estimator's ``fit`` takes them.
+        mode : str, default='apply'
+            One of :data:`skbatchnet._targets.ENCODING_MODES`: ``'fit'`` and
+            ``'partial_fit'`` learn the encoding and record
+            ``n_features_in_`` and ``classes_``; the others apply the fitted
+            encoding and check ``y`` against it.
+        classes : array-like or None
+            All the labels, for ``mode='partial_fit'`` of a classifier.
+        dtype : numpy dtype or None
+            The floating dtype of ``X`` and ``Y``; by default float64, or
+            float32 as ``X`` comes.
+
+        Returns
+        -------
+        ObjectiveData
+        """
+        return self.estimator._objective_data(
+            X, y, sample_weight, mode=mode, classes=classes, dtype=dtype
+        )
+
+    def target_encoding(self):
+        """The fitted :class:`~skbatchnet._targets.TargetEncoding` (picklable)."""
+        return self.estimator._target_encoding()
+
+    def fitted_network(self, dtype=None):
+        """A copy of the fitted network (``coefs_``...), in ``dtype`` if given."""
+        return self.estimator._network(dtype)
+
+    @property
+    def step(self):
+        """What a step needs: the :class:`~skbatchnet._training.Step`."""
+        return self.estimator._step()
+
+    @property
+    def stopping(self):
+        """What stopping needs: the :class:`~skbatchnet._training.Stopping`."""
+        return self.estimator._stopping()
+
+    @property
+    def progress(self):
+        """The run's :class:`~skbatchnet._training.Progress` record."""
+        return self.estimator._progress
+
+    @property
+    def rng(self):
+        """The estimator's random stream (a ``RandomState``), after :meth:`start`."""
+        return self.estimator._rng
+
+    def stalled(self):
+        """Whether the stopping rule's patience (``n_iter_no_change``) ran out."""
+        return self.progress._no_improvement_count > self.stopping.n_iter_no_change
+
+    # -- training -------------------------------------------------------------
+
+    def start(self, *, layer_units=None, dtype=None, incremental=False):
+        """Start a run: the random stream, and a new network if asked.
+
+        ``fit`` starts the random stream afresh, as scikit-learn does;
+        ``incremental=True`` (``partial_fit``) continues it, so calls do not
+        replay one shuffle. With ``layer_units`` (units per layer, input
+        first) the weights are drawn in ``dtype`` and the training record
+        starts anew; without, training continues from the fitted weights.
+        """
+        est = self.estimator
+        if not incremental or not hasattr(est, "_rng"):
+            est._rng = check_random_state(est.random_state)
+        if layer_units is not None:
+            est._initialize(layer_units, dtype)
+        elif est.early_stopping != (self.progress.validation_scores is not None):
+            # A warm start that switches early stopping on or off starts the
+            # bookkeeping of the new criterion afresh.
+            self.progress.reset_stopping(est.early_stopping)
+
+    def training_network(self):
+        """The network to train: ``coefs_`` and ``intercepts_`` view its parameters.
+
+        With weight averaging the fitted attributes held the average; training
+        continues from the raw weights.
+        """
+        self.network = self.estimator._training_network()
+        return self.network
+
+    def train(self, data, *, incremental=False, report=None):
+        """Train with the estimator's solver and settings, then :meth:`publish`.
+
+        Parameters
+        ----------
+        data : ObjectiveData or TrainingData-like
+            The objective's data. From :class:`ObjectiveData` the held-out set
+            of ``early_stopping=True`` is drawn here; other data (such as
+            rows held on a cluster) is trained on as it is.
+        incremental : bool, default=False
+            One epoch that continues the optimizer (``partial_fit``) instead
+            of up to ``max_iter`` epochs with a new one.
+        report : callable or None
+            ``report(loss)`` after each epoch (L-BFGS iteration), once the
+            fitted attributes show it; returns True to stop.
+        """
+        est = self.estimator
+        report = report or (lambda loss: False)
+        if est.solver == "lbfgs":
+            if isinstance(data, ObjectiveData):
+                data = data.training_data()
+            net, self.data = self.training_network(), data
+            loss = train_lbfgs(
+                net,
+                data,
+                SOLVERS["lbfgs"].from_params(est.get_params(deep=False)),
+                self.progress,
+                alpha=est.alpha,
+                verbose=est.verbose,
+                report=report,
+            )
+            self.publish(loss=loss)
+            return
+        net = self.training_network()
+        if not incremental or not hasattr(est, "_optimizer"):
+            est._optimizer = SOLVERS[est.solver].from_params(
+                est.get_params(deep=False), net.parameters
+            )
+        if isinstance(data, ObjectiveData):
+            data = self._split(data)
+        self.data, self.batcher = data, est._batcher(data.n_samples)
+        if not incremental:
+            self.progress.n_iter = 0
+        averager = est._train_epochs(
+            net, data, self.batcher, incremental=incremental, report=report
+        )
+        if data.validation is not None and self.progress._best_parameters is not None:
+            net.parameters[...] = self.progress._best_parameters
+        est._publish_average(net, averager)
+        self.publish()
+
+    def _split(self, objective):
+        """The training data, with the held-out set of ``early_stopping``."""
+        est = self.estimator
+        if not est.early_stopping:
+            return objective.training_data()
+        y = objective.y
+        stratify = y if is_classifier(est) and np.ndim(y) == 1 else None
+        (X, Y, _, sample_weight), validation = split_validation(
+            objective.X,
+            objective.Y,
+            y,
+            objective.sample_weight,
+            fraction=est.validation_fraction,
+            rng=self.rng,
+            stratify_by=stratify,
+        )
+        total = X.shape[0] if sample_weight is None else float(sample_weight.sum())
+        return TrainingData(X, Y, sample_weight, total, validation)
+
+    def publish(self, *, loss=None):
+        """Write the run's result as the estimator's fitted attributes.
+
+        ``loss`` becomes ``loss_`` if given, and the progress record becomes
+        ``n_iter_``, ``loss_curve_``... (:meth:`train` has published the
+        weights already: ``coefs_`` and ``intercepts_`` view the network, or
+        hold the weight average). Raises the divergence ValueError if the
+        weights are not finite.
+        """
+        est = self.estimator
+        if loss is not None:
+            est.loss_ = loss
+        est._publish_progress()
+        est._check_finite_weights()
