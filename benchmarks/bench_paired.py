@@ -62,11 +62,12 @@ from bench_training import (
 # this, at every batch size, over at least MIN_ROUNDS rounds.
 MAX_RATIO = 1.05
 MIN_ROUNDS = 9
-# Epochs per fit at each batch size. bench_training.py's 2 epochs give the
-# small batch sizes sgd fits of 0.03 to 0.2 s, short enough for a few
-# milliseconds of scheduling to move a ratio by several percent; these make
-# every sgd float64 fit last at least a few tenths of a second.
-EPOCHS = {1: 8, 8: 20, 32: 4, 200: 2, 1024: 2, "full": 2}
+# Epochs per fit at each batch size: three times bench_training.py's 2, and
+# more at the small batch sizes, whose 2-epoch sgd fits take 0.03 to 0.2 s.
+# Identical builds measured against each other on a loaded 2-core machine
+# (--blas-threads 1) gave medians of 0.89 to 1.11 with a third of these
+# epochs, 0.94 to 1.04 with these.
+EPOCHS = {1: 24, 8: 60, 32: 12, 200: 6, 1024: 6, "full": 6}
 # Relative tolerance of the loss curves of the two installs, per dtype.
 LOSS_RTOL = {"float64": 1e-9, "float32": 1e-5}
 HERE = os.path.dirname(os.path.abspath(__file__))
