@@ -67,7 +67,8 @@ EpochResult = namedtuple(
     "EpochResult",
     ["status", "batch", "loss_sum", "weight_sum", "seen", "steps"],
 )
-EpochResult.__doc__ = """What one epoch did (both paths report it).
+EpochResult.__doc__ = """What one compiled epoch did (the runner in _compiled.py
+raises for its non-finite and interrupted statuses, and hands on the rest).
 
 status : int
     A :class:`skbatchnet._codes.Status`: OK, NONFINITE_LOSS, NONFINITE_WEIGHTS
@@ -374,7 +375,7 @@ def run_epoch(
     cdef Counters out
     cdef const Py_ssize_t[::1] rows
     cdef const Py_ssize_t[:, ::1] spans
-    cdef Py_ssize_t i, reach, n = plan.n_samples, n_batches
+    cdef Py_ssize_t i, n = plan.n_samples, n_batches
     cdef Sparse* sparse = &plan.csr if plan.sparse else NULL
     cdef char* mean = NULL
     cdef long start = 1
@@ -387,26 +388,28 @@ def run_epoch(
         if average.mean.dtype != plan.dtype or average.mean.shape != state.params.shape:
             raise ValueError("The average must be shaped like the parameters.")
         mean, start = average.m, average.start
-    rows = np.arange(n, dtype=np.intp) if order is None else (
+    rows = plan.stored_order if order is None else (
         np.ascontiguousarray(order, dtype=np.intp)
     )
     if bounds is None:
-        spans, reach = plan.bounds, plan.reach
+        spans = plan.bounds
+        if plan.reach > rows.shape[0]:
+            raise ValueError(
+                f"order has {rows.shape[0]} rows; the batches need {plan.reach}."
+            )
     else:
         spans = check_bounds(bounds, rows.shape[0])
-        reach = spans[spans.shape[0] - 1, 1] if spans.shape[0] else 0
         widest = int(np.max(np.diff(spans, axis=1), initial=0))
         if widest > plan.max_rows:
             raise ValueError(
                 f"A batch of {widest} rows is wider than the plan's max_rows, "
                 f"{plan.max_rows}."
             )
-    if reach > rows.shape[0]:
-        raise ValueError(f"order has {rows.shape[0]} rows; the batches need {reach}.")
-    with nogil:
-        i = _first_outside(rows, n)
-    if i >= 0:
-        raise ValueError(f"order[{i}] = {rows[i]} is not a row of X.")
+    if order is not None:
+        with nogil:
+            i = _first_outside(rows, n)
+        if i >= 0:
+            raise ValueError(f"order[{i}] = {rows[i]} is not a row of X.")
 
     out.status = K.OK
     out.batch = out.seen = out.steps = 0

@@ -43,6 +43,7 @@ cdef class EpochPlan:
     cdef readonly Py_ssize_t n_samples, chunk_rows, max_rows
     cdef readonly object bounds
     cdef readonly Py_ssize_t reach  # the largest stop of bounds
+    cdef readonly object stored_order  # arange(n_samples): rows as stored
     cdef object _keep  # the arrays the pointers below point into
     cdef char* x
     cdef char* y

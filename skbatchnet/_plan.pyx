@@ -166,6 +166,7 @@ cdef class EpochPlan:
         self.bounds = check_bounds(bounds, n)
         widest = int(np.max(np.diff(self.bounds, axis=1), initial=1))
         self.reach = int(np.max(self.bounds[:, 1], initial=0))
+        self.stored_order = np.arange(n, dtype=np.intp)
         self.max_rows = widest if max_rows is None else int(max_rows)
         if self.max_rows < widest:
             raise ValueError(f"max_rows={max_rows} is below the widest batch, {widest}.")
