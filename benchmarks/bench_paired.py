@@ -3,12 +3,16 @@
 The gate of a refactoring: each of two git revisions (``--old``, ``--new``;
 ``.`` is the checkout as it is on disk, uncommitted changes included) is
 copied to a temporary directory and installed from there with pip into a
-directory of its own, so the two compiled loops are separate builds. Each
-install gets one long-lived worker process (this script with ``--worker``,
-``PYTHONPATH`` set to the install), which fits ``BatchMLPClassifier`` (the
-public API only, since module names inside the package may differ between
-the revisions) on the commands it reads from stdin and replies with the fit's
-wall time.
+directory of its own, so the two compiled loops are separate builds. In each
+round, each install gets a worker process of its own (this script with
+``--worker``, ``PYTHONPATH`` set to the install), which fits
+``BatchMLPClassifier`` (the public API only, since module names inside the
+package may differ between the revisions) on the commands it reads from
+stdin and replies with the fit's wall time. A process keeps its speed for
+its lifetime (where its buffers fall in memory, for one): two processes
+running the same build differ by up to several percent at small batches,
+run after run, so the workers are started afresh every round, and each
+warms up with an untimed fit first.
 
 The data, the model settings, the batch sizes, the subsample of the small
 batch sizes and the rest before each fit (``BLAS_REST``) are those of
@@ -144,6 +148,13 @@ def worker(blas_threads):
                     "version": skbatchnet.__version__,
                     "environment": environment_lines(),
                 }
+            elif command["cmd"] == "warm":
+                # First calls pay for imports and thread pools, not training.
+                X, y = make_data(200, command["dtype"])
+                for solver in ("sgd", "adam"):
+                    params = model_params(solver, 2)
+                    BatchMLPClassifier(batch_size=8, **params).fit(X, y)
+                reply = {}
             else:
                 X, y = make_data(command["n_samples"], command["dtype"])
                 model = BatchMLPClassifier(
@@ -389,6 +400,26 @@ def table_row(config, old, new):
     ]
 
 
+def start_workers(installs, blas_threads, stack):
+    """A fresh, warmed-up worker per install, closed by ``stack``; and their
+    hello replies, checked to come from their own install."""
+    workers = {}
+    for side, install in installs.items():
+        workers[side] = Worker(side, install, blas_threads)
+        stack.callback(workers[side].close)
+    hello = {side: w.ask(cmd="hello") for side, w in workers.items()}
+    for side, reply in hello.items():
+        imported = os.path.realpath(reply["file"])
+        if not imported.startswith(os.path.realpath(installs[side]) + os.sep):
+            raise RuntimeError(
+                f"the {side} worker imported skbatchnet from {imported}, "
+                f"not from its install {installs[side]}"
+            )
+    for worker_ in workers.values():
+        worker_.ask(cmd="warm", dtype="float64")
+    return workers, hello
+
+
 def run(args, workdir):
     start = time.perf_counter()
     rounds = args.rounds or (2 if args.quick else MIN_ROUNDS)
@@ -405,18 +436,7 @@ def run(args, workdir):
     print(f"built in {time.perf_counter() - start:.0f} s\n", flush=True)
 
     with contextlib.ExitStack() as stack:
-        workers = {}
-        for side, install in installs.items():
-            workers[side] = Worker(side, install, args.blas_threads)
-            stack.callback(workers[side].close)
-        hello = {side: w.ask(cmd="hello") for side, w in workers.items()}
-        for side, reply in hello.items():
-            imported = os.path.realpath(reply["file"])
-            if not imported.startswith(os.path.realpath(installs[side]) + os.sep):
-                raise RuntimeError(
-                    f"the {side} worker imported skbatchnet from {imported}, "
-                    f"not from its install {installs[side]}"
-                )
+        workers, hello = start_workers(installs, args.blas_threads, stack)
         for line in hello["old"]["environment"]:
             print(f"- {line}")
         for side in ("old", "new"):
@@ -429,9 +449,10 @@ def run(args, workdir):
             "in the table"
         )
         print(
-            f"- {rounds} rounds after an untimed one; in each, every row is fitted "
-            "by old and new back to back (new first in odd rounds); ratio = new "
-            "time / old time of a round's pair"
+            f"- {rounds} rounds after an untimed one, each with fresh worker "
+            "processes; in each, every row is fitted by old and new back to back "
+            "(new first in odd rounds); ratio = new time / old time of a round's "
+            "pair"
         )
         if args.quick:
             print("- --quick: a smoke test, the times and verdicts mean nothing")
@@ -439,24 +460,28 @@ def run(args, workdir):
             print(f"- fewer than the {MIN_ROUNDS} rounds a refactoring needs")
         print(flush=True)
 
-        references = {}
-        warm = time.perf_counter()
+    references = {}
+    warm = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        workers, _ = start_workers(installs, args.blas_threads, stack)
         one_round(workers, configs, ("old", "new"), references, args.loss_rtol)
-        per_round = time.perf_counter() - warm
-        minutes = rounds * per_round / 60
-        print(
-            f"untimed round (warm-up, same-work check): {per_round:.0f} s; the "
-            f"{rounds} timed rounds should take about {minutes:.1f} min",
-            flush=True,
-        )
-        times = {config: {"old": [], "new": []} for config in configs}
-        for round_ in range(rounds):
-            order = ("old", "new") if round_ % 2 == 0 else ("new", "old")
+    per_round = time.perf_counter() - warm
+    minutes = rounds * per_round / 60
+    print(
+        f"untimed round (warm-up, same-work check): {per_round:.0f} s; the "
+        f"{rounds} timed rounds should take about {minutes:.1f} min",
+        flush=True,
+    )
+    times = {config: {"old": [], "new": []} for config in configs}
+    for round_ in range(rounds):
+        order = ("old", "new") if round_ % 2 == 0 else ("new", "old")
+        with contextlib.ExitStack() as stack:
+            workers, _ = start_workers(installs, args.blas_threads, stack)
             measured = one_round(workers, configs, order, references, args.loss_rtol)
-            for config, by_side in measured.items():
-                for side, seconds in by_side.items():
-                    times[config][side].append(seconds)
-            print(f"round {round_ + 1} of {rounds} done", flush=True)
+        for config, by_side in measured.items():
+            for side, seconds in by_side.items():
+                times[config][side].append(seconds)
+        print(f"round {round_ + 1} of {rounds} done", flush=True)
 
     rows = [table_row(c, times[c]["old"], times[c]["new"]) for c in configs]
     print("\n## Results\n")

@@ -27,9 +27,9 @@ from cython cimport floating
 from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 
-from . cimport _kernels as K
-from . cimport _products as P
-from . cimport _updates as U
+cimport skbatchnet._kernels as K
+cimport skbatchnet._products as P
+cimport skbatchnet._updates as U
 from ._plan cimport AverageState, Config, Counters, EpochPlan, OptimizerState
 from ._products cimport Sparse
 from ._updates cimport Solver

@@ -4,9 +4,10 @@
 Each function restates, for one value or one row, the formula of the numpy
 specification it mirrors (_activations.py, _losses.py, _optimizers.py), in the
 same order of operations, so that the two paths agree to rounding. They are
-inline and free of Python, so the loops calling them stay vectorizable. The
-dispatchers at the end (bias_activation, derivative, output_row) map a
-registry entry's code to its kernel, one explicit arm per code.
+inline and free of Python, so the loops calling them stay vectorizable. A
+registry entry's code selects its kernel in a switch with one explicit arm
+per code (bias_activation, derivative, output_row; the solvers' in
+_updates.pxd).
 """
 
 from cython cimport floating
@@ -79,30 +80,60 @@ cdef inline floating f_sqrt(floating x) noexcept nogil:
         return sqrt(x)
 
 
-# -- hidden activations: f(z), and delta * f'(z) written through a = f(z) ------
+# -- hidden activations --------------------------------------------------------
+# An activation's two kernels are its arms in the two functions below: f(z)
+# and delta * f'(z), the derivative written through a = f(z) as
+# _activations.py writes it. The switch stays outside the loops.
 
 cdef inline floating logistic(floating z) noexcept nogil:
     # scipy's expit; exp(-z) = inf gives 0, never a NaN.
     return 1 / (1 + f_exp(-z))
 
 
-cdef inline floating relu(floating z) noexcept nogil:
-    # np.maximum(z, 0): a NaN stays a NaN, so divergence stays visible.
-    return 0 if z < 0 else z
+cdef inline void bias_activation(
+    int activation, Py_ssize_t n, Py_ssize_t k, floating* A, floating* b
+) noexcept nogil:
+    """A = f(A + b), row by row."""
+    cdef Py_ssize_t i, j
+    cdef floating z
+    cdef floating* row
+    for i in range(n):
+        row = A + i * k
+        if activation == IDENTITY:
+            for j in range(k):
+                row[j] = row[j] + b[j]
+        elif activation == LOGISTIC:
+            for j in range(k):
+                row[j] = logistic(row[j] + b[j])
+        elif activation == TANH:
+            for j in range(k):
+                row[j] = f_tanh(row[j] + b[j])
+        elif activation == RELU:
+            # np.maximum(z, 0): a NaN stays a NaN, so divergence stays visible.
+            for j in range(k):
+                z = row[j] + b[j]
+                row[j] = 0 if z < 0 else z
 
 
-cdef inline floating logistic_derivative(floating a, floating d) noexcept nogil:
-    # delta *= A; delta *= 1 - A: two roundings, in that order.
-    return (d * a) * (1 - a)
-
-
-cdef inline floating tanh_derivative(floating a, floating d) noexcept nogil:
-    return d * (1 - a * a)
-
-
-cdef inline floating relu_derivative(floating a, floating d) noexcept nogil:
-    # delta * (A > 0): a product, not a select, as numpy multiplies by the mask.
-    return d * (1 if a > 0 else 0)
+cdef inline void derivative(
+    int activation, Py_ssize_t size, floating* A, floating* D
+) noexcept nogil:
+    """D *= f'(Z), written through A = f(Z)."""
+    cdef Py_ssize_t i
+    if activation == IDENTITY:
+        return
+    elif activation == LOGISTIC:
+        # delta *= A; delta *= 1 - A: two roundings, in that order.
+        for i in range(size):
+            D[i] = (D[i] * A[i]) * (1 - A[i])
+    elif activation == TANH:
+        for i in range(size):
+            D[i] = D[i] * (1 - A[i] * A[i])
+    elif activation == RELU:
+        # delta * (A > 0): a product, not a select, as numpy multiplies by
+        # the mask.
+        for i in range(size):
+            D[i] = D[i] * (1 if A[i] > 0 else 0)
 
 
 # -- output losses: error (f(z) - y) * c into out, returns loss_i ---------------
@@ -183,6 +214,24 @@ cdef inline floating log_loss_row(
     return (f_log(total) + m) - cross
 
 
+cdef inline floating output_row(
+    int loss, const floating* z, const floating* y, floating* out,
+    floating c, Py_ssize_t k
+) noexcept nogil:
+    """The loss of one row; its error (f(z) - y) * c into ``out``. The epoch
+    plan admits only the codes below; any other would read as a diverged
+    loss, never as a silent zero."""
+    if loss == SQUARED_ERROR:
+        return squared_error_row(z, y, out, c, k)
+    elif loss == POISSON:
+        return poisson_row(z, y, out, c, k)
+    elif loss == BINARY_LOG_LOSS:
+        return binary_log_loss_row(z, y, out, c, k)
+    elif loss == LOG_LOSS:
+        return log_loss_row(z, y, out, c, k)
+    return NAN
+
+
 # -- optimizer and averaging updates of one parameter --------------------------
 
 cdef inline floating sgd_nesterov(
@@ -235,63 +284,3 @@ cdef inline void average_update(
 ) noexcept nogil:
     # WeightAverage.update: m += (w - m) / k.
     mean[0] = mean[0] + (p - mean[0]) / count
-
-
-# -- dispatch: a registry entry's code to its kernel, over rows -----------------
-
-cdef inline void bias_activation(
-    int activation, Py_ssize_t n, Py_ssize_t k, floating* A, floating* b
-) noexcept nogil:
-    """A = f(A + b) row by row; the switch stays outside the loops."""
-    cdef Py_ssize_t i, j
-    cdef floating* row
-    for i in range(n):
-        row = A + i * k
-        if activation == IDENTITY:
-            for j in range(k):
-                row[j] = row[j] + b[j]
-        elif activation == LOGISTIC:
-            for j in range(k):
-                row[j] = logistic(row[j] + b[j])
-        elif activation == TANH:
-            for j in range(k):
-                row[j] = f_tanh(row[j] + b[j])
-        elif activation == RELU:
-            for j in range(k):
-                row[j] = relu(row[j] + b[j])
-
-
-cdef inline void derivative(
-    int activation, Py_ssize_t size, floating* A, floating* D
-) noexcept nogil:
-    """D *= f'(Z), written through A = f(Z); the identity leaves D as it is."""
-    cdef Py_ssize_t i
-    if activation == IDENTITY:
-        return
-    elif activation == LOGISTIC:
-        for i in range(size):
-            D[i] = logistic_derivative(A[i], D[i])
-    elif activation == TANH:
-        for i in range(size):
-            D[i] = tanh_derivative(A[i], D[i])
-    elif activation == RELU:
-        for i in range(size):
-            D[i] = relu_derivative(A[i], D[i])
-
-
-cdef inline floating output_row(
-    int loss, const floating* z, const floating* y, floating* out,
-    floating c, Py_ssize_t k
-) noexcept nogil:
-    """The loss of one row; its error (f(z) - y) * c into ``out``. The epoch
-    plan admits only the codes below; any other would read as a diverged
-    loss, never as a silent zero."""
-    if loss == SQUARED_ERROR:
-        return squared_error_row(z, y, out, c, k)
-    elif loss == POISSON:
-        return poisson_row(z, y, out, c, k)
-    elif loss == BINARY_LOG_LOSS:
-        return binary_log_loss_row(z, y, out, c, k)
-    elif loss == LOG_LOSS:
-        return log_loss_row(z, y, out, c, k)
-    return NAN

@@ -11,7 +11,7 @@ weights and summing the new weights' squares as they are written.
 from cython cimport floating
 from libc.math cimport sqrt
 
-from . cimport _kernels as K
+cimport skbatchnet._kernels as K
 
 
 cdef struct Shape:

@@ -292,3 +292,14 @@ def test_convergence_warnings_are_silenced_in_one_place():
             continue
         assert "ignore::sklearn.exceptions.ConvergenceWarning" not in text, path
         assert 'simplefilter("ignore", ConvergenceWarning)' not in text, path
+
+
+def test_the_build_sees_every_pxd_a_module_cimports():
+    # cythonize rebuilds a module when a .pxd it cimports changes, but only
+    # the .pxd files its dependency scan finds: `from . cimport x` it misses.
+    dependencies = pytest.importorskip("Cython.Build.Dependencies")
+    tree = dependencies.create_dependency_tree()
+    cimported = {
+        pathlib.Path(p).name for p in tree.all_dependencies(str(PACKAGE / "_epoch.pyx"))
+    }
+    assert {p.name for p in PACKAGE.glob("*.pxd")} <= cimported
