@@ -15,7 +15,9 @@ state); each epoch then takes only its order of rows.
 The math is the numpy specification's (:func:`skbatchnet._training.run_epoch`
 and what it calls), restated in the same order of operations and tested
 against it to rounding; the kernels of each option live in ``_kernels.pxd``,
-the products in ``_products.pxd``, the optimizers' passes in ``_updates.pxd``.
+the products in ``_products.pxd``, the optimizers' passes in ``_updates.pxd``;
+the one-row path (``_chunk`` leaves a row's weight gradient to ``_update``)
+is in this file, both halves.
 """
 
 from collections import namedtuple
@@ -24,7 +26,7 @@ import numpy as np
 
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
-from libc.math cimport isfinite
+from libc.math cimport isfinite, sqrt
 from libc.string cimport memcpy, memset
 
 cimport skbatchnet._kernels as K
@@ -32,9 +34,8 @@ cimport skbatchnet._products as P
 cimport skbatchnet._updates as U
 from ._plan cimport AverageState, Config, Counters, EpochPlan, OptimizerState
 from ._products cimport Sparse
-from ._updates cimport Solver
+from ._updates cimport Shape, Solver
 
-from ._plan import check_bounds
 
 # GCC's and Clang's CPU check, which also asks the operating system whether it
 # saves the AVX registers; other compilers build no AVX2 twin (setup.py).
@@ -97,8 +98,7 @@ cdef double _chunk(
     Fills ``grad`` with sum_i c_i grad(loss_i) (adds to it unless ``first``);
     the weight decay is added later, in the update. With ``sparse``, ``X``
     holds the values of a CSR matrix of that structure. A batch of one row
-    leaves its weight gradients out: the update forms them (``update`` in
-    _updates.pxd).
+    leaves its weight gradients out: the update forms them (``_update``).
     """
     cdef const Py_ssize_t* units = cfg.shape.units
     cdef const Py_ssize_t* coef_offsets = cfg.shape.coef_offsets
@@ -124,7 +124,7 @@ cdef double _chunk(
         limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
 
     # Gather the rows: one dense row is read where it is; one sparse row is
-    # written out dense, as the update reads its every entry (``update``); more
+    # written out dense, as the update reads its every entry (``_update``); more
     # sparse rows are read where they are, entry by entry (by_entries).
     if sparse != NULL:
         inputs = Xb
@@ -181,7 +181,7 @@ cdef double _chunk(
             )
         elif n > 1:
             # One row's weight gradient, the outer product A.T delta, is left
-            # to the update, which forms it as it reads it (``update``).
+            # to the update, which forms it as it reads it (``_update``).
             P.weight_gradient(
                 n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first,
                 n * fan_in * fan_out <= cfg.tiny_product, limit,
@@ -195,6 +195,77 @@ cdef double _chunk(
             )
             K.derivative(cfg.activation, n * fan_in, A, below)
     return loss_sum
+
+
+cdef double _update(
+    const Shape* shape, const Solver* solver, bint penalized, floating* params,
+    floating* grad, double decay, floating* state1, floating* state2, long t,
+    floating* x_row, floating* acts, floating* deltas
+) noexcept nogil:
+    """One optimizer step; returns ||W||^2 after it when ``penalized`` (the
+    next step's penalty), else 0.
+
+    ``grad`` holds the scaled data gradient; the weights' share of the
+    penalty, ``decay * W``, joins it here (biases are not decayed). With
+    ``x_row`` (a batch of one row) the weight gradients are not in ``grad``:
+    ``_chunk`` leaves them out, and row i of
+    layer l's is ``a_i * delta`` (the layer's input times its delta), formed
+    here as the update reads it, which saves writing and reading back a
+    gradient as large as the network. The squares of the new weights are
+    summed as they are written, rather than in a pass of their own.
+    """
+    cdef Py_ssize_t nc = shape.n_coefs, nb = shape.n_params - shape.n_coefs
+    cdef Py_ssize_t l, i, fan_in, fan_out, off
+    cdef bint sgd = solver.code == K.SGD, adam = solver.code == K.ADAM
+    cdef bint nesterov = solver.nesterov
+    cdef double norm = 0
+    cdef double root_k
+    cdef floating neg_lr = 0, eps = 0, dec = <floating>decay
+    cdef floating mu = <floating>solver.momentum
+    cdef floating b1 = <floating>solver.beta_1, b2 = <floating>solver.beta_2
+    cdef floating* A
+    cdef floating* delta
+    if adam:
+        # The bias correction folded into the rate, with u = v / k
+        # (_optimizers.Adam.step).
+        root_k = sqrt((1 - solver.beta_2) / (1 - solver.beta_1) ** 2)
+        neg_lr = <floating>(
+            -(K.adam_rate(solver.learning_rate, solver.beta_1, solver.beta_2, t)
+              / root_k)
+        )
+        eps = <floating>(solver.epsilon / root_k)
+
+    if x_row == NULL:
+        if sgd:
+            norm = U.sgd_pass(params, state1, grad, 1, nc, dec, mu, nesterov, penalized)
+        elif adam:
+            norm = U.adam_pass(params, state1, state2, grad, 1, nc, dec, b1, b2,
+                             neg_lr, eps, penalized)
+    else:
+        # The solver's branch stays outside the loops over rows of weights.
+        for l in range(shape.n_layers):
+            fan_in, fan_out = shape.units[l], shape.units[l + 1]
+            A = x_row if l == 0 else acts + shape.unit_offsets[l - 1]
+            delta = deltas + shape.unit_offsets[l]
+            off = shape.coef_offsets[l]
+            if sgd:
+                for i in range(fan_in):
+                    norm += U.sgd_pass(params + off, state1 + off, delta, A[i],
+                                     fan_out, dec, mu, nesterov, penalized)
+                    off += fan_out
+            elif adam:
+                for i in range(fan_in):
+                    norm += U.adam_pass(params + off, state1 + off, state2 + off,
+                                      delta, A[i], fan_out, dec, b1, b2, neg_lr,
+                                      eps, penalized)
+                    off += fan_out
+    # The biases.
+    if sgd:
+        U.sgd_pass(params + nc, state1 + nc, grad + nc, 1, nb, 0, mu, nesterov, False)
+    elif adam:
+        U.adam_pass(params + nc, state1 + nc, state2 + nc, grad + nc, 1, nb, 0, b1,
+                  b2, neg_lr, eps, False)
+    return norm
 
 
 cdef int _epoch(
@@ -284,7 +355,7 @@ cdef int _epoch(
         if averaging:
             out.samples_seen += n
         # ||W||^2 at the weights the next step starts from.
-        norm = U.update(
+        norm = _update(
             &cfg.shape, solver, cfg.alpha != 0, params, grad, decay, state1, state2,
             out.adam_t,
             NULL if n > 1 else (
@@ -314,15 +385,6 @@ cdef int _epoch(
             out.batch = n_batches
             break
     return 0
-
-
-cdef Py_ssize_t _first_outside(const Py_ssize_t[::1] rows, Py_ssize_t n) noexcept nogil:
-    """The first position of ``rows`` that is not a row index below ``n``, or -1."""
-    cdef Py_ssize_t i
-    for i in range(rows.shape[0]):
-        if not 0 <= rows[i] < n:
-            return i
-    return -1
 
 
 def run_epoch(
@@ -375,7 +437,7 @@ def run_epoch(
     cdef Counters out
     cdef const Py_ssize_t[::1] rows
     cdef const Py_ssize_t[:, ::1] spans
-    cdef Py_ssize_t i, n = plan.n_samples, n_batches
+    cdef Py_ssize_t n_batches
     cdef Sparse* sparse = &plan.csr if plan.sparse else NULL
     cdef char* mean = NULL
     cdef long start = 1
@@ -388,29 +450,7 @@ def run_epoch(
         if average.mean.dtype != plan.dtype or average.mean.shape != state.params.shape:
             raise ValueError("The average must be shaped like the parameters.")
         mean, start = average.m, average.start
-    rows = plan.stored_order if order is None else (
-        np.ascontiguousarray(order, dtype=np.intp)
-    )
-    if bounds is None:
-        spans = plan.bounds
-        if plan.reach > rows.shape[0]:
-            raise ValueError(
-                f"order has {rows.shape[0]} rows; the batches need {plan.reach}."
-            )
-    else:
-        spans = check_bounds(bounds, rows.shape[0])
-        widest = int(np.max(np.diff(spans, axis=1), initial=0))
-        if widest > plan.max_rows:
-            raise ValueError(
-                f"A batch of {widest} rows is wider than the plan's max_rows, "
-                f"{plan.max_rows}."
-            )
-    if order is not None:
-        with nogil:
-            i = _first_outside(rows, n)
-        if i >= 0:
-            raise ValueError(f"order[{i}] = {rows[i]} is not a row of X.")
-
+    rows, spans = plan.epoch_rows(order, bounds)
     out.status = K.OK
     out.batch = out.seen = out.steps = 0
     out.loss_sum = out.weight_sum = 0

@@ -19,6 +19,8 @@ codes) is checked here, or per epoch for the order, before any loop runs.
 import numpy as np
 import scipy.sparse
 
+cimport cython
+
 from ._codes import (
     CHECK_ROWS,
     CHECK_STEPS,
@@ -65,6 +67,17 @@ def check_bounds(bounds, n_rows):
             f"the epoch's order (length {n_rows})."
         )
     return bounds
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef Py_ssize_t _first_outside(const Py_ssize_t[::1] rows, Py_ssize_t n):
+    """The first position of ``rows`` that is not a row index below ``n``, or -1."""
+    cdef Py_ssize_t i
+    for i in range(rows.shape[0]):
+        if not 0 <= rows[i] < n:
+            return i
+    return -1
 
 
 def _code(kind, value, name):
@@ -209,6 +222,39 @@ cdef class EpochPlan:
     def n_parameters(self):
         """Length of the parameter vector the plan trains."""
         return self.cfg.shape.n_params
+
+    def epoch_rows(self, order=None, bounds=None):
+        """An epoch's order of rows and its batches, checked for the loop.
+
+        ``order`` (None: the rows as stored) must hold row indices; ``bounds``
+        (None: the plan's) ranges of it, none wider than ``max_rows``.
+
+        Returns
+        -------
+        rows : ndarray of intp
+        bounds : ndarray of intp, shape (n_batches, 2)
+        """
+        if order is None:
+            rows = self.stored_order
+        else:
+            rows = np.ascontiguousarray(order, dtype=np.intp)
+            i = _first_outside(rows, self.n_samples)
+            if i >= 0:
+                raise ValueError(f"order[{i}] = {rows[i]} is not a row of X.")
+        if bounds is None:
+            if self.reach > rows.shape[0]:
+                raise ValueError(
+                    f"order has {rows.shape[0]} rows; the batches need {self.reach}."
+                )
+            return rows, self.bounds
+        bounds = check_bounds(bounds, rows.shape[0])
+        widest = int(np.max(np.diff(bounds, axis=1), initial=0))
+        if widest > self.max_rows:
+            raise ValueError(
+                f"A batch of {widest} rows is wider than the plan's max_rows, "
+                f"{self.max_rows}."
+            )
+        return rows, bounds
 
     def arrays(self):
         """The arrays the loop reads, as checked and converted.
