@@ -96,6 +96,13 @@ def parse_args(argv=None):
         "--dtype", choices=["float64", "float32", "both"], default="both"
     )
     parser.add_argument(
+        "--batch-size",
+        action="append",
+        default=None,
+        help="only this batch size (repeatable; default: all of bench_training.py); "
+        "to look again, with more rounds, at a row near the verdict",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="tiny data and 2 rounds: a smoke test"
     )
     parser.add_argument(
@@ -301,9 +308,12 @@ def build(revisions, workdir, no_build_isolation):
 # The measurement.
 
 
-def configurations(solvers, dtypes, quick):
+def configurations(solvers, dtypes, quick, batch_sizes=None):
     """(solver, dtype, batch size, rows, epochs) of every row of the table."""
     settings = QUICK if quick else FULL
+    chosen = [b for b in BATCH_SIZES if batch_sizes is None or str(b) in batch_sizes]
+    if not chosen:
+        raise SystemExit(f"--batch-size must be among {BATCH_SIZES}, got {batch_sizes}")
     return [
         (
             solver,
@@ -314,7 +324,7 @@ def configurations(solvers, dtypes, quick):
         )
         for solver in solvers
         for dtype in dtypes
-        for batch_size in BATCH_SIZES
+        for batch_size in chosen
     ]
 
 
@@ -427,7 +437,10 @@ def run(args, workdir):
     revisions = {side: commit for side, (commit, _) in resolved.items()}
     labels = {side: label for side, (_, label) in resolved.items()}
     configs = configurations(
-        choices(args.solver, ("sgd", "adam")), choices(args.dtype, DTYPES), args.quick
+        choices(args.solver, ("sgd", "adam")),
+        choices(args.dtype, DTYPES),
+        args.quick,
+        args.batch_size,
     )
 
     print("# skbatchnet paired training benchmark: new against old\n")
