@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Smallest first, so that a run cut short still covers whole modules.
 MODULES = (
+    "_outcome",
     "reduction",
     "_rollback",
     "_lbfgs",

@@ -66,24 +66,20 @@ class CompiledEpochs:
     def __init__(self, network, data, batcher, step, *, thresholds=None, module=None):
         self.epoch, plan = module or _extension.epoch_module()
         self.network, self.data, self.alpha = network, data, step.alpha
-        dtype = network.dtype
-        bounds = batcher.bounds(data.n_samples)
-        widest = max(stop - start for start, stop in bounds)
-        X = data.X
-        if sp.issparse(X):
-            X = sp.csr_matrix(X, dtype=dtype, copy=False)
+        # supports() admitted dense or CSR rows of the network's dtype, which
+        # the plan reads as they are; it caps the chunk at the widest batch.
         self.plan = plan.EpochPlan(
             network.layer_units,
-            X,
+            data.X,
             data.Y,
             data.sample_weight,
-            bounds,
+            batcher.bounds(data.n_samples),
             activation=ACTIVATIONS[network.activation].code,
             loss=LOSSES[network.loss].code,
             reduction=REDUCTIONS[step.reduction].code,
             alpha=float(step.alpha),
             total_weight=float(data.total),
-            chunk_rows=max(1, min(widest, network.chunk_rows())),
+            chunk_rows=network.chunk_rows(),
             **(thresholds or {}),
         )
         self._plan_module = plan

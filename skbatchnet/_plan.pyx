@@ -219,6 +219,18 @@ cdef class EpochPlan:
         self.c_rows = _address(c_rows)
 
     @property
+    def thresholds(self):
+        """The product and Ctrl-C thresholds the loop follows, by keyword."""
+        return {
+            "tiny_product": self.cfg.tiny_product,
+            "split_rows": self.cfg.split_rows,
+            "gemv_limit": self.cfg.gemv_limit,
+            "gemm_limit": self.cfg.gemm_limit,
+            "check_steps": self.cfg.check_steps,
+            "check_rows": self.cfg.check_rows,
+        }
+
+    @property
     def n_parameters(self):
         """Length of the parameter vector the plan trains."""
         return self.cfg.shape.n_params

@@ -6,12 +6,15 @@ the numpy path (``use_numpy_epochs``) and must agree to rounding, including
 how a diverged or interrupted epoch is reported.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import intercept_loop_results, make_data, use_numpy_epochs
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, _extension
+from skbatchnet._averaging import WeightAverage
 from skbatchnet._codes import Status
 from skbatchnet._compiled import CompiledEpochs
 from skbatchnet._training import Step, TrainingData
@@ -235,3 +238,123 @@ def test_the_loop_is_given_contiguous_rows_of_the_network_dtype():
         results.append((result.steps, net.parameters.copy()))
     assert results[0][0] == results[1][0] == 8
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def _runner_parts(dtype=np.float64, n=60):
+    from skbatchnet.backprop import Network
+
+    net = Network.initialize([5, 7, 1], random_state=0, dtype=dtype)
+    data = TrainingData(X[:n].astype(dtype), Y_REG[:n, None], None, float(n))
+    return net, data
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("dense", True),
+        ("csr", True),
+        ("csc", False),
+        ("coo", False),
+        ("other dtype", False),
+        ("float16 network", False),
+        ("lbfgs", False),
+    ],
+)
+def test_supports_admits_dense_or_csr_rows_of_the_network_dtype(case, expected):
+    from skbatchnet._optimizers import LBFGS, SGD
+
+    net, data = _runner_parts(np.float16 if case == "float16 network" else np.float64)
+    rows = {
+        "csr": sp.csr_matrix,
+        "csc": sp.csc_matrix,
+        "coo": sp.coo_matrix,
+        "other dtype": lambda A: A.astype(np.float32),
+    }.get(case, np.asarray)(data.X)
+    optimizer = LBFGS(10, 10, 1e-4) if case == "lbfgs" else SGD([net.parameters], 0.01)
+    step = Step(alpha=0.0, reduction="mean")
+    assert CompiledEpochs.supports(net, rows, optimizer, step) is expected
+
+
+def test_the_plan_reads_the_thresholds_of_codes_unless_given():
+    from skbatchnet import _codes
+    from skbatchnet.batching import Minibatcher
+
+    net, data = _runner_parts()
+    step = Step(alpha=0.0, reduction="mean")
+    default = CompiledEpochs(net, data, Minibatcher(8), step).plan.thresholds
+    assert default == {
+        "tiny_product": _codes.TINY_PRODUCT,
+        "split_rows": _codes.SMALL_BATCH_ROWS,
+        "gemv_limit": _codes.ONE_THREAD_GEMV,
+        "gemm_limit": _codes.ONE_THREAD_GEMM,
+        "check_steps": _codes.CHECK_STEPS,
+        "check_rows": _codes.CHECK_ROWS,
+    }
+    given = dict(tiny_product=0, split_rows=3, gemv_limit=7, gemm_limit=40)
+    runner = CompiledEpochs(net, data, Minibatcher(8), step, thresholds=given)
+    assert runner.plan.thresholds == {**default, **given}
+
+
+def test_the_loop_state_is_made_once_per_optimizer_and_follows_a_new_one():
+    from skbatchnet._optimizers import SGD
+    from skbatchnet.batching import Minibatcher
+
+    net, data = _runner_parts()
+    runner = CompiledEpochs(net, data, Minibatcher(8), Step(0.0, "mean"))
+    first = SGD([net.parameters], 0.01, "constant", 0.9, True)
+    averages = [WeightAverage(net.parameters.size, net.dtype) for _ in range(2)]
+    runner.run(None, first, averages[0])
+    state, average = runner._state[1], runner._average[1]
+    runner.run(None, first, averages[0])
+    # Built once for the fit.
+    assert runner._state[1] is state and runner._average[1] is average
+    # A restored checkpoint brings another optimizer and average: their
+    # buffers, not the old ones', must be updated.
+    second = SGD([net.parameters], 0.01, "constant", 0.9, True)
+    before = first.velocities[0].copy(), averages[0].mean.copy()
+    runner.run(None, second, averages[1])
+    assert np.array_equal(first.velocities[0], before[0])
+    assert np.array_equal(averages[0].mean, before[1])
+    assert np.any(second.velocities[0] != 0) and np.any(averages[1].mean != 0)
+
+
+def test_missing_kernels_names_each_entry_without_a_code(monkeypatch):
+    from skbatchnet._compiled import missing_kernels
+    from skbatchnet._losses import LOSSES
+    from skbatchnet._optimizers import SGD
+    from skbatchnet.reduction import REDUCTIONS
+
+    class Unlisted(SGD):
+        code = None
+
+    net, _ = _runner_parts()
+    loss = LOSSES[net.loss]
+    monkeypatch.setitem(LOSSES, net.loss, dataclasses.replace(loss, code=None))
+    monkeypatch.setattr("skbatchnet._compiled._warned", set())
+    optimizer = Unlisted([net.parameters], 0.01)
+    assert missing_kernels(net, optimizer, "mean") == [
+        "loss='squared_error'",
+        "solver='Unlisted'",
+    ]
+    with monkeypatch.context() as patch:
+        entry = dataclasses.replace(REDUCTIONS["sum"], code=None)
+        patch.setitem(REDUCTIONS, "sum", entry)
+        assert missing_kernels(net, optimizer, "sum") == [
+            "loss='squared_error'",
+            "gradient_reduction='sum'",
+            "solver='Unlisted'",
+        ]
+    step = Step(alpha=0.0, reduction="mean")
+    expected = (
+        "loss='squared_error', solver='Unlisted' has no compiled kernel; training "
+        "runs on the numpy path. Give its registry entry a code and a kernel in "
+        "_kernels.pxd to train it in the compiled loop."
+    )
+    with pytest.warns(RuntimeWarning) as record:
+        assert not CompiledEpochs.supports(net, X, optimizer, step)
+        assert not CompiledEpochs.supports(net, X, optimizer, step)  # once
+        assert not CompiledEpochs.supports(net, X, SGD([net.parameters]), step)
+    assert [str(w.message) for w in record] == [
+        expected,
+        expected.replace(", solver='Unlisted'", ""),  # another combination
+    ]
