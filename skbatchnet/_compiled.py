@@ -65,7 +65,7 @@ class CompiledEpochs:
 
     def __init__(self, network, data, batcher, step, *, thresholds=None, module=None):
         self.epoch, plan = module or _extension.epoch_module()
-        self.network, self.data, self.alpha = network, data, step.alpha
+        self.network = network
         # supports() admitted dense or CSR rows of the network's dtype, which
         # the plan reads as they are; it caps the chunk at the widest batch.
         self.plan = plan.EpochPlan(

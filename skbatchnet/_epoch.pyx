@@ -88,8 +88,9 @@ steps : int
 
 
 cdef double _chunk(
-    const Config* cfg, floating* params, const floating* X, const Sparse* sparse, const floating* Y,
-    const floating* sw, const Py_ssize_t* rows, Py_ssize_t n, floating* c_rows,
+    const Config* cfg, floating* params, const floating* X, const Sparse* sparse,
+    const floating* Y, const floating* sw, const Py_ssize_t* rows, Py_ssize_t n,
+    floating* c_rows,
     floating c_const, floating* Xb, floating* acts, floating* deltas,
     floating* grad, bint first
 ) noexcept nogil:
@@ -124,8 +125,8 @@ cdef double _chunk(
         limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
 
     # Gather the rows: one dense row is read where it is; one sparse row is
-    # written out dense, as the update reads its every entry (``_update``); more
-    # sparse rows are read where they are, entry by entry (by_entries).
+    # written out dense, as the update reads its every entry (``_update``);
+    # more sparse rows are read where they are, entry by entry (by_entries).
     if sparse != NULL:
         inputs = Xb
         if n == 1:

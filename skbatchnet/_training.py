@@ -1,4 +1,4 @@
-"""Training: the epoch loop, its bookkeeping, and the L-BFGS run.
+"""Training: the epoch loop, its runners and its bookkeeping.
 
 Functions of a network, its data, an optimizer and a :class:`Progress`
 record; none of them sees an estimator. A step of stochastic training is
