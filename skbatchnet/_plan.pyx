@@ -230,11 +230,6 @@ cdef class EpochPlan:
             "check_rows": self.cfg.check_rows,
         }
 
-    @property
-    def n_parameters(self):
-        """Length of the parameter vector the plan trains."""
-        return self.cfg.shape.n_params
-
     def epoch_rows(self, order=None, bounds=None):
         """An epoch's order of rows and its batches, checked for the loop.
 

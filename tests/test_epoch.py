@@ -468,6 +468,22 @@ def _low_level(n_samples=N_SAMPLES, **plan_changes):
     return kwargs, net
 
 
+def test_a_plan_takes_batches_up_to_its_max_rows_in_any_epoch():
+    # Room for batch sizes that change between epochs: a plan made for
+    # batches of 5 rows and max_rows=10 runs an epoch of batches of 10.
+    kwargs, net = _low_level(bounds=Minibatcher(5).bounds(N_SAMPLES), max_rows=10)
+    plan = _plan.EpochPlan(**kwargs)
+    assert (plan.max_rows, plan.chunk_rows) == (10, 10)
+    state = _plan.OptimizerState(
+        0, net.parameters, learning_rate=1e-3, velocity=np.zeros_like(net.parameters)
+    )
+    wide = Minibatcher(10).bounds(N_SAMPLES)
+    result = _epoch.run_epoch(plan, state, None, None, wide)
+    assert (result.status, result.steps, result.seen) == (Status.OK, 3, N_SAMPLES)
+    with pytest.raises(ValueError, match="max_rows=3 is below the widest batch, 5"):
+        _plan.EpochPlan(**{**kwargs, "max_rows": 3})
+
+
 def test_ctrl_c_ends_the_epoch_with_the_interrupted_status():
     kwargs, net = _low_level(bounds=[[0, 1]], check_steps=64)
     plan = _plan.EpochPlan(**kwargs)
