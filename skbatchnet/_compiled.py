@@ -167,8 +167,7 @@ class CompiledEpochs:
         result = self.epoch.run_epoch(
             self.plan, self._optimizer_state(optimizer), average, order
         )
-        if result.steps:
-            optimizer.advance(result.steps)
+        optimizer.advance(result.steps)
         if averager is not None:
             averager.n_averaged = average.n_averaged
             averager.samples_seen = average.samples_seen

@@ -211,6 +211,8 @@ class Adam(_Optimizer):
         here once for both paths (``adam_rate`` in ``_kernels.pxd`` is the
         loop's own per-step copy of the formula).
         """
+        if not steps:  # an epoch without a step (every batch weightless)
+            return
         self.t += steps
         b1, b2, t = self.beta_1, self.beta_2, self.t
         rate = self.learning_rate_init * math.sqrt(1 - b2**t) / (1 - b1**t)

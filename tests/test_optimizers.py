@@ -331,3 +331,16 @@ def test_lbfgs_driver_respects_max_iter_max_fun_and_tol():
     tight = LBFGS(max_iter=1000, max_fun=15000, tol=1e-10).minimize(_rosenbrock, x0)
     assert np.abs(loose.jac).max() < 1.0
     assert loose.nit < tight.nit
+
+
+def test_adam_advances_by_the_steps_the_loop_took_and_not_for_none():
+    # The compiled loop reports how many steps an epoch took; an epoch whose
+    # batches all lacked weight took none, even before Adam's first step.
+    adam = Adam([np.zeros(3)], learning_rate_init=0.01, beta_1=0.8, beta_2=0.99)
+    adam.advance(0)
+    assert (adam.t, adam.learning_rate) == (0, 0.01)
+    adam.advance(3)
+    assert adam.t == 3
+    assert adam.learning_rate == pytest.approx(
+        0.01 * math.sqrt(1 - 0.99**3) / (1 - 0.8**3), rel=1e-15
+    )
