@@ -377,6 +377,17 @@ def dask_client():
         os.environ.update(environ_before)
 
 
+def worker_addresses(client):
+    """The addresses of ``client``'s workers, asked of the scheduler.
+
+    Not ``client.scheduler_info()["workers"]``: distributed refreshes that
+    cache in the background with the totals only, and a refresh landing
+    between the call's fetch and its return leaves ``"workers"`` empty.
+    """
+    identity = client.sync(client.scheduler.identity, n_workers=-1)
+    return sorted(identity["workers"])
+
+
 @pytest.fixture(scope="module")
 def client():
     """The Dask tests' cluster (:func:`dask_client`), one per test module."""

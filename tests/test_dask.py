@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import BLAS_THREAD_CAPS
+from conftest import BLAS_THREAD_CAPS, worker_addresses
 
 distributed = pytest.importorskip("distributed")
 
@@ -151,7 +151,7 @@ def test_grid_search_on_the_cluster_matches_sequential_search(client):
         on_cluster = search().fit(X, y)
     in_process = search(n_jobs=1).fit(X, y)
 
-    workers = set(client.scheduler_info()["workers"])
+    workers = set(worker_addresses(client))
     assert tasks.data, "no task ran on the cluster"
     assert {task["worker"] for task in tasks.data} <= workers
 
@@ -314,9 +314,7 @@ def test_plain_dask_partial_fit_per_block_matches_sequential(client, kind):
     # One task per block, each on a worker of the cluster.
     steps = {t["key"]: t for t in tasks.data if t["key"] in keys}
     assert sorted(steps) == sorted(keys)
-    assert {t["worker"] for t in steps.values()} <= set(
-        client.scheduler_info()["workers"]
-    )
+    assert {t["worker"] for t in steps.values()} <= set(worker_addresses(client))
     # The order of the blocks is not checked through the task stream's start
     # times: the scheduler shifts each worker's clock by an estimated offset,
     # off by milliseconds, so tasks on two workers can appear out of order.
@@ -390,7 +388,7 @@ def test_chunk_is_the_training_set_of_its_partial_fit(solver, gradient_reduction
 
 
 def test_worker_blas_threads_are_capped(client):
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = worker_addresses(client)
     assert len(workers) == 2
     for worker in workers:
         pools = _blas_threads_after_a_fit(client, worker)
@@ -422,7 +420,9 @@ def test_threadpoolctl_caps_blas_in_running_workers(client):
             pools = _blas_threads(info)
             assert pools and set(pools.values()) == {1}
         # The limit holds for the whole worker process: later tasks see it.
-        for worker in client.scheduler_info()["workers"]:
+        workers = worker_addresses(client)
+        assert len(workers) == 2
+        for worker in workers:
             assert set(_blas_threads_after_a_fit(client, worker).values()) == {1}
     finally:
         client.run(limit_blas_threads, 1)
