@@ -53,6 +53,7 @@ class ReductionCode(IntEnum):
 
     MEAN = 0
     SUM = 1
+    UNBIASED = 2
 
 
 class SolverCode(IntEnum):

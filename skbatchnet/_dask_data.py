@@ -22,7 +22,7 @@ from sklearn.base import is_classifier
 
 from ._training import Step, rows_of
 from .backprop import Network
-from .reduction import Coefficients, reduction_coefficients
+from .reduction import REDUCTIONS, Coefficients, reduction_coefficients
 
 
 def network_of(spec, parameters):
@@ -149,17 +149,23 @@ class ClusterData:
         parts = self.gather(self.submit(network.parameters, rows))
         n = sum(p[3] for p in parts)
         weight = sum(p[1] for p in parts)
-        if weight == 0:
+        if n == 0 or (
+            weight == 0 and not REDUCTIONS[step.reduction].steps_without_weight
+        ):
             return n, 0.0, None, None
         grad = parts[0][0]
         for g, *_ in parts[1:]:
             grad += g
         # Each row's coefficient is s_i times that of one unit of weight in a
-        # batch of total weight ``weight``: 1/weight for 'mean', 1 for 'sum'.
-        c = reduction_coefficients(None, weight, step.reduction).scaled(scale)
+        # batch of total weight ``weight``: 1/weight for 'mean', 1 for 'sum',
+        # 1/(n S / N) for 'unbiased' (the batch's expected weight).
+        expected = n * (self.total / self.n_samples)
+        c = reduction_coefficients(
+            None, weight, step.reduction, expected_weight=expected
+        ).scaled(scale)
         grad *= c.c
         W = network.parameters[: network.n_coefs]
-        loss = sum(p[2] for p in parts) / weight
+        loss = sum(p[2] for p in parts) / weight if weight else 0.0
         if step.alpha:
             grad[: network.n_coefs] += W * (step.alpha * c.total / self.total)
             loss += 0.5 * step.alpha * network.penalty() / self.total

@@ -284,7 +284,7 @@ cdef int _epoch(
     cdef floating* grad = deltas + cfg.chunk_rows * hidden
     cdef Py_ssize_t b, i, n, start, stop, n_chunks, chunk, lo, hi
     cdef double weight, scale = 0, c_total = 0, c_const = 0
-    cdef double decay, loss_sum, loss, norm
+    cdef double decay, loss_sum, loss, norm, inverse
     cdef long since_steps = 0, since_rows = 0
     cdef floating* c_ptr
     cdef bint averaging = mean != NULL
@@ -302,21 +302,25 @@ cdef int _epoch(
         # The batch's weight and reduction coefficients
         # (reduction.reduction_coefficients), with the gradient scale.
         c_ptr = NULL
+        if n == 0:
+            # An empty batch: no gradient to follow (as one without weight).
+            continue
         if sw == NULL:
             weight = n
-            if n == 0:
-                # An empty batch: no gradient to follow (as one without weight).
-                continue
             if cfg.reduction == K.MEAN:
                 c_const, c_total = (1.0 / n) * scale, scale
             elif cfg.reduction == K.SUM:
                 c_const, c_total = scale, n * scale
+            elif cfg.reduction == K.UNBIASED:
+                c_const = (1.0 / (n * cfg.weight_per_row)) * scale
+                c_total = scale
         else:
             weight = 0
             for i in range(n):
                 weight += sw[order[start + i]]
-            if weight == 0:
+            if weight == 0 and cfg.reduction != K.UNBIASED:
                 # No weight, no gradient to follow; the rows still count.
+                # 'unbiased' steps on the penalty alone (reduction.py).
                 out.seen += n
                 continue
             c_ptr = c_rows
@@ -328,6 +332,11 @@ cdef int _epoch(
                 for i in range(n):
                     c_rows[i] = <floating>(sw[order[start + i]] * scale)
                 c_total = weight * scale
+            elif cfg.reduction == K.UNBIASED:
+                inverse = 1.0 / (n * cfg.weight_per_row)
+                for i in range(n):
+                    c_rows[i] = <floating>((sw[order[start + i]] * inverse) * scale)
+                c_total = scale
         decay = cfg.alpha * c_total / cfg.total_weight
 
         # Chunks of at most chunk_rows rows, of lengths differing by at most
@@ -343,7 +352,7 @@ cdef int _epoch(
                 Xb, acts, deltas, grad, chunk == 0,
             )
 
-        loss = loss_sum / weight
+        loss = loss_sum / weight if weight != 0 else 0.0
         if cfg.alpha != 0:
             loss += 0.5 * cfg.alpha * norm / cfg.total_weight
         if not isfinite(loss):

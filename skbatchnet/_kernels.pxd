@@ -31,6 +31,7 @@ cdef enum LossCode:
 cdef enum ReductionCode:
     MEAN = 0
     SUM = 1
+    UNBIASED = 2
 
 cdef enum SolverCode:
     SGD = 0

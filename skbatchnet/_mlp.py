@@ -88,8 +88,12 @@ _OBJECTIVE = """\
         E = \\frac{1}{S} \\sum_i s_i \\, \\ell_i
             + \\frac{\\alpha}{2S} \\lVert W \\rVert^2,
 
-    biases not penalized. ``batch_size``, ``gradient_reduction``, ``shuffle``
-    and ``solver`` change how ``E`` is minimized, never what. With
+    biases not penalized. ``batch_size``, ``shuffle`` and ``solver`` change
+    how ``E`` is minimized, not what, under ``gradient_reduction='unbiased'``
+    or ``'sum'`` for any sample weights, and under ``'mean'`` (the default)
+    for equal weights. Under unequal weights ``'mean'`` (scikit-learn's
+    reduction) converges to a point that depends on the batch size, and at
+    ``batch_size=1`` ignores the weights. With
     ``alpha=0`` and the same ``random_state``, ``fit`` follows the same
     trajectory as scikit-learn's MLP, except with ``early_stopping=True`` on
     a multiclass target, whose validation split is stratified here.

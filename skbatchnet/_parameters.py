@@ -214,11 +214,24 @@ SHARED_PARAMETERS_DOC = """\
     max_fun : int, default=15000
         Maximum number of objective evaluations of ``'lbfgs'``.
 
-    gradient_reduction : {'mean', 'sum'}, default='mean'
+    gradient_reduction : {'mean', 'sum', 'unbiased'}, default='mean'
         How per-example gradients ``g_i = grad(loss_i) + (alpha/S) W`` become
-        one step: ``'mean'`` follows ``sum_i s_i g_i / sum_i s_i``, an
-        estimate of ``grad E``; ``'sum'`` follows ``sum_i s_i g_i``, whose
-        step grows with the batch (the linear learning-rate scaling rule).
+        one step, for a batch ``B`` of a training set of ``n`` rows and total
+        weight ``S``:
+
+        - ``'mean'`` follows ``sum_B s_i g_i / sum_B s_i``, as scikit-learn
+          does. It estimates ``grad E`` without bias only when the sample
+          weights are equal. Under unequal weights it is a ratio estimator
+          whose fixed point depends on the batch size: at ``batch_size=1``
+          the weights cancel and training follows the unweighted objective;
+          only a whole-set batch gives ``grad E`` exactly.
+        - ``'unbiased'`` follows ``sum_B s_i g_i / (|B| S / n)``, the batch's
+          weighted sum divided by its *expected* weight: an unbiased estimate
+          of ``grad E`` under any weights, equal to ``'mean'`` with unit
+          weights. A batch of zero weight steps on the penalty alone.
+        - ``'sum'`` follows ``sum_B s_i g_i``, an unbiased estimate of
+          ``(|B| S / n) grad E`` under any weights: its step grows with the
+          batch (the linear learning-rate scaling rule).
 
     drop_last : bool or 'merge', default=False
         What happens to a last batch shorter than ``batch_size``: kept as a

@@ -13,6 +13,7 @@ cdef struct Config:
     Py_ssize_t chunk_rows
     double alpha
     double total_weight
+    double weight_per_row  # S / n: a batch's expected weight per row
     long check_steps
     long check_rows
     Py_ssize_t tiny_product

@@ -206,6 +206,7 @@ cdef class EpochPlan:
         self.cfg.chunk_rows = chunk_rows
         self.cfg.alpha = alpha
         self.cfg.total_weight = total_weight
+        self.cfg.weight_per_row = total_weight / n if n else 0.0
         self.cfg.check_steps = max(1, check_steps)
         self.cfg.check_rows = max(1, check_rows)
         self.cfg.tiny_product = tiny_product

@@ -31,7 +31,7 @@ from ._compiled import CompiledEpochs
 from ._outcome import Diverged, EpochSums, divergence_error
 from ._rollback import Checkpoint
 from ._validation import stratification
-from .reduction import reduction_coefficients
+from .reduction import REDUCTIONS, reduction_coefficients
 
 __all__ = [
     "Diverged",
@@ -63,7 +63,8 @@ class TrainingData:
     def gradient(self, network, rows, *, scale, step, workspace):
         """One batch's rows, weight, loss and reduced gradient times ``scale``.
 
-        The loss and gradient are None for a batch without weight (or rows).
+        The loss and gradient are None for a batch without rows, or without
+        weight unless the reduction steps on the penalty alone.
         """
         X_batch, Y_batch = rows_of(self.X, rows), rows_of(self.Y, rows)
         n = X_batch.shape[0]
@@ -72,9 +73,15 @@ class TrainingData:
         else:
             w_batch = rows_of(self.sample_weight, rows)
             weight = float(w_batch.sum())
-        if weight == 0:
+        if n == 0 or (
+            weight == 0 and not REDUCTIONS[step.reduction].steps_without_weight
+        ):
             return n, 0.0, None, None
-        c = reduction_coefficients(w_batch, n, step.reduction).scaled(scale)
+        # A batch of n rows drawn without replacement expects n S / N weight.
+        expected = n * (self.total / self.n_samples)
+        c = reduction_coefficients(
+            w_batch, n, step.reduction, expected_weight=expected
+        ).scaled(scale)
         loss, grad = network.gradient(
             X_batch,
             Y_batch,
@@ -239,8 +246,9 @@ def run_epoch(network, data, batches, optimizer, *, step, workspace, averager):
             step=step,
             workspace=workspace,
         )
-        if weight == 0:
-            # A batch with no weight has no gradient to follow.
+        if grad is None:
+            # A batch with no weight has no gradient to follow, except under
+            # a reduction that steps on the penalty alone ('unbiased').
             seen += n
             continue
         if not math.isfinite(loss):

@@ -12,12 +12,14 @@ example carries its share of the penalty, so its gradient is::
     g_i = grad(loss_i) + (alpha / S) W.
 
 A minibatch step combines the ``g_i`` of the batch with a *reduction*
-(:func:`~skbatchnet.reduction.reduction_coefficients`): ``'mean'`` gives
-``sum_i s_i g_i / sum_i s_i``, which for a batch drawn uniformly at random is
-an unbiased estimate of ``grad E`` when the sample weights are equal (a
-slightly biased ratio estimator otherwise, exact for the whole set);
-``'sum'`` gives ``sum_i s_i g_i``, an unbiased estimate of ``|B| grad E``
-with unit weights. Because
+(:func:`~skbatchnet.reduction.reduction_coefficients`). For a batch drawn
+uniformly at random: ``'unbiased'`` gives ``sum_i s_i g_i / E[sum_B s_i]``,
+an unbiased estimate of ``grad E`` under any weights; ``'sum'`` gives
+``sum_i s_i g_i``, an unbiased estimate of ``E[sum_B s_i] grad E`` under any
+weights; ``'mean'`` gives ``sum_i s_i g_i / sum_i s_i``, unbiased only when
+the weights are equal. Under unequal weights ``'mean'`` is a ratio
+estimator whose fixed point depends on the batch size (at batch 1 the
+weights cancel); it is exact for the whole set. Because
 the reduced gradient is a weighted sum ``sum_i c_i g_i``, the backward pass
 scales each example's output error by ``c_i`` once and then needs one matrix
 product per layer for the whole batch, instead of one backprop per example.
@@ -485,6 +487,7 @@ class Network:
         alpha=0.0,
         total_weight=None,
         reduction="mean",
+        expected_weight=None,
         workspace=None,
     ):
         """Loss and reduced gradient of one batch, per layer.
@@ -502,7 +505,12 @@ class Network:
         sample_weight : ndarray of shape (n_samples,), default=None
         alpha, total_weight, workspace
             As in :meth:`gradient`.
-        reduction : {'mean', 'sum'}, default='mean'
+        reduction : {'mean', 'sum', 'unbiased'}, default='mean'
+        expected_weight : float, default=None
+            The expected weight of a batch like this one, read by
+            ``'unbiased'`` (see
+            :func:`~skbatchnet.reduction.reduction_coefficients`); None takes
+            the batch as the whole set.
 
         Returns
         -------
@@ -515,7 +523,9 @@ class Network:
         """
         check_batch(self, X, y, sample_weight)
         ws = workspace if workspace is not None else self.workspace(X.shape[0])
-        c = reduction_coefficients(sample_weight, X.shape[0], reduction)
+        c = reduction_coefficients(
+            sample_weight, X.shape[0], reduction, expected_weight=expected_weight
+        )
         loss, _ = self.gradient(
             X,
             y,

@@ -5,6 +5,21 @@ coefficients ``c_i`` given here. Because the result is linear in the
 per-example gradients, the backward pass applies ``c_i`` to each example's
 output error once and then needs one matrix product per layer for the whole
 batch (see :mod:`skbatchnet.backprop`).
+
+A reduction is judged by what its step estimates, for a batch ``B`` drawn at
+random from a training set of ``n`` rows with weights ``s_i`` of total ``S``:
+
+- ``'unbiased'`` divides the batch's weighted sum by the *expected* batch
+  weight ``E[sum_B s_i]`` (``|B| S / n`` for a batch drawn without
+  replacement), so its step is an unbiased estimate of ``grad E`` under any
+  weights;
+- ``'sum'`` is an unbiased estimate of ``E[sum_B s_i] grad E``, under any
+  weights;
+- ``'mean'`` divides by the batch's *own* weight ``sum_B s_i``, as
+  scikit-learn does. That is a ratio of two random sums: unbiased for equal
+  weights, and under unequal weights its fixed point moves with the batch
+  size (at batch 1 the weights cancel). The three agree for a whole-set
+  batch, where ``'mean'`` and ``'unbiased'`` give ``grad E`` exactly.
 """
 
 from collections.abc import Callable
@@ -24,7 +39,9 @@ class Coefficients(NamedTuple):
     c : float or ndarray of shape (n_samples,)
         A scalar when every example has the same coefficient.
     total : float
-        ``sum_i c_i``; it multiplies the penalty term ``(alpha / S) W``.
+        The factor of the penalty term ``(alpha / S) W`` in the step:
+        ``sum_i c_i`` for ``'mean'`` and ``'sum'``, and its expectation, 1,
+        for ``'unbiased'``.
     """
 
     c: object
@@ -41,7 +58,7 @@ class Coefficients(NamedTuple):
         return Coefficients(self.c * factor, self.total * factor)
 
 
-def _mean_coefficients(sample_weight, n_samples):
+def _mean_coefficients(sample_weight, n_samples, expected_weight):
     if sample_weight is None:
         return 1.0 / n_samples, 1.0
     total = sample_weight.sum()
@@ -54,10 +71,30 @@ def _mean_coefficients(sample_weight, n_samples):
     return sample_weight / total, 1.0
 
 
-def _sum_coefficients(sample_weight, n_samples):
+def _sum_coefficients(sample_weight, n_samples, expected_weight):
     if sample_weight is None:
         return 1.0, float(n_samples)
     return sample_weight, float(sample_weight.sum())
+
+
+def _unbiased_coefficients(sample_weight, n_samples, expected_weight):
+    if sample_weight is None and expected_weight is None:
+        return 1.0 / n_samples, 1.0
+    if expected_weight is None:
+        # The batch taken as the whole set, whose weight is its expectation.
+        expected_weight = float(sample_weight.sum())
+    if not expected_weight > 0:
+        raise ValueError(
+            "The 'unbiased' reduction divides by the expected batch weight, "
+            f"which is {expected_weight} here. Pass expected_weight > 0 (the "
+            "batch's row count times S / n for a batch drawn without "
+            "replacement)."
+        )
+    inverse = 1.0 / expected_weight
+    if sample_weight is None:
+        return inverse, 1.0
+    # The penalty enters as its expectation: E[sum_B c_i] = 1.
+    return sample_weight * inverse, 1.0
 
 
 @dataclass(frozen=True)
@@ -69,15 +106,21 @@ class Reduction:
     name : str
         The registry key, the estimators' ``gradient_reduction`` value.
     coefficients : callable
-        ``coefficients(sample_weight, n_samples)`` returns ``(c, total)``
-        as :func:`reduction_coefficients` documents them.
+        ``coefficients(sample_weight, n_samples, expected_weight)`` returns
+        ``(c, total)`` as :func:`reduction_coefficients` documents them.
     code : ReductionCode or None
         The compiled loop's kernel for it; None trains on the numpy path only.
+    steps_without_weight : bool
+        Whether a batch of zero total weight still takes a step, of the
+        penalty alone. ``'unbiased'`` does, since that is its step's value
+        for such a batch and skipping it would bias the penalty; ``'mean'``
+        has no value there and ``'sum'``'s would be zero, so they skip it.
     """
 
     name: str
     coefficients: Callable
     code: ReductionCode | None = None
+    steps_without_weight: bool = False
 
 
 REDUCTIONS = {
@@ -85,11 +128,19 @@ REDUCTIONS = {
     for r in (
         Reduction("mean", _mean_coefficients, ReductionCode.MEAN),
         Reduction("sum", _sum_coefficients, ReductionCode.SUM),
+        Reduction(
+            "unbiased",
+            _unbiased_coefficients,
+            ReductionCode.UNBIASED,
+            steps_without_weight=True,
+        ),
     )
 }
 
 
-def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
+def reduction_coefficients(
+    sample_weight, n_samples, reduction="mean", *, expected_weight=None
+):
     """Coefficients ``c_i`` such that the reduced gradient is ``sum_i c_i g_i``.
 
     This is the one place where per-example gradients ``g_i`` become a
@@ -98,15 +149,24 @@ def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
     - ``'mean'``: ``c_i = s_i / sum_j s_j``, so the step follows
       ``sum_i s_i g_i / sum_i s_i``. For a batch of ``B`` rows drawn
       uniformly without replacement (as a shuffled epoch draws them) from a
-      training set of unit weights, it is an unbiased estimate of
+      training set of *equal* weights, it is an unbiased estimate of
       ``grad E``, the gradient of the whole-set objective. With unequal
-      weights it is a ratio of two random sums (a ratio estimator), slightly
-      biased except for the whole set, where it is ``grad E`` exactly;
+      weights it is a ratio of two random sums (a ratio estimator): it is
+      biased, and its fixed point depends on the batch size (at ``B = 1``
+      the weights cancel and training follows the unweighted objective),
+      except for the whole set, where it is ``grad E`` exactly;
     - ``'sum'``: ``c_i = s_i``, so the step follows ``sum_i s_i g_i`` and grows
       with the batch (the linear learning-rate scaling rule). For such a
-      batch it is an unbiased estimate of ``B grad E`` with unit weights,
-      and of ``B (S / n) grad E`` with weights of total ``S`` over ``n``
-      rows.
+      batch it is an unbiased estimate of ``B (S / n) grad E`` under any
+      weights of total ``S`` over ``n`` rows (``B grad E`` with unit
+      weights);
+    - ``'unbiased'``: ``c_i = s_i / E[sum_B s_j]``, the batch's weighted sum
+      divided by the *expected* batch weight ``expected_weight`` (``B S /
+      n`` for such a batch). The step is an unbiased estimate of ``grad E``
+      under any weights, equals ``'mean'`` for unit weights, and is
+      ``grad E`` for a whole-set batch. Its penalty factor ``total`` is the
+      expectation of ``sum_i c_i``, 1, so the penalty ``(alpha / S) W``
+      enters each step exactly.
 
     Without sample weights ``s_i = 1``.
 
@@ -116,17 +176,24 @@ def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
         Non-negative weights of the examples in the batch.
     n_samples : int
         Number of examples in the batch.
-    reduction : {'mean', 'sum'}, default='mean'
+    reduction : {'mean', 'sum', 'unbiased'}, default='mean'
         How per-example gradients are combined.
+    expected_weight : float, default=None
+        ``E[sum_B s_i]``, the expected total weight of a batch like this one;
+        read by ``'unbiased'`` only. It belongs to how batches are drawn, not
+        to the batch: ``n_samples * S / n`` for a batch drawn without
+        replacement from ``n`` rows of total weight ``S``. None takes the
+        batch as the whole set: its own total weight (``n_samples`` without
+        weights).
 
     Returns
     -------
     coefficients : Coefficients
         ``(c, total)``: ``c`` is a float when every example has the same
-        coefficient, else an ndarray of shape (n_samples,); ``total`` is
-        ``sum_i c_i``, 1 for ``'mean'`` and the batch's total weight for
-        ``'sum'``. It multiplies the penalty term ``(alpha / S) W`` of the
-        reduced gradient.
+        coefficient, else an ndarray of shape (n_samples,); ``total``
+        multiplies the penalty term ``(alpha / S) W`` of the reduced
+        gradient: ``sum_i c_i`` for ``'mean'`` (1) and ``'sum'`` (the batch's
+        total weight), and its expectation 1 for ``'unbiased'``.
 
     Examples
     --------
@@ -135,6 +202,12 @@ def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
     Coefficients(c=array([0.25, 0.75]), total=1.0)
     >>> reduction_coefficients(None, 4, "sum")
     Coefficients(c=1.0, total=4.0)
+
+    Two rows drawn from a set of 10 rows of total weight 40 (an expected
+    batch weight of 2 * 40 / 10 = 8):
+
+    >>> reduction_coefficients(np.array([1.0, 3.0]), 2, "unbiased", expected_weight=8.0)
+    Coefficients(c=array([0.125, 0.375]), total=1.0)
     """
     try:
         entry = REDUCTIONS[reduction]
@@ -142,4 +215,4 @@ def reduction_coefficients(sample_weight, n_samples, reduction="mean"):
         raise ValueError(
             f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}."
         ) from None
-    return Coefficients(*entry.coefficients(sample_weight, n_samples))
+    return Coefficients(*entry.coefficients(sample_weight, n_samples, expected_weight))

@@ -72,6 +72,8 @@ GRADIENT_CASES = [
     ("adam", 32, "mean", True, {"learning_rate": "adaptive"}),
     ("adam", 7, "sum", False, {"drop_last": True, "max_iter": 1}),
     ("adam", "full", "sum", True, {"learning_rate_init": 1e-3}),
+    ("sgd", 7, "unbiased", True, {"max_iter": 2}),
+    ("adam", 32, "unbiased", True, {"average": True}),
     ("lbfgs", "auto", "mean", True, {"max_iter": 15}),
     ("lbfgs", "auto", "mean", False, {"max_iter": 15}),
 ]

@@ -41,7 +41,7 @@ AXES = {
     "activation": ["identity", "logistic", "tanh", "relu"],
     "loss": ["squared_error", "poisson", "binary_log_loss", "multilabel", "log_loss"],
     "solver": ["sgd", "heavy_ball", "nesterov", "adam"],
-    "reduction": ["mean", "sum"],
+    "reduction": ["mean", "sum", "unbiased"],
     "sample_weight": [None, "with_zeros"],
     "dtype": [np.float64, np.float32],
     "drop_last": [False, True, "merge"],
@@ -140,7 +140,7 @@ def _problem(
 
 def _optimizer(solver, params, reduction):
     # 'sum' steps grow with the batch; its rate keeps every problem stable.
-    lr = 0.05 if reduction == "mean" else 0.004
+    lr = 0.004 if reduction == "sum" else 0.05
     if solver == "adam":
         return Adam(params, learning_rate_init=lr / 5, beta_1=0.8, beta_2=0.99)
     momentum = {"sgd": 0.0, "heavy_ball": 0.9, "nesterov": 0.9}[solver]
