@@ -373,7 +373,11 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         vars(self).update(self._progress.attributes())
 
     def _step(self):
-        return Step(alpha=self.alpha, reduction=self.gradient_reduction)
+        return Step(
+            alpha=self.alpha,
+            reduction=self.gradient_reduction,
+            max_gradient_norm=self.max_gradient_norm,
+        )
 
     def _stopping(self):
         return Stopping(

@@ -79,6 +79,7 @@ class CompiledEpochs:
             reduction=REDUCTIONS[step.reduction].code,
             alpha=float(step.alpha),
             total_weight=float(data.total),
+            max_norm=step.max_gradient_norm,
             chunk_rows=network.chunk_rows(),
             **(thresholds or {}),
         )
@@ -177,4 +178,10 @@ class CompiledEpochs:
             raise Diverged("loss", result.batch, result.steps, result.seen)
         if result.status == Status.NONFINITE_WEIGHTS:
             raise Diverged("weights", result.batch, result.steps, result.seen)
-        return EpochSums(result.loss_sum, result.weight_sum, result.seen, result.steps)
+        return EpochSums(
+            result.loss_sum,
+            result.weight_sum,
+            result.seen,
+            result.steps,
+            result.clipped,
+        )

@@ -31,6 +31,7 @@ from sklearn.utils import check_random_state
 
 from ._lbfgs import train_lbfgs
 from ._optimizers import SOLVERS
+from ._parameters import check_combinations
 from ._training import TrainingData, split_validation
 
 
@@ -91,6 +92,7 @@ class TrainingContext:
     """
 
     def __init__(self, estimator):
+        check_combinations(estimator.get_params(deep=False))
         self.estimator = estimator
         self.network = self.data = self.batcher = None
 

@@ -39,12 +39,14 @@ def network_of(spec, parameters):
     return net
 
 
-def partial_sums(parameters, spec, X, Y, w, rows):
-    """``(G_b, S_b, L_b, n_b)`` over ``rows`` of one block (a worker's task).
+def partial_sums(parameters, spec, X, Y, w, rows, max_norm=None):
+    """``(G_b, S_b, L_b, n_b, k_b)`` over ``rows`` of one block (a worker's
+    task), ``k_b`` the rows clipped.
 
     The coefficients are the rows' weights ``s_i`` (1 without weights) and
     the penalty is left out: the reduction and the penalty need the whole
-    batch, which only the client sees.
+    batch, which only the client sees. Clipping is each example's own, so
+    clipped sums add up across blocks.
     """
     net = network_of(spec, parameters)
     X, Y = rows_of(X, rows), rows_of(Y, rows)
@@ -52,9 +54,10 @@ def partial_sums(parameters, spec, X, Y, w, rows):
     n = X.shape[0]
     weight = float(n) if w is None else float(w.sum())
     c = Coefficients(1.0 if w is None else w, weight)
-    loss, grad = net.gradient(X, Y, c, sample_weight=w, workspace=net.workspace(n))
+    ws = net.workspace(n)
+    loss, grad = net.gradient(X, Y, c, sample_weight=w, workspace=ws, max_norm=max_norm)
     # gradient() returns the weighted mean loss; the client needs the sum.
-    return grad.copy(), weight, loss * weight, n
+    return grad.copy(), weight, loss * weight, n, ws.n_clipped
 
 
 def as_dask_array(value, name):
@@ -124,7 +127,7 @@ class ClusterData:
             if hi > lo
         ]
 
-    def submit(self, parameters, rows):
+    def submit(self, parameters, rows, max_norm=None):
         """The partial-sum tasks of one batch, in block order."""
         # One task holds the parameters; the blocks' tasks fetch them from
         # the worker that has it, so the client sends them once per step.
@@ -135,7 +138,9 @@ class ClusterData:
             getattr(r, "nbytes", 0) for _, r in parts
         )
         return [
-            self.client.submit(partial_sums, params, self.spec, *self.blocks[b], r)
+            self.client.submit(
+                partial_sums, params, self.spec, *self.blocks[b], r, max_norm
+            )
             for b, r in parts
         ]
 
@@ -146,13 +151,14 @@ class ClusterData:
 
     def gradient(self, network, rows, *, scale, step, workspace=None):
         """As :meth:`TrainingData.gradient`, from the blocks' partial sums."""
-        parts = self.gather(self.submit(network.parameters, rows))
+        futures = self.submit(network.parameters, rows, step.max_gradient_norm)
+        parts = self.gather(futures)
         n = sum(p[3] for p in parts)
         weight = sum(p[1] for p in parts)
         if n == 0 or (
             weight == 0 and not REDUCTIONS[step.reduction].steps_without_weight
         ):
-            return n, 0.0, None, None
+            return n, 0.0, None, None, 0
         grad = parts[0][0]
         for g, *_ in parts[1:]:
             grad += g
@@ -169,7 +175,7 @@ class ClusterData:
         if step.alpha:
             grad[: network.n_coefs] += W * (step.alpha * c.total / self.total)
             loss += 0.5 * step.alpha * network.penalty() / self.total
-        return n, weight, loss, grad
+        return n, weight, loss, grad, sum(p[4] for p in parts)
 
     def objective(self, network, alpha):
         """``E`` on all of the rows."""

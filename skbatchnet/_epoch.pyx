@@ -29,6 +29,7 @@ from cython cimport floating
 from libc.math cimport isfinite, sqrt
 from libc.string cimport memcpy, memset
 
+cimport skbatchnet._clip_kernels as C
 cimport skbatchnet._kernels as K
 cimport skbatchnet._products as P
 cimport skbatchnet._updates as U
@@ -66,7 +67,7 @@ def cpu_has_avx2():
 
 EpochResult = namedtuple(
     "EpochResult",
-    ["status", "batch", "loss_sum", "weight_sum", "seen", "steps"],
+    ["status", "batch", "loss_sum", "weight_sum", "seen", "steps", "clipped"],
 )
 EpochResult.__doc__ = """What one compiled epoch did (the runner in _compiled.py
 raises for its non-finite and interrupted statuses, and hands on the rest).
@@ -84,6 +85,8 @@ seen : int
     Rows seen, including those of skipped zero-weight batches.
 steps : int
     Optimizer steps taken.
+clipped : int
+    Rows of those steps whose gradient was clipped.
 """
 
 
@@ -92,11 +95,13 @@ cdef double _chunk(
     const floating* Y, const floating* sw, const Py_ssize_t* rows, Py_ssize_t n,
     floating* c_rows,
     floating c_const, floating* Xb, floating* acts, floating* deltas,
-    floating* grad, bint first
+    floating* grad, bint first, long* clipped
 ) noexcept nogil:
     """Forward and backward pass of ``n`` rows; returns sum_i s_i loss_i.
 
-    Fills ``grad`` with sum_i c_i grad(loss_i) (adds to it unless ``first``);
+    Fills ``grad`` with sum_i c_i grad(loss_i) (adds to it unless ``first``),
+    each example's gradient clipped to ``cfg.max_norm`` when it is positive
+    (adding the rows clipped to ``clipped``);
     the weight decay is added later, in the update. With ``sparse``, ``X``
     holds the values of a CSR matrix of that structure. A batch of one row
     leaves its weight gradients out: the update forms them (``_update``).
@@ -118,6 +123,7 @@ cdef double _chunk(
     cdef floating row_loss
     cdef Py_ssize_t p
     cdef bint by_entries = sparse != NULL and n > 1
+    cdef bint clip = cfg.max_norm > 0
     # A small batch's products go to BLAS in calls small enough to run on one
     # thread (SMALL_BATCH_ROWS in _codes.py).
     cdef Py_ssize_t limit = 0
@@ -159,10 +165,11 @@ cdef double _chunk(
         )
 
     # Output error (f(Z) - Y) scaled by c_i, and the losses, row by row.
+    # Clipping needs each example's own error first; c_i joins after.
     Z = A
     delta = deltas + n * unit_offsets[L - 1]
     for i in range(n):
-        ci = c_rows[i] if c_rows != NULL else c_const
+        ci = 1 if clip else (c_rows[i] if c_rows != NULL else c_const)
         row_loss = K.output_row(
             cfg.loss, Z + i * k, Y + rows[i] * k, delta + i * k, ci, k
         )
@@ -171,7 +178,23 @@ cdef double _chunk(
         else:
             loss_sum += row_loss
 
-    # Backward.
+    # Backward: every layer's error.
+    for l in range(L - 1, 0, -1):
+        fan_in, fan_out = units[l], units[l + 1]
+        delta = deltas + n * unit_offsets[l]
+        below = deltas + n * unit_offsets[l - 1]
+        P.backward_product(
+            n, fan_in, fan_out, delta, params + coef_offsets[l], below,
+            n * fan_in * fan_out <= cfg.tiny_product, limit,
+        )
+        K.derivative(cfg.activation, n * fan_in, acts + n * unit_offsets[l - 1], below)
+    if clip:
+        clipped[0] += C.clip_rows(
+            &cfg.shape, n, NULL if by_entries else inputs, sparse, rows, X, Xb,
+            acts, deltas, c_rows, c_const, cfg.max_norm,
+        )
+
+    # The parameters' gradients.
     for l in range(L - 1, -1, -1):
         fan_in, fan_out = units[l], units[l + 1]
         delta = deltas + n * unit_offsets[l]
@@ -188,13 +211,6 @@ cdef double _chunk(
                 n * fan_in * fan_out <= cfg.tiny_product, limit,
             )
         P.column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
-        if l > 0:
-            below = deltas + n * unit_offsets[l - 1]
-            P.backward_product(
-                n, fan_in, fan_out, delta, params + coef_offsets[l], below,
-                n * fan_in * fan_out <= cfg.tiny_product, limit,
-            )
-            K.derivative(cfg.activation, n * fan_in, A, below)
     return loss_sum
 
 
@@ -349,7 +365,7 @@ cdef int _epoch(
             loss_sum += _chunk(
                 cfg, params, X, sparse, Y, sw, order + start + lo, hi - lo,
                 c_ptr + lo if c_ptr != NULL else NULL, <floating>c_const,
-                Xb, acts, deltas, grad, chunk == 0,
+                Xb, acts, deltas, grad, chunk == 0, &out.clipped,
             )
 
         loss = loss_sum / weight if weight != 0 else 0.0
@@ -462,7 +478,7 @@ def run_epoch(
         mean, start = average.m, average.start
     rows, spans = plan.epoch_rows(order, bounds)
     out.status = K.OK
-    out.batch = out.seen = out.steps = 0
+    out.batch = out.seen = out.steps = out.clipped = 0
     out.loss_sum = out.weight_sum = 0
     out.adam_t = state.t
     out.n_averaged = average.n_averaged if average is not None else 0
@@ -494,5 +510,6 @@ def run_epoch(
     if average is not None:
         average.n_averaged, average.samples_seen = out.n_averaged, out.samples_seen
     return EpochResult(
-        out.status, out.batch, out.loss_sum, out.weight_sum, out.seen, out.steps
+        out.status, out.batch, out.loss_sum, out.weight_sum, out.seen, out.steps,
+        out.clipped,
     )

@@ -46,7 +46,7 @@ def train_lbfgs(network, data, driver, progress, *, alpha, verbose, report):
 
     def fun(x):
         network.parameters[...] = x
-        _, _, loss, grad = data.gradient(
+        _, _, loss, grad, _ = data.gradient(
             network, every_row, scale=1.0, step=whole_set, workspace=workspace
         )
         # Only the first evaluation blames the data: later ones are trial

@@ -25,12 +25,16 @@ class EpochSums(NamedTuple):
         Rows seen, including those of skipped zero-weight batches.
     steps : int
         Optimizer steps taken.
+    clipped : int
+        Rows of those steps whose loss gradient was clipped (0 without
+        clipping).
     """
 
     loss_sum: float
     weight_sum: float
     seen: int
     steps: int
+    clipped: int = 0
 
 
 # scikit-learn's sentence, first in every divergence message, so that code

@@ -1,9 +1,9 @@
 """The estimators' parameters: their one list, defaults, constraints and docs.
 
 Both estimators take scikit-learn's MLP parameters plus the batching ones
-(``gradient_reduction``, ``drop_last``, ``average``). They are written once,
-in :class:`Parameters`; each estimator adds its own (``loss``,
-``class_weight``) through :func:`extend_signature`.
+(``gradient_reduction``, ``drop_last``, ``average``, ``max_gradient_norm``).
+They are written once, in :class:`Parameters`; each estimator adds its own
+(``loss``, ``class_weight``) through :func:`extend_signature`.
 """
 
 import inspect
@@ -16,7 +16,12 @@ from ._activations import ACTIVATIONS
 from ._optimizers import SOLVERS
 from .reduction import REDUCTIONS
 
-__all__ = ["SHARED_PARAMETERS_DOC", "Parameters", "extend_signature"]
+__all__ = [
+    "SHARED_PARAMETERS_DOC",
+    "Parameters",
+    "check_combinations",
+    "extend_signature",
+]
 
 
 class Parameters:
@@ -58,6 +63,7 @@ class Parameters:
         "gradient_reduction": [StrOptions(set(REDUCTIONS))],
         "drop_last": ["boolean", StrOptions({"merge"})],
         "average": ["boolean", Interval(Integral, 1, None, closed="left")],
+        "max_gradient_norm": [None, Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -89,6 +95,7 @@ class Parameters:
         gradient_reduction="mean",
         drop_last=False,
         average=False,
+        max_gradient_norm=None,
     ):
         for name, value in locals().items():
             if name not in ("self", "__class__"):
@@ -120,6 +127,20 @@ def extend_signature(init):
         + [p for p in shared + own if p.kind is keyword]
     )
     return init
+
+
+def check_combinations(params):
+    """Refuse settings that are each valid but do not go together.
+
+    ``params`` are an estimator's ``get_params()``, already validated one by
+    one; raises a ValueError that names the settings and the fix.
+    """
+    if params["max_gradient_norm"] is not None and params["solver"] == "lbfgs":
+        raise ValueError(
+            "max_gradient_norm clips each example's gradient in a minibatch "
+            "step, and solver='lbfgs' takes none: it minimizes E on the whole "
+            "set. Use solver='sgd' or 'adam', or set max_gradient_norm=None."
+        )
 
 
 SHARED_PARAMETERS_DOC = """\
@@ -249,4 +270,15 @@ SHARED_PARAMETERS_DOC = """\
         ``partial_fit`` calls, ``warm_start`` fits and pickling. Ignored by
         ``'lbfgs'``. With ``early_stopping``, the average is over the whole
         run.
+
+    max_gradient_norm : float > 0, default=None
+        Per-example clipping: each example's gradient of its loss (every
+        layer's weights and biases flattened into one vector, the penalty
+        left out) is scaled by ``min(1, C / ||grad(loss_i)||)``, with ``C``
+        this value, before the reduction combines the batch. The norms come
+        from the backward pass's own matrices, without forming any
+        per-example gradient. Composes with every reduction and with
+        ``'sgd'`` and ``'adam'``; refused with ``'lbfgs'``. The fraction of
+        examples clipped in each epoch is reported in
+        ``clip_fraction_curve_``, for tuning ``C``. None does not clip.
 """

@@ -14,6 +14,7 @@ cdef struct Config:
     double alpha
     double total_weight
     double weight_per_row  # S / n: a batch's expected weight per row
+    double max_norm  # per-example clipping to this norm; 0: none
     long check_steps
     long check_rows
     Py_ssize_t tiny_product
@@ -30,6 +31,7 @@ cdef struct Counters:
     double weight_sum
     long seen
     long steps
+    long clipped
     long adam_t
     long n_averaged
     long samples_seen

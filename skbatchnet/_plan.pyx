@@ -118,6 +118,9 @@ cdef class EpochPlan:
     max_rows : int, optional
         The widest batch any epoch may bring; by default the widest of
         ``bounds``.
+    max_norm : float, optional
+        Clip each example's loss gradient to this norm (``_clipping.py``);
+        None does not clip.
     tiny_product, split_rows, gemv_limit, gemm_limit, check_steps, check_rows : int
         The thresholds of ``skbatchnet._codes`` (``TINY_PRODUCT``,
         ``SMALL_BATCH_ROWS``, ``ONE_THREAD_GEMV``, ``ONE_THREAD_GEMM``,
@@ -129,7 +132,7 @@ cdef class EpochPlan:
 
     def __init__(
         self, layer_units, X, Y, sample_weight, bounds, *, activation, loss,
-        reduction, alpha, total_weight, chunk_rows, max_rows=None,
+        reduction, alpha, total_weight, chunk_rows, max_rows=None, max_norm=None,
         tiny_product=TINY_PRODUCT, split_rows=SMALL_BATCH_ROWS,
         gemv_limit=ONE_THREAD_GEMV, gemm_limit=ONE_THREAD_GEMM,
         check_steps=CHECK_STEPS, check_rows=CHECK_ROWS,
@@ -174,6 +177,8 @@ cdef class EpochPlan:
             sample_weight = _float_array(sample_weight, self.dtype, "sample_weight", (n,))
         if not total_weight > 0:
             raise ValueError(f"total_weight must be positive, got {total_weight}.")
+        if max_norm is not None and not max_norm > 0:
+            raise ValueError(f"max_norm must be positive or None, got {max_norm}.")
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
         self.bounds = check_bounds(bounds, n)
@@ -207,6 +212,7 @@ cdef class EpochPlan:
         self.cfg.alpha = alpha
         self.cfg.total_weight = total_weight
         self.cfg.weight_per_row = total_weight / n if n else 0.0
+        self.cfg.max_norm = 0.0 if max_norm is None else max_norm
         self.cfg.check_steps = max(1, check_steps)
         self.cfg.check_rows = max(1, check_rows)
         self.cfg.tiny_product = tiny_product

@@ -61,7 +61,8 @@ class TrainingData:
         return self.X.shape[0]
 
     def gradient(self, network, rows, *, scale, step, workspace):
-        """One batch's rows, weight, loss and reduced gradient times ``scale``.
+        """One batch's rows, weight, loss, reduced gradient times ``scale``,
+        and how many of its rows' gradients were clipped.
 
         The loss and gradient are None for a batch without rows, or without
         weight unless the reduction steps on the penalty alone.
@@ -76,7 +77,7 @@ class TrainingData:
         if n == 0 or (
             weight == 0 and not REDUCTIONS[step.reduction].steps_without_weight
         ):
-            return n, 0.0, None, None
+            return n, 0.0, None, None, 0
         # A batch of n rows drawn without replacement expects n S / N weight.
         expected = n * (self.total / self.n_samples)
         c = reduction_coefficients(
@@ -90,8 +91,9 @@ class TrainingData:
             alpha=step.alpha,
             total_weight=self.total,
             workspace=workspace,
+            max_norm=step.max_gradient_norm,
         )
-        return n, weight, loss, grad
+        return n, weight, loss, grad, workspace.n_clipped
 
     def objective(self, network, alpha):
         """``E`` on all of the training rows."""
@@ -100,10 +102,12 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class Step:
-    """What a step needs beyond the batch: the penalty and the reduction."""
+    """What a step needs beyond the batch: the penalty, the reduction, and
+    the norm each example's gradient is clipped to (None: not clipped)."""
 
     alpha: float
     reduction: str
+    max_gradient_norm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,11 +136,23 @@ class Progress:
     best_validation_score: float | None = None
     n_steps_per_epoch: list = field(default_factory=list)
     n_samples_per_epoch: list = field(default_factory=list)
+    clip_fraction_curve: list | None = None
     _no_improvement_count: int = 0
     _best_parameters: np.ndarray | None = None
 
-    def record(self, loss, steps, samples):
-        """Append an epoch (or L-BFGS iteration) to the curves."""
+    def record(self, loss, steps, samples, clip_fraction=None):
+        """Append an epoch (or L-BFGS iteration) to the curves.
+
+        ``clip_fraction`` is the fraction of the epoch's rows whose gradient
+        was clipped (None: no clipping). The clipping curve starts with the
+        first clipped epoch, NaN for the epochs before it, and then has one
+        entry per epoch, NaN where nothing was clipped.
+        """
+        if clip_fraction is not None and self.clip_fraction_curve is None:
+            self.clip_fraction_curve = [np.nan] * len(self.loss_curve)
+        if self.clip_fraction_curve is not None:
+            fraction = np.nan if clip_fraction is None else clip_fraction
+            self.clip_fraction_curve.append(fraction)
         self.loss_curve.append(loss)
         self.n_steps_per_epoch.append(steps)
         self.n_samples_per_epoch.append(samples)
@@ -235,11 +251,11 @@ def run_epoch(network, data, batches, optimizer, *, step, workspace, averager):
 
     A non-finite loss or weights raise :class:`Diverged`.
     """
-    loss_sum, weight_sum, seen, steps = 0.0, 0.0, 0, 0
+    loss_sum, weight_sum, seen, steps, clipped = 0.0, 0.0, 0, 0, 0
     for number, rows in enumerate(batches, start=1):
         # The optimizer's first factor (SGD's rate, Adam's 1 - beta_1) joins
         # the reduction coefficients: the gradient is linear in them.
-        n, weight, loss, grad = data.gradient(
+        n, weight, loss, grad, batch_clipped = data.gradient(
             network,
             rows,
             scale=optimizer.gradient_scale,
@@ -260,11 +276,12 @@ def run_epoch(network, data, batches, optimizer, *, step, workspace, averager):
         weight_sum += weight
         seen += n
         steps += 1
+        clipped += batch_clipped
     # The loss check above sees each step's result only at the next step;
     # this catches an epoch's last step, once per epoch.
     if not np.isfinite(network.parameters).all():
         raise Diverged("weights", number, steps, seen)
-    return EpochSums(loss_sum, weight_sum, seen, steps)
+    return EpochSums(loss_sum, weight_sum, seen, steps, clipped)
 
 
 class NumpyEpochs:
@@ -446,7 +463,10 @@ def train_epochs(
         loss = epoch_loss(sums, data, network, step.alpha)
         progress.n_iter += 1
         progress.t += sums.seen
-        progress.record(loss, sums.steps, sums.seen)
+        clip_fraction = None
+        if step.max_gradient_norm is not None:
+            clip_fraction = sums.clipped / sums.seen if sums.seen else 0.0
+        progress.record(loss, sums.steps, sums.seen, clip_fraction)
         if stopping.verbose:
             print(f"Iteration {progress.n_iter}, loss = {loss:.8f}")
         update_stopping(

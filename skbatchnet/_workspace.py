@@ -193,6 +193,8 @@ class Workspace:
         else:
             self.deltas = [np.empty((n_samples, u), dtype) for u in layer_units[1:]]
         self._accumulator = None
+        # Rows whose gradient the last backward pass clipped (Network.gradient).
+        self.n_clipped = 0
 
     def rows(self, n_rows):
         """``(activations, deltas)`` for a batch of ``n_rows`` rows."""

@@ -48,6 +48,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._activations import ACTIVATIONS
+from ._clipping import clip_factors, gradient_squared_norms
 from ._extension import squared_norm
 from ._losses import LOSSES
 from ._workspace import (
@@ -107,6 +108,14 @@ def check_batch(network, X, y, sample_weight=None):
                 "with negative weight or give them weight 0."
             )
     return Y
+
+
+def _scale_rows(delta, factors):
+    """Multiply row ``i`` of ``delta`` by ``factors[i]`` (or all by a scalar)."""
+    if isinstance(factors, np.ndarray):
+        delta *= factors[:, None]
+    elif factors != 1.0:
+        delta *= factors
 
 
 def _check_shapes(coefs, intercepts):
@@ -392,6 +401,7 @@ class Network:
         alpha=0.0,
         total_weight=None,
         workspace=None,
+        max_norm=None,
     ):
         """The reduced gradient ``sum_i c_i g_i`` of one batch, and its loss.
 
@@ -424,6 +434,10 @@ class Network:
             total weight, i.e. the batch is taken as the whole set.
         workspace : Workspace, default=None
             Buffers to write into; by default they are freshly allocated.
+        max_norm : float, default=None
+            Clip each example's loss gradient to this norm before the
+            reduction (:meth:`backward`); the penalty is not clipped. The
+            workspace's ``n_clipped`` then counts the rows clipped.
 
         Returns
         -------
@@ -451,10 +465,11 @@ class Network:
                 coefficients=c,
                 sample_weight=sample_weight,
                 decay=decay,
+                max_norm=max_norm,
             )
         else:
             total = ws.accumulator()
-            loss_sum = 0.0
+            loss_sum, clipped = 0.0, 0
             for rows in chunks(n, ws.n_samples):
                 first = rows.start == 0
                 loss_sum += self.backward(
@@ -466,12 +481,15 @@ class Network:
                     if sample_weight is None
                     else sample_weight[rows],
                     decay=decay if first else 0.0,  # the penalty counts once
+                    max_norm=max_norm,
                 )
+                clipped += ws.n_clipped
                 if first:
                     total[...] = ws.gradient
                 else:
                     total += ws.gradient
             ws.gradient[...] = total
+            ws.n_clipped = clipped
         # A batch without weight has no data term (and, for 'sum', no step).
         loss = loss_sum / weight if weight else 0.0
         if alpha:
@@ -548,12 +566,14 @@ class Network:
         decay=0.0,
         gradients=True,
         cross=None,
+        max_norm=None,
     ):
         """Forward and backward pass of one chunk, written into ``workspace``.
 
         Fills the deltas (``d loss_i / d z`` of every layer, row ``i`` scaled
-        by ``c_i``) and, with ``gradients``, ``workspace.gradient`` with
-        ``sum_i c_i grad(loss_i) + decay * W`` (biases not decayed).
+        by ``c_i``, and by ``min(1, C / ||grad(loss_i)||)`` when clipping)
+        and, with ``gradients``, ``workspace.gradient`` with
+        ``sum_i c_i clip_i grad(loss_i) + decay * W`` (biases not decayed).
 
         Parameters
         ----------
@@ -575,6 +595,10 @@ class Network:
             ``a_i^T W d_i`` row by row. ``W d_i`` is the error sent to the
             layer below before the activation's derivative is applied, so this
             costs a row-wise dot product, not a matrix product.
+        max_norm : float, default=None
+            ``C``: clip each example's loss gradient, every layer flattened,
+            to this norm (:mod:`skbatchnet._clipping`); the decay is not
+            clipped. ``workspace.n_clipped`` then counts the rows shrunk.
 
         Returns
         -------
@@ -586,39 +610,46 @@ class Network:
         Z = self._forward(X, activations, ws.product)
         # Canonical link: d loss_i / d z_i = f(z_i) - y_i, written with the
         # losses in one go. Scaling row i by c_i here carries the reduction
-        # through every layer's matrix product.
-        delta = deltas[-1]
-        losses = LOSSES[self.loss].error(Y, Z, delta)
+        # through every layer's matrix product; clipping needs every layer's
+        # unscaled error first, and scales them all afterwards.
+        losses = LOSSES[self.loss].error(Y, Z, deltas[-1])
         if sample_weight is None:
             loss_sum = float(np.add.reduce(losses))
         else:
             loss_sum = float(np.dot(sample_weight, losses))
-        if isinstance(coefficients, np.ndarray):
-            delta *= coefficients[:, None]
-        elif coefficients != 1.0:
-            delta *= coefficients
-
-        W = self.parameters[: self.n_coefs]
-        # Where the kernel adds in place, each layer's product is added onto
-        # the decay written first; otherwise the decay is added last.
-        decay_first = bool(gradients and decay and ws.decay_in_place)
-        if decay_first:
-            np.multiply(W, decay, out=ws.gradient[: self.n_coefs])
+        if max_norm is None:
+            _scale_rows(deltas[-1], coefficients)
 
         derivative = ACTIVATIONS[self.activation].derivative
         for layer in range(len(self.coefs) - 1, 0, -1):
-            below = deltas[layer - 1]
-            inputs = activations[layer - 1]
-            if gradients:
-                ws.weight_gradient(inputs, delta, ws.coef_grads[layer], decay_first)
-                ws.bias_gradient(layer, delta)
-            ws.product(delta, self.coefs[layer].T, out=below)
+            below, inputs = deltas[layer - 1], activations[layer - 1]
+            ws.product(deltas[layer], self.coefs[layer].T, out=below)
             if cross is not None:
                 cross[layer] = np.einsum("ij,ij->i", inputs, below)
-            delta = derivative(inputs, below)
+            derivative(inputs, below)
+        ws.n_clipped = 0
+        if max_norm is not None:
+            squared = gradient_squared_norms([X, *activations[:-1]], deltas)
+            factors, ws.n_clipped = clip_factors(squared, max_norm)
+            factors *= coefficients
+            for delta in deltas:
+                _scale_rows(delta, factors)
         if gradients:
-            ws.weight_gradient(X, delta, ws.coef_grads[0], decay_first)
-            ws.bias_gradient(0, delta)
-            if decay and not decay_first:
-                ws.gradient[: self.n_coefs] += np.multiply(W, decay, out=ws.penalty)
+            self._parameter_gradients(X, activations, deltas, ws, decay)
         return loss_sum
+
+    def _parameter_gradients(self, X, activations, deltas, ws, decay):
+        """``A.T delta`` and the column sums of ``delta``, layer by layer,
+        plus ``decay * W``, into ``ws.gradient``."""
+        W = self.parameters[: self.n_coefs]
+        # Where the kernel adds in place, each layer's product is added onto
+        # the decay written first; otherwise the decay is added last.
+        decay_first = bool(decay and ws.decay_in_place)
+        if decay_first:
+            np.multiply(W, decay, out=ws.gradient[: self.n_coefs])
+        for layer in range(len(self.coefs) - 1, -1, -1):
+            inputs = X if layer == 0 else activations[layer - 1]
+            ws.weight_gradient(inputs, deltas[layer], ws.coef_grads[layer], decay_first)
+            ws.bias_gradient(layer, deltas[layer])
+        if decay and not decay_first:
+            ws.gradient[: self.n_coefs] += np.multiply(W, decay, out=ws.penalty)

@@ -42,6 +42,8 @@ AXES = {
     "loss": ["squared_error", "poisson", "binary_log_loss", "multilabel", "log_loss"],
     "solver": ["sgd", "heavy_ball", "nesterov", "adam"],
     "reduction": ["mean", "sum", "unbiased"],
+    # Per-example clipping: off, clipping most rows, clipping some.
+    "max_norm": [None, 0.05, 1.0],
     "sample_weight": [None, "with_zeros"],
     "dtype": [np.float64, np.float32],
     "drop_last": [False, True, "merge"],
@@ -138,9 +140,12 @@ def _problem(
     return X, np.ascontiguousarray(Y, dtype=dtype), sw, net_loss
 
 
-def _optimizer(solver, params, reduction):
-    # 'sum' steps grow with the batch; its rate keeps every problem stable.
+def _optimizer(solver, params, reduction, activation):
+    # 'sum' steps grow with the batch, and identity units are unbounded; these
+    # rates keep every problem stable.
     lr = 0.004 if reduction == "sum" else 0.05
+    if activation == "identity":
+        lr /= 5
     if solver == "adam":
         return Adam(params, learning_rate_init=lr / 5, beta_1=0.8, beta_2=0.99)
     momentum = {"sgd": 0.0, "heavy_ball": 0.9, "nesterov": 0.9}[solver]
@@ -153,7 +158,9 @@ class _Path:
     def __init__(self, initial, config):
         self.net = Network(initial.coefs, initial.intercepts, **_options(initial))
         params = [self.net.parameters]
-        self.optimizer = _optimizer(config["solver"], params, config["reduction"])
+        self.optimizer = _optimizer(
+            config["solver"], params, config["reduction"], config["activation"]
+        )
         self.averager = None
         average = config["average"]
         if average:
@@ -204,7 +211,11 @@ def _runs(config, module=PORTABLE, n=N_SAMPLES, n_features=N_FEATURES, hidden=HI
     total = n if sw is None else float(sw.sum())
     data = TrainingData(X, Y, sw, total)
     batcher = Minibatcher(config["batch_size"], drop_last=config["drop_last"])
-    step = Step(alpha=config["alpha"], reduction=config["reduction"])
+    step = Step(
+        alpha=config["alpha"],
+        reduction=config["reduction"],
+        max_gradient_norm=config["max_norm"],
+    )
     with _chunking(config, initial):
         runner = CompiledEpochs(
             compiled.net,
@@ -263,6 +274,8 @@ def test_compiled_epochs_match_numpy(config):
             expected = _numpy_epoch(numpy_path, data, batcher, step, order)
             result = runner.run(order, compiled.optimizer, compiled.averager)
         assert result.seen == expected.seen and result.steps == expected.steps
+        # A norm within rounding of C could be counted on one side only.
+        assert abs(result.clipped - expected.clipped) <= (config["dtype"] == np.float32)
         assert result.weight_sum == pytest.approx(expected.weight_sum, rel=rtol)
         assert result.loss_sum == pytest.approx(expected.loss_sum, rel=10 * rtol)
         assert _relative(compiled.net.parameters, numpy_path.net.parameters) < rtol
@@ -348,6 +361,7 @@ def _setup(solver="sgd", lr=None, batch_size=1, config=None):
         "activation": "identity",  # unbounded, so that a large rate diverges
         "solver": solver,
         "reduction": "mean",
+        "max_norm": None,
         "average": False,
         "batch_size": batch_size,
         "drop_last": False,

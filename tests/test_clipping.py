@@ -1,0 +1,108 @@
+"""Per-example clipping (``max_gradient_norm``) against a slow reference.
+
+The reference materializes each example's gradient by the hand-written
+backprop of ``tests/_reference.py``, clips it to norm ``C``, and reduces the
+batch as a loop over examples; the penalty is added unclipped. One step of
+plain SGD through each tier (the numpy specification and the compiled loop)
+must land where the reference says, for every activation and loss, dense and
+CSR input, at batch 1 and larger.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from _reference import ACTIVATIONS, flatten, make_problem, ref_example_gradient
+
+from skbatchnet._clipping import gradient_squared_norms, row_squared_norms
+from skbatchnet._compiled import CompiledEpochs
+from skbatchnet._optimizers import SGD
+from skbatchnet._training import NumpyEpochs, Step, TrainingData
+from skbatchnet._workspace import Workspace
+from skbatchnet.batching import Minibatcher
+from skbatchnet.reduction import reduction_coefficients
+
+LOSSES = [("squared_error", 2), ("poisson", 2), ("binary_log_loss", 3), ("log_loss", 3)]
+
+
+def _reference_norms(net, X, Y):
+    """||grad(loss_i)|| of each example, from its materialized gradient."""
+    return np.array(
+        [
+            np.linalg.norm(flatten(*ref_example_gradient(net, X[i], Y[i], 0.0, 1.0)))
+            for i in range(len(X))
+        ]
+    )
+
+
+def _reference_step(net, X, Y, sw, *, reduction, alpha, C):
+    """sum_i c_i clip(grad(loss_i)) + c_total (alpha / S) W, materialized."""
+    n, S = len(X), sw.sum()
+    c, c_total = reduction_coefficients(sw, n, reduction, expected_weight=S)
+    c = np.broadcast_to(c, n)
+    step = np.zeros(net.parameters.size)
+    for i in range(n):
+        g = flatten(*ref_example_gradient(net, X[i], Y[i], 0.0, S))
+        step += c[i] * g * min(1.0, C / np.linalg.norm(g))
+    W = [alpha / S * c_total * coef for coef in net.coefs]
+    return step + flatten(W, [0 * b for b in net.intercepts])
+
+
+@pytest.mark.parametrize("loss, n_outputs", LOSSES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_the_norm_identity_equals_the_materialized_norms(activation, loss, n_outputs):
+    net, X, Y, _ = make_problem(loss, n_outputs, activation, n=9)
+    ws = Workspace(net.layer_units, len(X), net.dtype)
+    net.backward(X, Y, workspace=ws, gradients=False)
+    squared = gradient_squared_norms([X, *ws.activations[:-1]], ws.deltas)
+    np.testing.assert_allclose(
+        np.sqrt(squared), _reference_norms(net, X, Y), rtol=1e-12
+    )
+
+
+def test_sparse_row_norms_sum_duplicate_entries_first():
+    # Row 0 holds column 2 twice (1 + 2 = 3); the matrix stands for their sum.
+    X = sp.csr_matrix(
+        (np.array([1.0, 2.0, 4.0, 5.0]), np.array([2, 2, 0, 1]), np.array([0, 3, 4])),
+        shape=(2, 3),
+    )
+    assert not X.has_canonical_format
+    np.testing.assert_allclose(row_squared_norms(X), [9.0 + 16.0, 25.0])
+    np.testing.assert_allclose(row_squared_norms(X), row_squared_norms(X.toarray()))
+
+
+@pytest.mark.parametrize("runner_class", [NumpyEpochs, CompiledEpochs])
+@pytest.mark.parametrize("input_kind", ["dense", "csr", "csr_duplicates"])
+@pytest.mark.parametrize("batch", [1, 6])
+@pytest.mark.parametrize("loss, n_outputs", LOSSES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_a_clipped_step_equals_the_per_example_reference(
+    activation, loss, n_outputs, batch, input_kind, runner_class
+):
+    net, X, Y, sw = make_problem(loss, n_outputs, activation, n=6, seed=3)
+    X, Y, sw = X[:batch], Y[:batch], sw[:batch] if batch > 1 else np.array([1.7])
+    norms = _reference_norms(net, X, Y)
+    # Clip about half of the rows: a C between the norms (at batch 1, below).
+    C = float(np.median(norms)) if batch > 1 else 0.5 * norms[0]
+    reduction = "unbiased" if batch > 1 else "mean"
+    expected = net.parameters - _reference_step(
+        net, X, Y, sw, reduction=reduction, alpha=0.2, C=C
+    )
+    data_X = X
+    if input_kind == "csr":
+        data_X = sp.csr_matrix(X)
+    elif input_kind == "csr_duplicates":
+        # Each entry split into two halves stored side by side.
+        rows, cols = np.nonzero(X)  # in row-major order
+        indptr = np.r_[0, np.cumsum(2 * np.bincount(rows, minlength=batch))]
+        halves = np.repeat(X[rows, cols] / 2, 2)
+        data_X = sp.csr_matrix((halves, np.repeat(cols, 2), indptr), shape=X.shape)
+        assert data_X.nnz == 2 * rows.size
+    data = TrainingData(data_X, Y.astype(net.dtype), sw, float(sw.sum()))
+    step = Step(alpha=0.2, reduction=reduction, max_gradient_norm=C)
+    optimizer = SGD([net.parameters], 1.0, "constant", 0.0, False)
+    if runner_class is CompiledEpochs:
+        assert CompiledEpochs.supports(net, data.X, optimizer, step)
+    sums = runner_class(net, data, Minibatcher(batch), step).run(None, optimizer, None)
+    assert sums.steps == 1
+    assert sums.clipped == int(np.sum(norms > C))
+    np.testing.assert_allclose(net.parameters, expected, rtol=1e-12, atol=1e-13)
