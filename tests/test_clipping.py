@@ -106,3 +106,78 @@ def test_a_clipped_step_equals_the_per_example_reference(
     assert sums.steps == 1
     assert sums.clipped == int(np.sum(norms > C))
     np.testing.assert_allclose(net.parameters, expected, rtol=1e-12, atol=1e-13)
+
+
+# -- through the estimators -----------------------------------------------------
+
+
+def _classification():
+    from sklearn.datasets import make_classification
+
+    return make_classification(n_samples=120, n_features=6, random_state=0)
+
+
+@pytest.mark.parametrize("numpy_tier", [False, True])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_norm_above_every_gradient_changes_nothing(monkeypatch, solver, numpy_tier):
+    from conftest import use_numpy_epochs
+
+    from skbatchnet import BatchMLPClassifier
+
+    if numpy_tier:
+        use_numpy_epochs(monkeypatch)
+    X, y = _classification()
+    params = dict(hidden_layer_sizes=(5,), solver=solver, batch_size=8, max_iter=3)
+    plain = BatchMLPClassifier(**params, random_state=0).fit(X, y)
+    wide = BatchMLPClassifier(**params, max_gradient_norm=1e6, random_state=0)
+    wide.fit(X, y)
+    assert plain.clip_fraction_curve_ is None
+    assert wide.clip_fraction_curve_ == [0.0] * 3
+    for a, b in zip(plain.coefs_ + plain.intercepts_, wide.coefs_ + wide.intercepts_):
+        # Clipping scales the errors after backpropagating them, not before.
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+def test_a_tiny_norm_clips_every_example_and_slows_training():
+    from skbatchnet import BatchMLPClassifier
+
+    X, y = _classification()
+    params = dict(hidden_layer_sizes=(5,), solver="sgd", batch_size=8, max_iter=4)
+    tiny = BatchMLPClassifier(**params, max_gradient_norm=1e-6, random_state=0)
+    tiny.fit(X, y)
+    assert tiny.clip_fraction_curve_ == [1.0] * 4
+    plain = BatchMLPClassifier(**params, random_state=0).fit(X, y)
+    # Steps of norm at most lr * C per example: the weights barely leave
+    # their start, which a norm 1000 times smaller stands in for.
+    start = BatchMLPClassifier(**params, max_gradient_norm=1e-9, random_state=0)
+    start.fit(X, y)
+
+    def distance(a, b):
+        return max(np.abs(u - v).max() for u, v in zip(a.coefs_, b.coefs_))
+
+    assert distance(tiny, start) < 1e-5 < 1e-2 < distance(plain, start)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, np.nan, np.inf, "1"])
+def test_bad_max_gradient_norm_is_refused(bad):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from skbatchnet import BatchMLPRegressor
+
+    X, y = _classification()
+    with pytest.raises(InvalidParameterError, match="max_gradient_norm"):
+        BatchMLPRegressor(max_gradient_norm=bad).fit(X, y)
+
+
+def test_clipping_with_lbfgs_is_refused_and_changes_nothing():
+    from skbatchnet import BatchMLPClassifier
+
+    X, y = _classification()
+    model = BatchMLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0)
+    model.fit(X, y)
+    before = [W.copy() for W in model.coefs_]
+    model.set_params(solver="lbfgs", max_gradient_norm=1.0)
+    with pytest.raises(ValueError, match="solver='lbfgs'.*max_gradient_norm=None"):
+        model.fit(X, y)
+    for a, b in zip(model.coefs_, before):
+        np.testing.assert_array_equal(a, b)

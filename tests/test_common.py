@@ -22,7 +22,11 @@ CONFIGURATIONS = (
         {"solver": solver, "gradient_reduction": "unbiased"}
         for solver in ("sgd", "adam")
     ]
-    + [{"batch_size": 16, "drop_last": True}]
+    + [
+        {"batch_size": 16, "drop_last": True},
+        {"max_gradient_norm": 1.0},
+        {"solver": "sgd", "max_gradient_norm": 5.0, "gradient_reduction": "unbiased"},
+    ]
 )
 
 _SUM_STEP = (

@@ -74,6 +74,8 @@ GRADIENT_CASES = [
     ("adam", "full", "sum", True, {"learning_rate_init": 1e-3}),
     ("sgd", 7, "unbiased", True, {"max_iter": 2}),
     ("adam", 32, "unbiased", True, {"average": True}),
+    ("sgd", 16, "sum", True, {"max_gradient_norm": 0.5, "learning_rate_init": 1e-3}),
+    ("adam", 7, "unbiased", False, {"max_gradient_norm": 0.1}),
     ("lbfgs", "auto", "mean", True, {"max_iter": 15}),
     ("lbfgs", "auto", "mean", False, {"max_iter": 15}),
 ]
