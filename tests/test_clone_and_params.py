@@ -45,6 +45,7 @@ NON_DEFAULT = {
     "gradient_reduction": "sum",
     "drop_last": "merge",
     "average": 5,
+    "max_gradient_norm": 2.5,
     "class_weight": "balanced",
     "loss": "poisson",
 }

@@ -349,8 +349,8 @@ def test_a_killed_worker_does_not_change_the_fit(monkeypatch):
         undisturbed = DataParallel(estimator).fit(X, y)
         submit, steps, killed = ClusterData.submit, [], []
 
-        def submit_then_kill(self, parameters, rows):
-            futures = submit(self, parameters, rows)
+        def submit_then_kill(self, parameters, rows, max_norm=None):
+            futures = submit(self, parameters, rows, max_norm)
             steps.append(rows)
             if len(steps) == 5:  # a chosen step, with its tasks in flight
                 pid = next(iter(client.run(os.getpid).values()))
