@@ -42,6 +42,7 @@ from ._training import (
 )
 from ._validation import (
     check_hidden_layer_sizes,
+    check_network_size,
     check_sample_weight,
     merge_class_weight,
 )
@@ -350,6 +351,7 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         )
 
     def _initialize(self, layer_units, dtype):
+        check_network_size(layer_units, dtype, self.hidden_layer_sizes)
         self.n_outputs_ = layer_units[-1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = LOSSES[self._network_loss()].out_activation

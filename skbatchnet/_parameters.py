@@ -231,7 +231,9 @@ SHARED_PARAMETERS_DOC = """\
         Weight averaging for ``'sgd'`` and ``'adam'``, as in scikit-learn's
         ``SGDClassifier``: when True, ``coefs_`` and ``intercepts_`` (and so
         ``predict``) hold the running mean of the weights after each step;
-        an int ``k`` starts the mean once ``k`` samples have been seen.
+        an int ``k`` starts the mean once ``k`` samples have been seen (any
+        int: a ``k`` beyond the samples training sees leaves the weights
+        unaveraged).
         Training continues from the raw weights; the average carries over
         ``partial_fit`` calls, ``warm_start`` fits and pickling. Ignored by
         ``'lbfgs'``. With ``early_stopping``, the average is over the whole

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse
 
 cimport cython
+from libc.limits cimport LONG_MAX
 
 from ._codes import (
     CHECK_ROWS,
@@ -359,10 +360,15 @@ cdef class AverageState:
     mean : ndarray of shape (n_parameters,)
     n_averaged, samples_seen, start : int
         ``WeightAverage``'s counters and start; the loop advances the
-        counters.
+        counters. A ``start`` beyond the C ``long`` range is held at its
+        maximum: ``samples_seen`` is a ``long`` too, so no count of samples
+        the loop can reach is treated differently (the mean never starts).
     """
 
     def __init__(self, mean, n_averaged=0, samples_seen=0, start=1):
         self.mean = _state_vector(mean, mean.dtype, mean.shape[0], "mean")
         self.m = _address(mean)
-        self.n_averaged, self.samples_seen, self.start = n_averaged, samples_seen, start
+        self.n_averaged, self.samples_seen = n_averaged, samples_seen
+        # ``average`` is any positive int (scikit-learn's SGD takes any); the
+        # loop compares it with a long.
+        self.start = min(int(start), LONG_MAX)

@@ -1,6 +1,7 @@
 """Input checks shared by the estimators; each error names the fix."""
 
 import warnings
+from itertools import pairwise
 from numbers import Integral, Real
 
 import numpy as np
@@ -24,6 +25,28 @@ def check_hidden_layer_sizes(hidden_layer_sizes):
             f"ints such as (100,) or (64, 32), got {hidden_layer_sizes!r}."
         )
     return [int(s) for s in sizes]
+
+
+def check_network_size(layer_units, dtype, hidden_layer_sizes):
+    """Refuse a network whose parameters no array could hold.
+
+    ``hidden_layer_sizes`` accepts any positive int, so the parameter count
+    (exact, in Python ints) is checked against the largest array numpy can
+    index, before a size reaches numpy or the compiled loop's ``Py_ssize_t``
+    as an overflowed product. Below that limit an allocation that does not
+    fit in memory raises numpy's MemoryError.
+    """
+    n_parameters = sum(
+        fan_out * (fan_in + 1) for fan_in, fan_out in pairwise(layer_units)
+    )
+    limit = np.iinfo(np.intp).max // np.dtype(dtype).itemsize
+    if n_parameters > limit:
+        raise ValueError(
+            f"hidden_layer_sizes={hidden_layer_sizes!r} makes a network of "
+            f"{n_parameters} parameters on {layer_units[0]} features and "
+            f"{layer_units[-1]} outputs, more than an array can hold ({limit} "
+            f"{np.dtype(dtype).name} values). Choose smaller hidden layers."
+        )
 
 
 def check_sample_weight(sample_weight, X):
