@@ -30,7 +30,7 @@ from ._losses import LOSSES
 from ._optimizers import STOCHASTIC_SOLVERS
 from ._outcome import divergence_error
 from ._parameters import Parameters
-from ._rollback import restore, snapshot
+from ._rollback import one_fit_at_a_time, restore, snapshot
 from ._targets import LEARNING_MODES, TargetEncoding, check_encoding_mode
 from ._training import (
     Progress,
@@ -204,6 +204,7 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
 
     # -- fitting ---------------------------------------------------------------
 
+    @one_fit_at_a_time
     @with_callbacks
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -230,10 +231,17 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         KeyboardInterrupt, during training or from a callback, is not a
         failure: training ends at the last completed epoch (L-BFGS
         iteration), which is kept, with a warning.
+
+        One estimator is fitted by one call at a time: ``fit`` or
+        ``partial_fit`` called while another runs on the same estimator (from
+        another thread) raises a RuntimeError and changes nothing. To fit in
+        threads, give each its own ``sklearn.base.clone``; ``predict`` may run
+        anywhere.
         """
         return self._fit(X, y, sample_weight)
 
     @available_if(lambda est: est._check_solver())
+    @one_fit_at_a_time
     @with_callbacks
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -259,6 +267,12 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         -------
         self : object
             The updated estimator.
+
+        Notes
+        -----
+        As with :meth:`fit`, a failure leaves the estimator as it was, and a
+        call while another ``fit`` or ``partial_fit`` runs on the same
+        estimator raises a RuntimeError.
         """
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
