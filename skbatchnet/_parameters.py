@@ -156,7 +156,11 @@ SHARED_PARAMETERS_DOC = """\
         Initial step size of ``'sgd'`` and ``'adam'``.
 
     power_t : float, default=0.5
-        Exponent of ``learning_rate='invscaling'``.
+        Exponent of ``learning_rate='invscaling'``. A ``power_t`` so large
+        that the rate after a call's first epoch is below the smallest float
+        (0) raises a ValueError before training, where scikit-learn raises an
+        OverflowError; a rate that reaches 0 later in a run is 0, and the
+        stopping rule ends the run.
 
     max_iter : int, default=200
         Maximum number of epochs (passes over the data) for the stochastic

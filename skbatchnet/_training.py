@@ -28,9 +28,11 @@ from sklearn.model_selection import train_test_split
 
 from ._averaging import WeightAverage
 from ._compiled import CompiledEpochs
-from ._outcome import Diverged, EpochSums, divergence_error
+from ._optimizers import SGD
+from ._outcome import Diverged, EpochSums, Penalty, divergence_error
 from ._rollback import Checkpoint
 from ._validation import stratification
+from .batching import resolve_batch_size
 from .reduction import reduction_coefficients
 
 __all__ = [
@@ -341,7 +343,26 @@ def update_stopping(progress, network, validation, *, stopping, score):
         progress._best_parameters = network.parameters.copy()
 
 
-def _diverged(progress, error, data, *, step, optimizer, stepped):
+def _penalty(network, data, step, optimizer, batcher):
+    """The run's :class:`~skbatchnet._outcome.Penalty`, for a divergence message.
+
+    A step of SGD takes ``rate * (alpha / S)`` of the weights away per unit
+    of coefficient mass: 1 with ``'mean'``, the batch's weight with ``'sum'``
+    (here a full batch's share of ``S``).
+    """
+    n, total = data.n_samples, data.total
+    largest = float(np.finfo(network.dtype).max)
+    penalty = Penalty(step.alpha, total, network.parameters.size, largest)
+    if not isinstance(optimizer, SGD):
+        return penalty
+    mass, mu = 1.0, optimizer.momentum
+    if step.reduction == "sum":
+        mass = total * resolve_batch_size(batcher.batch_size, n) / n
+    limit = 2 * (1 + mu) / (1 + 2 * mu) if optimizer.nesterov else 2 * (1 + mu)
+    return penalty._replace(rate=optimizer.learning_rate, mass=mass, limit=limit)
+
+
+def _diverged(progress, error, data, *, step, optimizer, stepped, penalty=None):
     """Handle a divergence: raise, or stop at the best validated weights.
 
     With a held-out set and a best model already seen, training stops as if
@@ -358,6 +379,7 @@ def _diverged(progress, error, data, *, step, optimizer, stepped):
             stepped=stepped or error.steps > 0,
             learning_rate=optimizer.learning_rate,
             reduction=step.reduction,
+            penalty=penalty,
         ) from None
     progress.n_iter += 1
     progress.t += error.seen
@@ -430,8 +452,9 @@ def train_epochs(
             break
         except Diverged as error:
             stepped = epoch > 0 or progress.t > 0
+            penalty = _penalty(network, data, step, optimizer, batcher)
             kw = dict(step=step, optimizer=optimizer, stepped=stepped)
-            _diverged(progress, error, data, **kw)
+            _diverged(progress, error, data, penalty=penalty, **kw)
             # The optimizer and average of the last finite epoch go on.
             optimizer, averager = checkpoint.restore(network.parameters)
             break

@@ -137,7 +137,8 @@ def _allowed_refusals(est, task, X, y, sample_weight, classes=None):
         # Large steps may diverge (inputs are scaled up to 10x); the
         # documented refusal says which parameters to change.
         allowed.append(
-            r"Solver produced non-finite parameter weights\. "
+            r"Solver produced non-finite parameter weights\. The input data may "
+            r"contain large values and need to be preprocessed\. "
             r"Training diverged: the loss became non-finite"
         )
     if est.early_stopping:

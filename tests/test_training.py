@@ -713,7 +713,9 @@ def test_diverged_says_what_where_and_survives_pickling():
 
     error = Diverged("weights", 3, 2, 40)
     assert str(error) == (
-        "Solver produced non-finite parameter weights. Training diverged: the "
+        "Solver produced non-finite parameter weights. The input data may "
+        "contain large values and need to be preprocessed. Training diverged: "
+        "the "
         "weights became non-finite in batch 3, after 2 steps. Lower "
         "learning_rate_init or scale the inputs."
     )
@@ -759,7 +761,9 @@ def test_weights_that_overflow_in_the_last_step_are_named(
         est.fit(X, 100 * Y_REG)
     tail = ", or use gradient_reduction='mean' instead of 'sum'" * (reduction == "sum")
     assert str(info.value) == (
-        "Solver produced non-finite parameter weights. Training diverged: the "
+        "Solver produced non-finite parameter weights. The input data may "
+        "contain large values and need to be preprocessed. Training diverged: "
+        "the "
         "weights became non-finite in epoch 1, batch 1, at learning rate "
         "1e+308. To fix, lower learning_rate_init, scale the inputs (for "
         f"example with StandardScaler) or the targets{tail}."
@@ -814,7 +818,9 @@ def test_a_divergence_after_one_step_of_an_earlier_call_blames_the_steps(
     with pytest.raises(ValueError) as info, np.errstate(all="ignore"):
         est.partial_fit(X * 1e200, Y_REG)
     assert str(info.value) == (
-        "Solver produced non-finite parameter weights. Training diverged: the "
+        "Solver produced non-finite parameter weights. The input data may "
+        "contain large values and need to be preprocessed. Training diverged: "
+        "the "
         "loss became non-finite in epoch 2, batch 1, at learning rate 0.05. To "
         "fix, lower learning_rate_init, scale the inputs (for example with "
         "StandardScaler) or the targets."
