@@ -255,12 +255,12 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             seen = unique_labels(y)
             unseen = np.setdiff1d(seen, self.classes_)
             if mode == "refit" and set(seen) != set(self.classes_):
-                # scikit-learn's sentence first, for code that matches on it.
+                # scikit-learn's message first, complete, arrays printed as
+                # numpy prints them, for code that matches on it.
                 raise ValueError(
                     "warm_start can only be used where `y` has the same classes as "
-                    "in the previous call to fit. Previously got "
-                    f"{self.classes_.tolist()}, `y` has {seen.tolist()}; set "
-                    "warm_start=False to fit the new classes."
+                    f"in the previous call to fit. Previously got {self.classes_}, "
+                    f"`y` has {seen}. Set warm_start=False to fit the new classes."
                 )
             if unseen.size:
                 raise ValueError(

@@ -132,22 +132,31 @@ def stratification(labels, fraction):
 
     Stratification needs two examples per class and room for every class on
     both sides. scikit-learn stratifies binary targets and refuses those it
-    cannot stratify; it does not stratify multiclass targets, which here fall
-    back to a random split.
+    cannot stratify, with ``train_test_split``'s message, which ours starts
+    with; it does not stratify multiclass targets, which here fall back to a
+    random split.
     """
     classes, counts = np.unique(labels, return_counts=True)
     n_val = int(np.ceil(fraction * labels.shape[0]))
     room = min(n_val, labels.shape[0] - n_val)
-    if counts.min() >= 2 and room >= counts.size:
+    if counts.min() >= 2 and room >= counts.size or room < 1:
+        # An empty side train_test_split refuses itself, as in scikit-learn.
         return labels
-    rare = classes.tolist()[int(np.argmin(counts))]
+    rare = int(np.argmin(counts))
     problem = (
-        f"class {rare!r} has {counts.min()} member(s), and stratification needs 2"
+        f"class {classes.tolist()[rare]!r} has {counts.min()} member(s), and "
+        "stratification needs 2"
         if counts.min() < 2
         else f"{room} rows on the smaller side cannot hold all {counts.size} classes"
     )
     if counts.size <= 2:
+        # scikit-learn stratifies by the label indicator column as booleans,
+        # so its message calls the classes 'False' and 'True'.
+        names = [str(bool(i)) for i in range(counts.size)]
+        if counts.min() < 2:
+            problem = problem.replace(" has", f" ({names[rare]!r} above) has", 1)
         raise ValueError(
+            f"{_sklearn_split_refusal(names, counts, labels.shape[0], n_val)}. "
             "With early_stopping=True the validation split of a binary target is "
             f"stratified, but {problem}. Add examples of the rare class, change "
             "validation_fraction, or set early_stopping=False."
@@ -160,3 +169,21 @@ def stratification(labels, fraction):
         stacklevel=5,
     )
     return None
+
+
+def _sklearn_split_refusal(names, counts, n_rows, n_val):
+    """scikit-learn's words for a stratified split it refuses, in its order."""
+    if counts.min() < 2:
+        few = [name for name, count in zip(names, counts) if count < 2]
+        return (
+            "The least populated classes in y have only 1 member, which is too "
+            "few. The minimum number of groups for any class cannot be less than "
+            f"2. Classes with too few members are: {few}"
+        )
+    side, size = (
+        ("train", n_rows - n_val) if n_rows - n_val < len(names) else ("test", n_val)
+    )
+    return (
+        f"The {side}_size = {size} should be greater or equal to the number of "
+        f"classes = {len(names)}"
+    )
