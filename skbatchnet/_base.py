@@ -44,6 +44,7 @@ from ._validation import (
     check_hidden_layer_sizes,
     check_network_size,
     check_sample_weight,
+    check_sparse_structure,
     merge_class_weight,
 )
 from .backprop import Network
@@ -165,6 +166,7 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         model's; the callers cast final results back to the model's dtype.
         """
         check_is_fitted(self)
+        check_sparse_structure(X)  # before validate_data converts it
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             X = validate_data(
                 self,

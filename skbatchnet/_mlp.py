@@ -14,7 +14,7 @@ from ._base import BaseBatchMLP
 from ._losses import LOSSES
 from ._parameters import SHARED_PARAMETERS_DOC, extend_signature
 from ._targets import LEARNING_MODES, TargetEncoding, one_hot
-from ._validation import check_class_weight
+from ._validation import check_class_weight, check_sparse_structure
 
 _SHARED_ATTRIBUTES = """\
     loss_ : float
@@ -142,6 +142,9 @@ def _check_label_types(labels, name):
 
 
 def _data_and_labels(estimator, X, y, reset, dtype=None):
+    # Before validate_data, whose conversions (CSC or COO to CSR, a new
+    # dtype) would already read the index arrays.
+    check_sparse_structure(X)
     return validate_data(
         estimator,
         X,

@@ -85,6 +85,8 @@ class TrainingData:
             alpha=step.alpha,
             total_weight=self.total,
             workspace=workspace,
+            # Rows of X, whose structure was checked when it came in.
+            check_input=False,
         )
         return n, weight, loss, grad
 

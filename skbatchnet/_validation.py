@@ -5,6 +5,7 @@ from itertools import pairwise
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils.validation import _check_sample_weight
 
 
@@ -187,3 +188,210 @@ def _sklearn_split_refusal(names, counts, n_rows, n_val):
         f"The {side}_size = {size} should be greater or equal to the number of "
         f"classes = {len(names)}"
     )
+
+
+# -- the structure of sparse input ----------------------------------------------
+#
+# scipy trusts a sparse matrix's index arrays: its conversions (COO, BSR, LIL
+# and CSC to CSR), its row slicing and its products read and write where they
+# point, and so does the compiled loop, which runs with bounds checks off.
+# Malformed arrays crash the process or silently train on other entries, so
+# they are checked first, on the caller's arrays as they are (no copy, no
+# conversion). Duplicate and unsorted indices are valid: an entry stands for
+# the sum of its duplicates, in whatever order they come.
+
+_AXES = {"csr": ("row", "column"), "csc": ("column", "row")}
+_FIX = (
+    "Build the matrix from its (row, column, value) triplets with "
+    "scipy.sparse.coo_matrix((data, (row, col)), shape=shape), which checks "
+    "them, rather than by editing its arrays."
+)
+
+
+def _index_array(X, attribute, name):
+    """``X.<attribute>`` if it is a 1-D integer numpy array, else a ValueError."""
+    array = getattr(X, attribute, None)
+    if not (
+        isinstance(array, np.ndarray) and array.ndim == 1 and array.dtype.kind in "iu"
+    ):
+        described = getattr(array, "dtype", type(array).__name__)
+        raise ValueError(
+            f"{name}.{attribute} must be a 1-D numpy array of integers, got "
+            f"{described} of shape {np.shape(array)}. {_FIX}"
+        )
+    return array
+
+
+def _first_outside(indices, size):
+    """Position of the first entry of ``indices`` outside ``[0, size)``, or -1.
+
+    min and max read the array without allocating; the position is only
+    searched for when one of them is out of range.
+    """
+    if indices.size == 0 or (indices.min() >= 0 and indices.max() < size):
+        return -1
+    return int(np.flatnonzero((indices < 0) | (indices >= size))[0])
+
+
+def _check_compressed(X, name):
+    """CSR, CSC and BSR: the index pointer, then the indices it uses."""
+    fmt = X.format
+    if fmt == "bsr":
+        block_rows, block_cols = X.blocksize
+        n_major, n_minor = X.shape[0] // block_rows, X.shape[1] // block_cols
+        major, minor = "block row", "block column"
+    else:
+        n_major, n_minor = X.shape if fmt == "csr" else X.shape[::-1]
+        major, minor = _AXES[fmt]
+    indptr = _index_array(X, "indptr", name)
+    indices = _index_array(X, "indices", name)
+    data = getattr(X, "data", None)
+    n_stored = np.shape(data)[0] if np.ndim(data) >= 1 else -1
+    fmt_name = fmt.upper()
+    if indptr.size != n_major + 1:
+        raise ValueError(
+            f"{name} is a {fmt_name} matrix of shape {X.shape}, so {name}.indptr "
+            f"needs {n_major + 1} entries (one per {major}, plus one), got "
+            f"{indptr.size}. {_FIX}"
+        )
+    if indptr[0] != 0:
+        raise ValueError(
+            f"{name}.indptr[0] must be 0 (where the first {major} starts), got "
+            f"{indptr[0]}. {_FIX}"
+        )
+    if n_stored != indices.size:
+        raise ValueError(
+            f"{name}.data and {name}.indices must have one entry each per stored "
+            f"value, got {n_stored} and {indices.size}. {_FIX}"
+        )
+    if fmt == "bsr" and np.shape(data)[1:] != (block_rows, block_cols):
+        raise ValueError(
+            f"{name}.data must hold blocks of shape {X.blocksize}, got shape "
+            f"{np.shape(data)}. {_FIX}"
+        )
+    if indptr.max() > indices.size:
+        i = int(np.argmax(indptr > indices.size))
+        raise ValueError(
+            f"{name}.indptr[{i}] = {indptr[i]} points beyond the {indices.size} "
+            f"stored entries of {name}.indices and {name}.data. {_FIX}"
+        )
+    falls = np.flatnonzero(indptr[1:] < indptr[:-1])
+    if falls.size:
+        i = int(falls[0])
+        raise ValueError(
+            f"{name}.indptr must not decrease (each {major} starts where the one "
+            f"before it ends), but {name}.indptr[{i + 1}] = {indptr[i + 1]} is "
+            f"less than {name}.indptr[{i}] = {indptr[i]}. {_FIX}"
+        )
+    nnz = int(indptr[-1])
+    # Entries after indptr[-1] are spare storage that scipy never reads.
+    p = _first_outside(indices[:nnz], n_minor)
+    if p >= 0:
+        at = int(np.searchsorted(indptr, p, side="right")) - 1
+        raise ValueError(
+            f"{name}.indices[{p}] = {indices[p]} (in {major} {at}) is not a "
+            f"{minor} of {name}: {minor} indices of a {fmt_name} matrix of shape "
+            f"{X.shape} must lie in [0, {n_minor}). {_FIX}"
+        )
+
+
+def _check_coordinates(X, name):
+    """COO: every coordinate within the shape, one per stored value."""
+    coords = [_index_array(X, axis, name) for axis in ("row", "col")]
+    n_stored = np.shape(getattr(X, "data", None))
+    if any(c.size != n_stored[0] for c in coords) or len(n_stored) != 1:
+        raise ValueError(
+            f"{name}.row, {name}.col and {name}.data must be 1-D with one entry "
+            f"each per stored value, got sizes {coords[0].size}, {coords[1].size} "
+            f"and shape {n_stored}. {_FIX}"
+        )
+    for attribute, axis, c, size in zip(("row", "col"), _AXES["csr"], coords, X.shape):
+        p = _first_outside(c, size)
+        if p >= 0:
+            raise ValueError(
+                f"{name}.{attribute}[{p}] = {c[p]} is outside a matrix of shape "
+                f"{X.shape}: {axis} indices must lie in [0, {size}). {_FIX}"
+            )
+
+
+def _check_row_lists(X, name):
+    """LIL: one list of columns per row, as long as its list of values."""
+    rows, values = X.rows, X.data
+    if len(rows) != X.shape[0] or len(values) != X.shape[0]:
+        raise ValueError(
+            f"{name}.rows and {name}.data must hold one list per row of {name} "
+            f"({X.shape[0]}), got {len(rows)} and {len(values)}. {_FIX}"
+        )
+    for i, (columns, row_values) in enumerate(zip(rows, values)):
+        if len(columns) != len(row_values):
+            raise ValueError(
+                f"Row {i} of {name} lists {len(columns)} columns but "
+                f"{len(row_values)} values; they must pair up. {_FIX}"
+            )
+        bad = [c for c in columns if not 0 <= c < X.shape[1]]
+        if bad:
+            raise ValueError(
+                f"Row {i} of {name} holds column {bad[0]}, outside [0, "
+                f"{X.shape[1]}). {_FIX}"
+            )
+
+
+def _check_diagonals(X, name):
+    """DIA: one offset per stored diagonal (scipy drops what falls outside)."""
+    offsets = _index_array(X, "offsets", name)
+    if np.ndim(X.data) != 2 or np.shape(X.data)[0] != offsets.size:
+        raise ValueError(
+            f"{name}.data must be 2-D with one row per entry of {name}.offsets "
+            f"({offsets.size}), got shape {np.shape(X.data)}. {_FIX}"
+        )
+
+
+_CHECKS = {
+    "csr": _check_compressed,
+    "csc": _check_compressed,
+    "bsr": _check_compressed,
+    "coo": _check_coordinates,
+    "lil": _check_row_lists,
+    "dia": _check_diagonals,
+}
+
+
+def check_sparse_structure(X, name="X"):
+    """Refuse a sparse matrix whose index arrays do not describe its shape.
+
+    Reads the caller's arrays as they are: nothing is copied, converted or
+    modified, so it can run before any conversion. For CSR and CSC (and
+    BSR, by blocks): ``indptr`` has one entry per row (column) plus one and
+    starts at 0, never decreases and ends within ``indices``, which is as
+    long as ``data``; the indices it uses lie in ``[0, n_columns)``
+    (``[0, n_rows)`` for CSC). For COO every coordinate lies within the
+    shape; for LIL each row's columns do and pair up with its values; for
+    DIA there is one offset per diagonal. DOK is checked by scipy itself
+    when converted. Duplicate and unsorted indices are valid (duplicates
+    stand for their sum). Anything that is not a scipy sparse matrix or
+    array, and sparse input of other than two dimensions, is left to the
+    usual validation.
+
+    Parameters
+    ----------
+    X : object
+        The input, as the caller gave it.
+    name : str, default='X'
+        How the messages call it.
+
+    Raises
+    ------
+    ValueError
+        Naming the array, the entry, the value, the allowed range and the fix.
+
+    Notes
+    -----
+    Vectorized and linear in the number of stored entries (with a Python
+    loop over the rows of a LIL matrix only, a format whose rows are Python
+    lists): a few passes over the index arrays, next to the many products
+    with them that any fit makes.
+    """
+    if sp.issparse(X) and len(X.shape) == 2:
+        check = _CHECKS.get(X.format)
+        if check is not None:
+            check(X, name)

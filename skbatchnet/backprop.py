@@ -48,6 +48,7 @@ from sklearn.utils import check_random_state
 from ._activations import ACTIVATIONS
 from ._extension import squared_norm
 from ._losses import LOSSES
+from ._validation import check_sparse_structure
 from ._workspace import (
     Workspace,
     chunk_rows,
@@ -74,11 +75,15 @@ def _as_2d_target(y, dtype):
     return y.reshape(-1, 1) if y.ndim == 1 else y
 
 
-def check_batch(network, X, y, sample_weight=None):
+def check_batch(network, X, y, sample_weight=None, *, structure=True):
     """Check a batch against ``network``; ``y`` as a 2-D array of its dtype.
 
-    Each ValueError names the argument that does not fit.
+    Each ValueError names the argument that does not fit. With
+    ``structure``, a sparse ``X``'s index arrays are checked too (linear in
+    its stored entries), before scipy's slicing and products read them.
     """
+    if structure:
+        check_sparse_structure(X)
     n_in, n_out = network.coefs[0].shape[0], network.coefs[-1].shape[1]
     shape = getattr(X, "shape", ())
     if len(shape) != 2 or shape[1] != n_in or shape[0] < 1:
@@ -328,6 +333,7 @@ class Network:
 
     def decision_function(self, X):
         """Raw output pre-activations ``Z`` (logits), freshly allocated."""
+        check_sparse_structure(X)
         n = X.shape[0]
         out = np.empty((n, self.layer_units[-1]), self.dtype)
         chunk = self.chunk_rows(_FORWARD_CACHE_MIB)
@@ -390,6 +396,7 @@ class Network:
         alpha=0.0,
         total_weight=None,
         workspace=None,
+        check_input=True,
     ):
         """The reduced gradient ``sum_i c_i g_i`` of one batch, and its loss.
 
@@ -422,6 +429,11 @@ class Network:
             total weight, i.e. the batch is taken as the whole set.
         workspace : Workspace, default=None
             Buffers to write into; by default they are freshly allocated.
+        check_input : bool, default=True
+            Check a sparse ``X``'s index arrays, in time linear in its stored
+            entries. The trainers pass False for the batches they slice, at
+            every step, from data checked once when it came in; do the same
+            only for rows of a matrix already checked.
 
         Returns
         -------
@@ -432,7 +444,7 @@ class Network:
             Laid out like :attr:`parameters` (:meth:`unpack` splits it); the
             workspace's buffer when one is given.
         """
-        Y = check_batch(self, X, y, sample_weight)
+        Y = check_batch(self, X, y, sample_weight, structure=check_input)
         n = X.shape[0]
         ws = workspace if workspace is not None else self.workspace(n)
         c, c_total = coefficients
@@ -524,6 +536,7 @@ class Network:
             alpha=alpha,
             total_weight=total_weight,
             workspace=ws,
+            check_input=False,  # checked above
         )
         return loss, ws.coef_grads, ws.intercept_grads
 
@@ -548,7 +561,10 @@ class Network:
         Parameters
         ----------
         X : {ndarray, sparse matrix} of shape (n_rows, n_features)
-            At most ``workspace.n_samples`` rows.
+            At most ``workspace.n_samples`` rows. A sparse ``X`` is taken as
+            well formed, as scipy's products take it: this is the step's
+            kernel, and the callers check their data once
+            (:meth:`gradient`, the per-example tools).
         Y : ndarray of shape (n_rows, n_outputs)
             Targets in the network's dtype.
         workspace : Workspace
