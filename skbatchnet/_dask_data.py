@@ -21,6 +21,7 @@ from distributed import futures_of
 from sklearn.base import is_classifier
 
 from ._training import Step, rows_of
+from ._validation import check_sparse_structure
 from .backprop import Network
 from .reduction import Coefficients, reduction_coefficients
 
@@ -46,13 +47,17 @@ def partial_sums(parameters, spec, X, Y, w, rows):
     the penalty is left out: the reduction and the penalty need the whole
     batch, which only the client sees.
     """
+    # Before scipy slices a sparse block: its rows are read by index.
+    check_sparse_structure(X)
     net = network_of(spec, parameters)
     X, Y = rows_of(X, rows), rows_of(Y, rows)
     w = None if w is None else rows_of(w, rows)
     n = X.shape[0]
     weight = float(n) if w is None else float(w.sum())
     c = Coefficients(1.0 if w is None else w, weight)
-    loss, grad = net.gradient(X, Y, c, sample_weight=w, workspace=net.workspace(n))
+    loss, grad = net.gradient(
+        X, Y, c, sample_weight=w, workspace=net.workspace(n), check_input=False
+    )
     # gradient() returns the weighted mean loss; the client needs the sum.
     return grad.copy(), weight, loss * weight, n
 
