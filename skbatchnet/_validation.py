@@ -235,19 +235,25 @@ def _first_outside(indices, size):
 
 def _check_compressed(X, name):
     """CSR, CSC and BSR: the index pointer, then the indices it uses."""
-    fmt = X.format
+    fmt, fmt_name = X.format, X.format.upper()
+    indptr = _index_array(X, "indptr", name)
+    indices = _index_array(X, "indices", name)
+    # One value (a block for BSR, whose block shape data's shape defines)
+    # per stored index.
+    stored = np.shape(getattr(X, "data", None))
+    if len(stored) != (3 if fmt == "bsr" else 1) or stored[0] != indices.size:
+        kind = "3-D with one block" if fmt == "bsr" else "1-D with one value"
+        raise ValueError(
+            f"{name}.data of a {fmt_name} matrix must be {kind} per entry of "
+            f"{name}.indices; got shape {stored} for {name}.data and "
+            f"{indices.shape} for {name}.indices. {_FIX}"
+        )
     if fmt == "bsr":
-        block_rows, block_cols = X.blocksize
-        n_major, n_minor = X.shape[0] // block_rows, X.shape[1] // block_cols
+        n_major, n_minor = X.shape[0] // stored[1], X.shape[1] // stored[2]
         major, minor = "block row", "block column"
     else:
         n_major, n_minor = X.shape if fmt == "csr" else X.shape[::-1]
         major, minor = _AXES[fmt]
-    indptr = _index_array(X, "indptr", name)
-    indices = _index_array(X, "indices", name)
-    data = getattr(X, "data", None)
-    n_stored = np.shape(data)[0] if np.ndim(data) >= 1 else -1
-    fmt_name = fmt.upper()
     if indptr.size != n_major + 1:
         raise ValueError(
             f"{name} is a {fmt_name} matrix of shape {X.shape}, so {name}.indptr "
@@ -258,16 +264,6 @@ def _check_compressed(X, name):
         raise ValueError(
             f"{name}.indptr[0] must be 0 (where the first {major} starts), got "
             f"{indptr[0]}. {_FIX}"
-        )
-    if n_stored != indices.size:
-        raise ValueError(
-            f"{name}.data and {name}.indices must have one entry each per stored "
-            f"value, got {n_stored} and {indices.size}. {_FIX}"
-        )
-    if fmt == "bsr" and np.shape(data)[1:] != (block_rows, block_cols):
-        raise ValueError(
-            f"{name}.data must hold blocks of shape {X.blocksize}, got shape "
-            f"{np.shape(data)}. {_FIX}"
         )
     if indptr.max() > indices.size:
         i = int(np.argmax(indptr > indices.size))
@@ -299,7 +295,7 @@ def _check_coordinates(X, name):
     """COO: every coordinate within the shape, one per stored value."""
     coords = [_index_array(X, axis, name) for axis in ("row", "col")]
     n_stored = np.shape(getattr(X, "data", None))
-    if any(c.size != n_stored[0] for c in coords) or len(n_stored) != 1:
+    if len(n_stored) != 1 or any(c.size != n_stored[0] for c in coords):
         raise ValueError(
             f"{name}.row, {name}.col and {name}.data must be 1-D with one entry "
             f"each per stored value, got sizes {coords[0].size}, {coords[1].size} "

@@ -200,7 +200,7 @@ MALFORMED = {
     ),
     "data shorter than indices": (
         lambda: _set(_csr(), data=_csr().data[:-1]),
-        ["X.data and X.indices", f"got {NNZ - 1} and {NNZ}"],
+        [f"got shape ({NNZ - 1},) for X.data and ({NNZ},) for X.indices"],
     ),
     "float indices": (
         lambda: _set(_csr(), indices=_csr().indices.astype(float)),
