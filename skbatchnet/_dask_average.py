@@ -21,7 +21,6 @@ whole data on every block.
 """
 
 import math
-import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -30,6 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ._dask_data import network_of
 from ._optimizers import SOLVERS
 from ._training import TrainingData, rows_of, run_epoch, update_stopping
+from ._warn import warn
 from .batching import Minibatcher, resolve_batch_size
 
 
@@ -147,11 +147,10 @@ def train_local_sgd(context, data, local_steps):
         if context.stalled():
             break
         if epoch == estimator.max_iter:
-            warnings.warn(
+            warn(
                 f"Stochastic Optimizer: Maximum iterations ({epoch}) reached and "
                 "the optimization hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
     context.publish()
 

@@ -7,13 +7,13 @@ so ``batch_size`` and ``gradient_reduction`` do not apply. The bookkeeping
 """
 
 import math
-import warnings
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._outcome import Penalty, divergence_error
 from ._training import Step, interrupted
+from ._warn import warn
 
 __all__ = ["train_lbfgs"]
 
@@ -92,11 +92,10 @@ def train_lbfgs(network, data, driver, progress, *, alpha, verbose, report):
         raise divergence_error(where, stepped=True, penalty=penalty)
     progress.best_loss = min(progress.loss_curve + [loss])
     if result is not None and result.status != 0:
-        warnings.warn(
+        warn(
             f"lbfgs failed to converge after {progress.n_iter} iterations "
             f"(status={result.status}): {result.message}. Increase max_iter "
             "or max_fun, or scale the data.",
             ConvergenceWarning,
-            stacklevel=4,
         )
     return loss

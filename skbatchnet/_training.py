@@ -19,7 +19,6 @@ compiled loop, which takes the same steps); :func:`epoch_runner` picks one.
 """
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +31,7 @@ from ._optimizers import SGD
 from ._outcome import Diverged, EpochSums, Penalty, divergence_error
 from ._rollback import Checkpoint
 from ._validation import stratification
+from ._warn import warn
 from .batching import resolve_batch_size
 from .reduction import reduction_coefficients
 
@@ -388,21 +388,19 @@ def _diverged(progress, error, data, *, step, optimizer, stepped, penalty=None):
     progress.record(np.nan, error.steps, error.seen)
     progress.validation_scores.append(np.nan)
     progress.validation_loss_curve.append(np.nan)
-    warnings.warn(
+    warn(
         f"Training diverged: {where}. Training stops there and keeps the "
         "weights of the best validation score; lower learning_rate_init or "
         "scale the inputs to train further.",
         ConvergenceWarning,
-        stacklevel=4,
     )
 
 
 def interrupted(progress):
     """Warn that training stopped at the last completed epoch (iteration)."""
-    warnings.warn(
+    warn(
         "Training interrupted by user; the model is kept as it was after "
-        f"epoch {progress.n_iter}.",
-        stacklevel=4,
+        f"epoch {progress.n_iter}."
     )
 
 
@@ -487,10 +485,9 @@ def train_epochs(
                 break
             progress._no_improvement_count = 0
         if progress.n_iter == max_iter:
-            warnings.warn(
+            warn(
                 f"Stochastic Optimizer: Maximum iterations ({max_iter}) "
                 "reached and the optimization hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
     return optimizer, averager

@@ -1,12 +1,13 @@
 """Input checks shared by the estimators; each error names the fix."""
 
-import warnings
 from itertools import pairwise
 from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import _check_sample_weight
+
+from ._warn import warn
 
 
 def check_hidden_layer_sizes(hidden_layer_sizes):
@@ -162,12 +163,11 @@ def stratification(labels, fraction):
             f"stratified, but {problem}. Add examples of the rare class, change "
             "validation_fraction, or set early_stopping=False."
         )
-    warnings.warn(
+    warn(
         f"The early-stopping validation split cannot be stratified: {problem}. "
         "It is drawn at random instead, as scikit-learn draws it for multiclass "
         "targets.",
         UserWarning,
-        stacklevel=5,
     )
     return None
 
