@@ -140,6 +140,14 @@ def train_local_sgd(context, data, local_steps):
         for _ in range(rounds):
             progress.t += _round(net, data, shards, steps, settings)
         loss = data.objective(net, step.alpha)
+        curve, growth = progress.loss_curve, stopping.growth
+        # A fit on the cluster starts afresh, so its first epoch saw this
+        # data. (A rule that does not stop is for noisy training, which this
+        # strategy does not offer.)
+        if growth.stops and growth.broken(curve, loss):
+            optimizer = shards[0].optimizer
+            kw = dict(optimizer=optimizer, reduction=step.reduction)
+            raise growth.error(curve[0], loss, epoch, **kw)
         progress.n_iter += 1
         progress.loss_curve.append(loss)
         estimator.loss_ = loss

@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 
 from ._averaging import WeightAverage
 from ._compiled import CompiledEpochs
+from ._growth import LossGrowth
 from ._optimizers import SGD
 from ._outcome import Diverged, EpochSums, Penalty, divergence_error
 from ._rollback import Checkpoint
@@ -105,11 +106,16 @@ class Step:
 
 @dataclass(frozen=True)
 class Stopping:
-    """What the stopping rule and the reports need."""
+    """What the stopping rules and the reports need.
+
+    ``growth`` is the divergence-by-growth rule (:mod:`skbatchnet._growth`);
+    a run under differentially private noise passes one that only warns.
+    """
 
     tol: float
     n_iter_no_change: float
     verbose: bool
+    growth: LossGrowth = LossGrowth()
 
 
 @dataclass
@@ -364,18 +370,39 @@ def _penalty(network, data, step, optimizer, batcher):
     return penalty._replace(rate=optimizer.learning_rate, mass=mass, limit=limit)
 
 
-def _diverged(progress, error, data, *, step, optimizer, stepped, penalty=None):
-    """Handle a divergence: raise, or stop at the best validated weights.
+def _stop_at_best(progress, data, where, advice, *, loss, steps, seen):
+    """Stop a diverged run at its best validated weights, if it has them.
 
-    With a held-out set and a best model already seen, training stops as if
-    the epoch ended with nan scores, warns, and returns True (the caller
-    restores the best weights); otherwise the divergence error is raised.
+    With a held-out set and a best model already seen, the epoch is recorded
+    with ``loss`` and nan scores, a warning says why training stopped, and
+    True is returned (the caller restores the best weights); else False.
     """
+    if data.validation is None or progress._best_parameters is None:
+        return False
+    progress.n_iter += 1
+    progress.t += seen
+    progress.record(loss, steps, seen)
+    progress.validation_scores.append(np.nan)
+    progress.validation_loss_curve.append(np.nan)
+    warn(
+        f"Training diverged: {where}. Training stops there and keeps the "
+        f"weights of the best validation score; {advice}",
+        ConvergenceWarning,
+    )
+    return True
+
+
+def _diverged(progress, error, data, *, step, optimizer, stepped, penalty=None):
+    """Handle a non-finite epoch: raise, or stop at the best validated weights."""
     where = (
         f"the {error.what} became non-finite in epoch {progress.n_iter + 1}, "
         f"batch {error.batch}"
     )
-    if data.validation is None or progress._best_parameters is None:
+    advice = "lower learning_rate_init or scale the inputs to train further."
+    kept = _stop_at_best(
+        progress, data, where, advice, loss=np.nan, steps=error.steps, seen=error.seen
+    )
+    if not kept:
         raise divergence_error(
             where,
             stepped=stepped or error.steps > 0,
@@ -383,17 +410,25 @@ def _diverged(progress, error, data, *, step, optimizer, stepped, penalty=None):
             reduction=step.reduction,
             penalty=penalty,
         ) from None
-    progress.n_iter += 1
-    progress.t += error.seen
-    progress.record(np.nan, error.steps, error.seen)
-    progress.validation_scores.append(np.nan)
-    progress.validation_loss_curve.append(np.nan)
-    warn(
-        f"Training diverged: {where}. Training stops there and keeps the "
-        "weights of the best validation score; lower learning_rate_init or "
-        "scale the inputs to train further.",
-        ConvergenceWarning,
-    )
+
+
+def _grew(progress, data, sums, loss, *, growth, step, optimizer, stops):
+    """Apply the divergence-by-growth rule to an epoch whose ``loss`` broke it.
+
+    With ``stops``, returns True when training stops at the best validated
+    weights, and raises the divergence ValueError when there are none;
+    without, warns and returns False: training goes on.
+    """
+    args = (progress.loss_curve[0], loss, progress.n_iter + 1)
+    kw = dict(optimizer=optimizer, reduction=step.reduction)
+    if not stops:
+        warn(growth.warning(*args, **kw), RuntimeWarning)
+        return False
+    where, remedy = growth.diagnosis(*args, **kw)
+    epoch = dict(loss=loss, steps=sums.steps, seen=sums.seen)
+    if not _stop_at_best(progress, data, where, remedy + ".", **epoch):
+        raise growth.error(*args, **kw)
+    return True
 
 
 def interrupted(progress):
@@ -429,9 +464,12 @@ def train_epochs(
     returns True to stop. With ``max_iter``, reaching
     ``progress.n_iter == max_iter`` warns that training has not converged. A
     KeyboardInterrupt, in an epoch or in ``report``, ends training at the
-    last completed epoch. A divergence raises a ValueError, unless there is
-    a held-out set and a best model: then training stops, warning, and the
-    caller restores the best weights.
+    last completed epoch. A divergence (a non-finite loss or weights, or a
+    loss past ``stopping.growth``, :mod:`skbatchnet._growth`) raises a
+    ValueError, unless there is a held-out set and a best model: then
+    training stops, warning, and the caller restores the best weights. A
+    growth past the rule only warns, once, when the first epoch ran in an
+    earlier call or the rule does not stop.
 
     Returns
     -------
@@ -440,6 +478,11 @@ def train_epochs(
         the ones of the last completed epoch).
     """
     orders = batcher.iter_orders(data.n_samples)
+    # The growth rule stops training only if the first epoch it compares with
+    # ran in this call, on this call's data; one run by an earlier call
+    # (partial_fit, warm_start=True) may have seen other data, so then it warns.
+    growth = stopping.growth
+    stops = growth.stops and not progress.loss_curve
     for epoch in range(n_epochs):
         checkpoint = Checkpoint(network.parameters, optimizer, averager, rng)
         try:
@@ -459,6 +502,11 @@ def train_epochs(
             optimizer, averager = checkpoint.restore(network.parameters)
             break
         loss = epoch_loss(sums, data, network, step.alpha)
+        if growth.broken(progress.loss_curve, loss):
+            kw = dict(growth=growth, step=step, optimizer=optimizer, stops=stops)
+            if _grew(progress, data, sums, loss, **kw):
+                optimizer, averager = checkpoint.restore(network.parameters)
+                break
         progress.n_iter += 1
         progress.t += sums.seen
         progress.record(loss, sums.steps, sums.seen)

@@ -320,6 +320,34 @@ def test_malformed_sparse_blocks_are_refused_on_the_workers(client):
     np.testing.assert_array_equal(_flat(model.estimator_), before)
 
 
+@pytest.mark.parametrize("strategy", ["gradient", "average"])
+def test_a_runaway_loss_stops_the_fit_and_leaves_the_wrapper_unfitted(client, strategy):
+    # Full-batch SGD at this rate: the loss stays finite and grows about 100
+    # times per epoch, past the divergence-by-growth rule (1000 times the
+    # first epoch's, two epochs in a row) by epoch 5.
+    X, y, _ = _data()
+    estimator = BatchMLPRegressor(
+        hidden_layer_sizes=(8,),
+        activation="identity",
+        solver="sgd",
+        momentum=0.0,
+        learning_rate_init=1.0,
+        batch_size="full",
+        max_iter=30,
+        random_state=0,
+    )
+    with pytest.raises(ValueError) as in_memory:
+        clone(estimator).fit(X, y)
+    model = DataParallel(estimator, strategy=strategy)
+    with pytest.raises(ValueError) as on_cluster:
+        model.fit(*_dask(X, y)[:2])
+    message = str(on_cluster.value)
+    assert message.startswith("Training diverged: the training loss grew to "), message
+    if strategy == "gradient":  # the in-memory fit's steps, so its words
+        assert message == str(in_memory.value)
+    assert not hasattr(model, "estimator_")
+
+
 @pytest.mark.parametrize(
     "setting, strategy, name",
     [

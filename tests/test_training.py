@@ -13,7 +13,12 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import intercept_loop_results, spy_split, use_numpy_epochs
+from conftest import (
+    intercept_loop_results,
+    spy_split,
+    use_numpy_epochs,
+    without_growth_rule,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
@@ -550,6 +555,7 @@ def test_divergence_after_a_best_model_warns_and_counts_the_epoch(
 
     if numpy_epochs:
         use_numpy_epochs(monkeypatch)
+    without_growth_rule(monkeypatch)  # the non-finite path
     rng = np.random.RandomState(0)
     X3 = rng.randn(60, 3)
     # Full-batch SGD at this rate on a linear network grows the weights epoch
