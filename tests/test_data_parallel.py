@@ -12,11 +12,13 @@ function defined inside a test (pickled by value).
 """
 
 import importlib
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import traceback
+import warnings
 
 import numpy as np
 import pytest
@@ -346,6 +348,21 @@ def test_a_runaway_loss_stops_the_fit_and_leaves_the_wrapper_unfitted(client, st
     if strategy == "gradient":  # the in-memory fit's steps, so its words
         assert message == str(in_memory.value)
     assert not hasattr(model, "estimator_")
+
+
+@pytest.mark.parametrize("strategy", ["gradient", "average"])
+def test_warnings_name_the_line_that_called_fit(client, strategy):
+    X, y, _ = _data()
+    estimator = BatchMLPRegressor(
+        hidden_layer_sizes=(5,), solver="sgd", batch_size=32, max_iter=1
+    )
+    model = DataParallel(estimator, strategy=strategy)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        model.fit(*_dask(X, y)[:2])
+    [warning] = [w for w in record if "Maximum iterations" in str(w.message)]
+    assert (warning.filename, warning.lineno) == (__file__, line)
 
 
 @pytest.mark.parametrize(
