@@ -10,32 +10,21 @@ Python 3.12's ``warnings.warn(skip_file_prefixes=...)`` does the same, but
 the package supports 3.10 and 3.11, so it walks the stack itself.
 """
 
-import os
 import sys
 import warnings
 
-import joblib
-import sklearn
-
 __all__ = ["warn"]
 
-
-def _folder(module):
-    return os.path.dirname(os.path.abspath(module.__file__)) + os.sep
-
-
-# The package's own folder is found without importing it (this module is
-# imported while the package is). The separator at the end keeps a sibling
-# folder whose name starts the same (say, sklearn_extra) from matching.
-LIBRARY_FOLDERS = (
-    os.path.dirname(os.path.abspath(__file__)) + os.sep,
-    _folder(sklearn),
-    _folder(joblib),
-)
+# The libraries between a user's call and a warning, by top-level package
+# name: a module's name, unlike its file, is the same in a source tree, in
+# site-packages and in a zip, and names no sibling (sklearn_extra is not
+# sklearn).
+LIBRARIES = frozenset({"skbatchnet", "sklearn", "joblib"})
 
 
 def _in_libraries(frame):
-    return os.path.abspath(frame.f_code.co_filename).startswith(LIBRARY_FOLDERS)
+    name = frame.f_globals.get("__name__") or ""
+    return name.partition(".")[0] in LIBRARIES
 
 
 def stacklevel():
