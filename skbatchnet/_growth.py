@@ -88,9 +88,13 @@ class LossGrowth:
             return False
         return len(above) == self.epochs or not above[0]
 
-    def diagnosis(self, first, loss, epoch, *, optimizer, reduction):
+    def diagnosis(
+        self, first, loss, epoch, *, optimizer, reduction, steps=2, penalty=None
+    ):
         """Two clauses for the messages: what grew, how far and when; then the
-        cause and the remedy, for the ``optimizer`` and ``reduction`` used."""
+        cause and the remedies, for the ``optimizer``, ``reduction``, ``steps``
+        per epoch and L2 ``penalty`` (a :class:`~skbatchnet._outcome.Penalty`,
+        which may name alpha) of the run."""
         where = (
             f"the training loss grew to {loss:.4g} in epoch {epoch}, more than "
             f"{self.factor:g} times the first epoch's {first:.4g}"
@@ -98,32 +102,35 @@ class LossGrowth:
         # Momentum multiplies the step by up to 1 / (1 - momentum); Adam's
         # moments do not (they divide out the gradient's scale).
         momentum = getattr(optimizer, "momentum", 0)
-        fixes = "lower learning_rate_init" + (", lower momentum" if momentum else "")
+        fixes = ["lower learning_rate_init"] + ["lower momentum"] * bool(momentum)
         if reduction == "sum":
-            fixes += (
-                ", or use gradient_reduction='mean' ('sum' steps grow with the batch)"
+            fixes.append(
+                "use gradient_reduction='mean' ('sum' steps grow with the batch)"
             )
-        else:
-            fixes += ", or use a larger batch_size"
+        elif steps > 1:  # one step an epoch: the batch is already the whole set
+            fixes.append("use a larger batch_size")
         cause = "batch size and momentum" if momentum else "batch size"
-        return where, f"the step is too large for this {cause}. To fix, {fixes}"
+        cause = f"the step is too large for this {cause}."
+        blamed = None if penalty is None else penalty.blame()
+        if blamed is not None:
+            cause += f" {blamed[0]}"
+            fixes.insert(0, f"lower alpha below {blamed[1]:.3g}")
+        fixes = ", ".join(fixes[:-1]) + ", or " * (len(fixes) > 1) + fixes[-1]
+        return where, f"{cause} To fix, {fixes}"
 
-    def error(self, first, loss, epoch, *, optimizer, reduction):
-        """The divergence ValueError of an epoch that broke the rule."""
-        where, remedy = self.diagnosis(
-            first, loss, epoch, optimizer=optimizer, reduction=reduction
-        )
+    def error(self, first, loss, epoch, **run):
+        """The divergence ValueError of an epoch that broke the rule; ``run``
+        as :meth:`diagnosis` takes it."""
+        where, remedy = self.diagnosis(first, loss, epoch, **run)
         return ValueError(
             f"Training diverged: {where}, at learning rate "
-            f"{optimizer.learning_rate:g}: {remedy}."
+            f"{run['optimizer'].learning_rate:g}: {remedy}."
         )
 
-    def warning(self, first, loss, epoch, *, optimizer, reduction):
+    def warning(self, first, loss, epoch, **run):
         """The message of a growth the rule only warns about: training goes on,
         because the rule does not stop, or the first epoch was not this call's."""
-        where, remedy = self.diagnosis(
-            first, loss, epoch, optimizer=optimizer, reduction=reduction
-        )
+        where, remedy = self.diagnosis(first, loss, epoch, **run)
         why = (
             "the first epoch was run by an earlier call (partial_fit, or fit "
             "with warm_start=True), maybe on other data"

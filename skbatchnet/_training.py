@@ -412,7 +412,7 @@ def _diverged(progress, error, data, *, step, optimizer, stepped, penalty=None):
         ) from None
 
 
-def _grew(progress, data, sums, loss, *, growth, step, optimizer, stops):
+def _grew(progress, data, sums, loss, *, growth, step, optimizer, stops, penalty):
     """Apply the divergence-by-growth rule to an epoch whose ``loss`` broke it.
 
     With ``stops``, returns True when training stops at the best validated
@@ -420,7 +420,8 @@ def _grew(progress, data, sums, loss, *, growth, step, optimizer, stops):
     without, warns and returns False: training goes on.
     """
     args = (progress.loss_curve[0], loss, progress.n_iter + 1)
-    kw = dict(optimizer=optimizer, reduction=step.reduction)
+    kw = dict(optimizer=optimizer, reduction=step.reduction, penalty=penalty)
+    kw.update(steps=sums.steps)
     if not stops:
         warn(growth.warning(*args, **kw), RuntimeWarning)
         return False
@@ -503,8 +504,9 @@ def train_epochs(
             break
         loss = epoch_loss(sums, data, network, step.alpha)
         if growth.broken(progress.loss_curve, loss):
+            penalty = _penalty(network, data, step, optimizer, batcher)
             kw = dict(growth=growth, step=step, optimizer=optimizer, stops=stops)
-            if _grew(progress, data, sums, loss, **kw):
+            if _grew(progress, data, sums, loss, penalty=penalty, **kw):
                 optimizer, averager = checkpoint.restore(network.parameters)
                 break
         progress.n_iter += 1

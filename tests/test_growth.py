@@ -11,6 +11,7 @@ read from the package.
 """
 
 import dataclasses
+import re
 import warnings
 
 import numpy as np
@@ -190,6 +191,37 @@ def test_a_rule_that_does_not_stop_only_warns(monkeypatch):
     assert warning.category is RuntimeWarning
     assert "the rule only warns in this run" in str(warning.message)
     assert est.n_iter_ == RUNAWAY["max_iter"]
+
+
+@TIERS
+@pytest.mark.parametrize("alpha, rate", [(1e-4, 1.0), (600.0, 0.5)])
+def test_the_message_names_alpha_when_the_penalty_alone_diverges(
+    monkeypatch, numpy_epochs, alpha, rate
+):
+    # Full-batch SGD without momentum on 100 rows. At rate 0.5, alpha = 600
+    # makes a step on the penalty alone take 3 times the weights away, past
+    # the limit of 2 (alpha / S >= 1), while the data alone trains; at rate 1
+    # the data alone diverges, and alpha = 1e-4 is not to blame. Both losses
+    # grow for epochs before they would overflow.
+    if numpy_epochs:
+        use_numpy_epochs(monkeypatch)
+    rng = np.random.RandomState(0)
+    X = rng.randn(100, 3)
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.randn(100)
+    params = dict(hidden_layer_sizes=(4,), solver="sgd", momentum=0.0, alpha=alpha)
+    params.update(batch_size="full", learning_rate_init=rate, random_state=0)
+    with pytest.raises(ValueError, match="the training loss grew") as info:
+        BatchMLPRegressor(max_iter=100, **params).fit(X, y)
+    message = str(info.value)
+    # One step an epoch: a larger batch is not a remedy.
+    assert "batch_size" not in message, message
+    if alpha < 1:
+        assert "alpha" not in message, message
+        return
+    assert "alpha=600" in message, message
+    bound = float(re.search(r"lower alpha below ([0-9.e+]+),", message).group(1))
+    assert bound < alpha
+    BatchMLPRegressor(max_iter=100, **{**params, "alpha": bound / 2}).fit(X, y)
 
 
 @pytest.mark.parametrize("seed", range(20))
