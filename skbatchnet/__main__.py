@@ -63,7 +63,7 @@ DEFAULTS = {"max_iter": 30, "cv": 3}
 QUICK = {"max_iter": 3, "cv": 2}
 
 HIDDEN_LAYER_SIZES = (64,)
-# Of 'mean'; 'sum' runs at this rate divided by the batch size.
+# Of 'mean'; 'sum' runs at this rate divided by SUM_RATE_BATCH.
 LEARNING_RATE_INIT = 0.01
 # 'sum' runs at the per-example rate that 'mean' has at this batch size.
 SUM_RATE_BATCH = 16
@@ -474,10 +474,10 @@ skbatchnet demo: grid search over batch_size x gradient_reduction{quick}
   MLP:   hidden_layer_sizes={hidden}, solver='sgd', max_iter={max_iter},
          random_state={seed}
   rates: 'mean' steps at learning_rate_init={rate:g}; 'sum' adds up the
-         batch's gradients, so it runs at the per-example rate {rate:g} /
-         batch size (the linear scaling rule; for 'full', the smallest
-         training fold). Both then take the same steps, except on an
-         epoch's short last batch, whose 'sum' step is smaller.
+         batch's gradients and runs at learning_rate_init={rate:g} / {sum_batch}
+         at every batch size, so its step grows with the batch (the linear
+         scaling rule): the steps of 'mean' at batch size {sum_batch}, shorter
+         below it, longer above.
   rows:  printed as each candidate's CV is done; means over the folds
          (one BLAS thread per fit); steps/fit = the optimizer steps each
          fitted CV model recorded; a diverged candidate is listed with the
@@ -501,6 +501,7 @@ def main(argv=None):
         max_iter=args.max_iter,
         seed=RANDOM_STATE,
         rate=LEARNING_RATE_INIT,
+        sum_batch=SUM_RATE_BATCH,
     )
     print(header, flush=True)
 

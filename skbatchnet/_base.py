@@ -30,7 +30,7 @@ from ._losses import LOSSES
 from ._optimizers import STOCHASTIC_SOLVERS
 from ._outcome import divergence_error
 from ._parameters import Parameters
-from ._rollback import restore, snapshot
+from ._rollback import one_fit_at_a_time, restore, snapshot
 from ._targets import LEARNING_MODES, TargetEncoding, check_encoding_mode
 from ._training import (
     Progress,
@@ -42,7 +42,9 @@ from ._training import (
 )
 from ._validation import (
     check_hidden_layer_sizes,
+    check_network_size,
     check_sample_weight,
+    check_sparse_structure,
     merge_class_weight,
 )
 from .backprop import Network
@@ -164,6 +166,7 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         model's; the callers cast final results back to the model's dtype.
         """
         check_is_fitted(self)
+        check_sparse_structure(X)  # before validate_data converts it
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             X = validate_data(
                 self,
@@ -203,6 +206,7 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
 
     # -- fitting ---------------------------------------------------------------
 
+    @one_fit_at_a_time
     @with_callbacks
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -229,10 +233,17 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         KeyboardInterrupt, during training or from a callback, is not a
         failure: training ends at the last completed epoch (L-BFGS
         iteration), which is kept, with a warning.
+
+        One estimator is fitted by one call at a time: ``fit`` or
+        ``partial_fit`` called while another runs on the same estimator (from
+        another thread) raises a RuntimeError and changes nothing. To fit in
+        threads, give each its own ``sklearn.base.clone``; ``predict`` may run
+        anywhere.
         """
         return self._fit(X, y, sample_weight)
 
     @available_if(lambda est: est._check_solver())
+    @one_fit_at_a_time
     @with_callbacks
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -258,6 +269,12 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         -------
         self : object
             The updated estimator.
+
+        Notes
+        -----
+        As with :meth:`fit`, a failure leaves the estimator as it was, and a
+        call while another ``fit`` or ``partial_fit`` runs on the same
+        estimator raises a RuntimeError.
         """
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
@@ -350,6 +367,7 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         )
 
     def _initialize(self, layer_units, dtype):
+        check_network_size(layer_units, dtype, self.hidden_layer_sizes)
         self.n_outputs_ = layer_units[-1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = LOSSES[self._network_loss()].out_activation

@@ -10,8 +10,6 @@ optimizer's buffers, the weight average), so the two can take turns. The
 typed state the loop reads is built once, when the runner is made.
 """
 
-import warnings
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -20,6 +18,7 @@ from ._activations import ACTIVATIONS
 from ._codes import Status
 from ._losses import LOSSES
 from ._outcome import Diverged, EpochSums
+from ._warn import warn
 from .reduction import REDUCTIONS
 
 __all__ = ["CompiledEpochs", "missing_kernels"]
@@ -108,12 +107,11 @@ class CompiledEpochs:
             key = tuple(missing)
             if key not in _warned:
                 _warned.add(key)
-                warnings.warn(
+                warn(
                     f"{', '.join(missing)} has no compiled kernel; training runs "
                     "on the numpy path. Give its registry entry a code and a "
                     "kernel in _kernels.pxd to train it in the compiled loop.",
                     RuntimeWarning,
-                    stacklevel=4,
                 )
             return False
         if _extension.epoch_module() is None:

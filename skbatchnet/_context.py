@@ -231,6 +231,8 @@ class TrainingContext:
         self.data, self.batcher = data, est._batcher(data.n_samples)
         if not incremental:
             self.progress.n_iter = 0
+        # Before any step: a schedule refused now costs no training.
+        est._optimizer.check_schedule(self.progress.t + data.n_samples)
         averager = est._train_epochs(
             net, data, self.batcher, incremental=incremental, report=report
         )

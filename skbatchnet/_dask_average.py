@@ -21,7 +21,6 @@ whole data on every block.
 """
 
 import math
-import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -30,6 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ._dask_data import network_of
 from ._optimizers import SOLVERS
 from ._training import TrainingData, rows_of, run_epoch, update_stopping
+from ._warn import warn
 from .batching import Minibatcher, resolve_batch_size
 
 
@@ -140,6 +140,14 @@ def train_local_sgd(context, data, local_steps):
         for _ in range(rounds):
             progress.t += _round(net, data, shards, steps, settings)
         loss = data.objective(net, step.alpha)
+        curve, growth = progress.loss_curve, stopping.growth
+        # A fit on the cluster starts afresh, so its first epoch saw this
+        # data. (A rule that does not stop is for noisy training, which this
+        # strategy does not offer.)
+        if growth.stops and growth.broken(curve, loss):
+            optimizer = shards[0].optimizer
+            kw = dict(optimizer=optimizer, reduction=step.reduction)
+            raise growth.error(curve[0], loss, epoch, **kw)
         progress.n_iter += 1
         progress.loss_curve.append(loss)
         estimator.loss_ = loss
@@ -147,11 +155,10 @@ def train_local_sgd(context, data, local_steps):
         if context.stalled():
             break
         if epoch == estimator.max_iter:
-            warnings.warn(
+            warn(
                 f"Stochastic Optimizer: Maximum iterations ({epoch}) reached and "
                 "the optimization hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
     context.publish()
 

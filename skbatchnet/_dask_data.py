@@ -21,6 +21,7 @@ from distributed import futures_of
 from sklearn.base import is_classifier
 
 from ._training import Step, rows_of
+from ._validation import check_sparse_structure
 from .backprop import Network
 from .reduction import REDUCTIONS, Coefficients, reduction_coefficients
 
@@ -48,6 +49,8 @@ def partial_sums(parameters, spec, X, Y, w, rows, max_norm=None):
     batch, which only the client sees. Clipping is each example's own, so
     clipped sums add up across blocks.
     """
+    # Before scipy slices a sparse block: its rows are read by index.
+    check_sparse_structure(X)
     net = network_of(spec, parameters)
     X, Y = rows_of(X, rows), rows_of(Y, rows)
     w = None if w is None else rows_of(w, rows)
@@ -55,7 +58,9 @@ def partial_sums(parameters, spec, X, Y, w, rows, max_norm=None):
     weight = float(n) if w is None else float(w.sum())
     c = Coefficients(1.0 if w is None else w, weight)
     ws = net.workspace(n)
-    loss, grad = net.gradient(X, Y, c, sample_weight=w, workspace=ws, max_norm=max_norm)
+    loss, grad = net.gradient(
+        X, Y, c, sample_weight=w, workspace=ws, max_norm=max_norm, check_input=False
+    )
     # gradient() returns the weighted mean loss; the client needs the sum.
     return grad.copy(), weight, loss * weight, n, ws.n_clipped
 

@@ -6,9 +6,9 @@ its small products with numpy instead of the one-thread products of
 would have used the compiled loop warns once how to build it.
 """
 
-import warnings
-
 import numpy as np
+
+from ._warn import warn
 
 __all__ = ["epoch_module", "one_thread_product", "squared_norm", "warn_not_built"]
 
@@ -39,7 +39,7 @@ def warn_not_built():
     """Warn, once per process, that the compiled loop is missing."""
     if not _warned:
         _warned.append(True)
-        warnings.warn(NOT_BUILT, RuntimeWarning, stacklevel=3)
+        warn(NOT_BUILT, RuntimeWarning)
 
 
 def epoch_module():

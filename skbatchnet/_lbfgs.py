@@ -7,13 +7,13 @@ so ``batch_size`` and ``gradient_reduction`` do not apply. The bookkeeping
 """
 
 import math
-import warnings
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._outcome import divergence_error
+from ._outcome import Penalty, divergence_error
 from ._training import Step, interrupted
+from ._warn import warn
 
 __all__ = ["train_lbfgs"]
 
@@ -43,6 +43,8 @@ def train_lbfgs(network, data, driver, progress, *, alpha, verbose, report):
     # The last completed iteration: its weights and loss, and the function
     # evaluations (passes over the data) since the one before.
     last = {"x": start, "loss": None, "evaluations": 0, "iterations": 0}
+    largest = float(np.finfo(network.dtype).max)
+    penalty = Penalty(alpha, data.total, start.size, largest)
 
     def fun(x):
         network.parameters[...] = x
@@ -53,7 +55,7 @@ def train_lbfgs(network, data, driver, progress, *, alpha, verbose, report):
         # points of a line search, which backs off from a non-finite value.
         if not math.isfinite(loss) and "evaluated" not in last:
             where = "the loss was non-finite at the initial weights"
-            raise divergence_error(where, stepped=False)
+            raise divergence_error(where, stepped=False, penalty=penalty)
         last["evaluated"] = loss
         last["evaluations"] += 1
         return loss, grad.astype(np.float64)
@@ -87,14 +89,13 @@ def train_lbfgs(network, data, driver, progress, *, alpha, verbose, report):
         loss = float(result.fun)
     if not (math.isfinite(loss) and np.isfinite(network.parameters).all()):
         where = f"the loss became non-finite in L-BFGS iteration {progress.n_iter}"
-        raise divergence_error(where, stepped=True)
+        raise divergence_error(where, stepped=True, penalty=penalty)
     progress.best_loss = min(progress.loss_curve + [loss])
     if result is not None and result.status != 0:
-        warnings.warn(
+        warn(
             f"lbfgs failed to converge after {progress.n_iter} iterations "
             f"(status={result.status}): {result.message}. Increase max_iter "
             "or max_fun, or scale the data.",
             ConvergenceWarning,
-            stacklevel=4,
         )
     return loss

@@ -14,7 +14,7 @@ from ._base import BaseBatchMLP
 from ._losses import LOSSES
 from ._parameters import SHARED_PARAMETERS_DOC, extend_signature
 from ._targets import LEARNING_MODES, TargetEncoding, one_hot
-from ._validation import check_class_weight
+from ._validation import check_class_weight, check_sparse_structure
 
 _SHARED_ATTRIBUTES = """\
     loss_ : float
@@ -146,6 +146,9 @@ def _check_label_types(labels, name):
 
 
 def _data_and_labels(estimator, X, y, reset, dtype=None):
+    # Before validate_data, whose conversions (CSC or COO to CSR, a new
+    # dtype) would already read the index arrays.
+    check_sparse_structure(X)
     return validate_data(
         estimator,
         X,
@@ -259,12 +262,12 @@ class BatchMLPClassifier(ClassifierMixin, BaseBatchMLP):
             seen = unique_labels(y)
             unseen = np.setdiff1d(seen, self.classes_)
             if mode == "refit" and set(seen) != set(self.classes_):
-                # scikit-learn's sentence first, for code that matches on it.
+                # scikit-learn's message first, complete, arrays printed as
+                # numpy prints them, for code that matches on it.
                 raise ValueError(
                     "warm_start can only be used where `y` has the same classes as "
-                    "in the previous call to fit. Previously got "
-                    f"{self.classes_.tolist()}, `y` has {seen.tolist()}; set "
-                    "warm_start=False to fit the new classes."
+                    f"in the previous call to fit. Previously got {self.classes_}, "
+                    f"`y` has {seen}. Set warm_start=False to fit the new classes."
                 )
             if unseen.size:
                 raise ValueError(

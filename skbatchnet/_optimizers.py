@@ -17,11 +17,34 @@ scratch space once read, so the optimizer needs one buffer fewer.
 """
 
 import math
+import sys
+from decimal import Decimal
 
 import numpy as np
 import scipy.optimize
 
 from ._codes import SolverCode
+
+# The smallest positive float (subnormal): a rate below it is 0.
+_TINIEST = sys.float_info.min * sys.float_info.epsilon
+
+
+def invscaling_rate(learning_rate_init, time_step, power_t):
+    """``learning_rate_init / (time_step + 1) ** power_t``, without overflow.
+
+    scikit-learn's formula, computed as it computes it while the power is a
+    float; past the float range (``power_t`` in the hundreds, or a long run)
+    the quotient is computed through logarithms instead of raising
+    OverflowError: it is then below ``learning_rate_init / 1.8e308``, and 0
+    once below the smallest float. ``power_t`` is taken as a float, so an
+    int exponent never builds a huge exact integer.
+    """
+    power_t = min(power_t, sys.float_info.max)  # an int beyond it rounds to it
+    try:
+        return float(learning_rate_init) / float(time_step + 1) ** float(power_t)
+    except OverflowError:  # the power is beyond the float range
+        log_rate = math.log(learning_rate_init) - power_t * math.log(time_step + 1)
+        return math.exp(log_rate)  # underflows to 0.0, never overflows
 
 
 class _Optimizer:
@@ -53,6 +76,13 @@ class _Optimizer:
 
     def iteration_ends(self, time_step):
         """Called after each epoch with the number of samples seen so far."""
+
+    def check_schedule(self, time_step):
+        """Raise if the schedule is useless by ``time_step`` samples seen.
+
+        Called before training, with the samples seen at the end of its
+        first epoch; the schedules without a rate that can vanish accept any.
+        """
 
     def trigger_stopping(self, msg, verbose):
         """Decide whether to stop when the loss no longer improves."""
@@ -140,9 +170,32 @@ class SGD(_Optimizer):
 
     def iteration_ends(self, time_step):
         if self.lr_schedule == "invscaling":
-            self.learning_rate = (
-                float(self.learning_rate_init) / (time_step + 1) ** self.power_t
+            self.learning_rate = invscaling_rate(
+                self.learning_rate_init, time_step, self.power_t
             )
+
+    def check_schedule(self, time_step):
+        """Refuse an ``'invscaling'`` rate that is 0 after the first epoch.
+
+        A rate below the smallest float is 0: every step after the first
+        epoch would leave the weights where they are (scikit-learn raises an
+        OverflowError there once ``(t + 1) ** power_t`` overflows). Later in
+        a run the rate may still reach 0; the stopping rule then ends it.
+        """
+        if self.lr_schedule != "invscaling":
+            return
+        lr, p = self.learning_rate_init, self.power_t
+        if invscaling_rate(lr, time_step, p) > 0:
+            return
+        largest = (math.log(lr) - math.log(_TINIEST)) / math.log(time_step + 1)
+        p = f"{p!r}" if len(repr(p)) <= 20 else f"{Decimal(p):.4g}"
+        raise ValueError(
+            f"learning_rate='invscaling' with power_t={p} divides the learning "
+            f"rate by ({time_step} + 1) ** {p} after the first epoch, which "
+            "leaves less than the smallest float: the rate would be 0 and "
+            "training would stop moving the weights. Use a power_t below "
+            f"{largest:.4g} (the default is 0.5), or another learning_rate."
+        )
 
     def trigger_stopping(self, msg, verbose):
         if self.lr_schedule != "adaptive":

@@ -177,7 +177,11 @@ SHARED_PARAMETERS_DOC = """\
         Initial step size of ``'sgd'`` and ``'adam'``.
 
     power_t : float, default=0.5
-        Exponent of ``learning_rate='invscaling'``.
+        Exponent of ``learning_rate='invscaling'``. A ``power_t`` so large
+        that the rate after a call's first epoch is below the smallest float
+        (0) raises a ValueError before training, where scikit-learn raises an
+        OverflowError; a rate that reaches 0 later in a run is 0, and the
+        stopping rule ends the run.
 
     max_iter : int, default=200
         Maximum number of epochs (passes over the data) for the stochastic
@@ -265,7 +269,9 @@ SHARED_PARAMETERS_DOC = """\
         Weight averaging for ``'sgd'`` and ``'adam'``, as in scikit-learn's
         ``SGDClassifier``: when True, ``coefs_`` and ``intercepts_`` (and so
         ``predict``) hold the running mean of the weights after each step;
-        an int ``k`` starts the mean once ``k`` samples have been seen.
+        an int ``k`` starts the mean once ``k`` samples have been seen (any
+        int: a ``k`` beyond the samples training sees leaves the weights
+        unaveraged).
         Training continues from the raw weights; the average carries over
         ``partial_fit`` calls, ``warm_start`` fits and pickling. Ignored by
         ``'lbfgs'``. With ``early_stopping``, the average is over the whole

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse
 
 cimport cython
+from libc.limits cimport LONG_MAX
 
 from ._codes import (
     CHECK_ROWS,
@@ -33,6 +34,7 @@ from ._codes import (
     ReductionCode,
     SolverCode,
 )
+from ._validation import check_sparse_structure
 
 __all__ = ["AverageState", "EpochPlan", "OptimizerState", "check_bounds"]
 
@@ -99,8 +101,10 @@ cdef class EpochPlan:
         Units per layer, input first.
     X : ndarray of shape (n_samples, n_features) or CSR matrix
         Of the network's dtype (float32 or float64); copied only if it is not
-        C-contiguous. A CSR matrix's structure must be valid; its index
-        arrays are converted to intp once, here.
+        C-contiguous. A CSR matrix's structure is checked
+        (``_validation.check_sparse_structure``); its arrays are copied to
+        contiguous memory if they are strided, and its index arrays converted
+        to intp, once, here.
     Y : ndarray of shape (n_samples, n_outputs)
     sample_weight : ndarray of shape (n_samples,) or None
     bounds : array of shape (n_batches, 2)
@@ -159,13 +163,15 @@ cdef class EpochPlan:
         if self.sparse:
             if X.format != "csr":
                 raise ValueError(f"A sparse X must be CSR, got {X.format.upper()}.")
+            # The loop reads every index without bounds checks. The
+            # estimators have checked X already; the plan does not rely on
+            # its callers for that (one pass over the indices, once per fit).
+            check_sparse_structure(X)
             # The loop indexes with intp; scipy keeps int32 indices where
-            # they fit.
+            # they fit. Contiguous copies of strided arrays, never views.
             values = np.ascontiguousarray(X.data)
             indices = np.ascontiguousarray(X.indices, dtype=np.intp)
             indptr = np.ascontiguousarray(X.indptr, dtype=np.intp)
-            if values.size != indices.size or indptr.size != n + 1:
-                raise ValueError("X's data, indices and indptr do not make a CSR matrix.")
             self.csr.indices = <const Py_ssize_t*>_address(indices)
             self.csr.indptr = <const Py_ssize_t*>_address(indptr)
             rows = (values, indices, indptr)
@@ -366,10 +372,15 @@ cdef class AverageState:
     mean : ndarray of shape (n_parameters,)
     n_averaged, samples_seen, start : int
         ``WeightAverage``'s counters and start; the loop advances the
-        counters.
+        counters. A ``start`` beyond the C ``long`` range is held at its
+        maximum: ``samples_seen`` is a ``long`` too, so no count of samples
+        the loop can reach is treated differently (the mean never starts).
     """
 
     def __init__(self, mean, n_averaged=0, samples_seen=0, start=1):
         self.mean = _state_vector(mean, mean.dtype, mean.shape[0], "mean")
         self.m = _address(mean)
-        self.n_averaged, self.samples_seen, self.start = n_averaged, samples_seen, start
+        self.n_averaged, self.samples_seen = n_averaged, samples_seen
+        # ``average`` is any positive int (scikit-learn's SGD takes any); the
+        # loop compares it with a long.
+        self.start = min(int(start), LONG_MAX)

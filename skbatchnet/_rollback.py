@@ -1,15 +1,67 @@
-"""Snapshots and restores that make ``fit`` and ``partial_fit`` atomic.
+"""What makes ``fit`` and ``partial_fit`` atomic: rollback, one call at a time.
 
-Two granularities: :func:`snapshot` / :func:`restore` take a whole estimator
-back to where it was before a call that failed, and :class:`Checkpoint` takes
-training back to the end of its last completed epoch when it is interrupted.
+Two granularities of rollback: :func:`snapshot` / :func:`restore` take a
+whole estimator back to where it was before a call that failed, and
+:class:`Checkpoint` takes training back to the end of its last completed
+epoch when it is interrupted. :func:`one_fit_at_a_time` refuses a second
+call on an estimator that is being fitted, whose state the first call is
+changing.
 """
 
 import copy
+import functools
+import itertools
+import threading
 
 import numpy as np
 
-__all__ = ["Checkpoint", "restore", "snapshot"]
+__all__ = ["Checkpoint", "one_fit_at_a_time", "restore", "snapshot"]
+
+# The estimators being fitted, by id(), each with the token of the call that
+# fits it. Kept here and not on the estimator: a lock stored on the estimator
+# would make it unpicklable (and so impossible to deepcopy or clone) while a
+# fit runs. An id is held only during a call that holds a reference to the
+# estimator, so it cannot be reused by another object meanwhile.
+_FITTING = {}
+_FITTING_LOCK = threading.Lock()
+_TOKENS = itertools.count()
+
+
+def one_fit_at_a_time(method):
+    """Refuse ``method`` on an estimator that a call so decorated is fitting.
+
+    Two threads fitting one estimator would interleave their steps on the
+    same weights, optimizer and random stream (scikit-learn does not support
+    it either). The second call raises a RuntimeError before it changes
+    anything, so it must wrap every other layer of the method, the callback
+    machinery's included: that machinery's cleanup would tear down the first
+    call's callbacks. ``predict`` and the other readers stay free.
+    """
+
+    @functools.wraps(method)
+    def exclusive(estimator, *args, **kwargs):
+        key, token = id(estimator), next(_TOKENS)
+        try:
+            with _FITTING_LOCK:
+                if key in _FITTING:
+                    raise RuntimeError(
+                        f"fit is already running on this estimator "
+                        f"({type(estimator).__name__}), in another thread or in "
+                        f"a callback of that fit, so {method.__name__} cannot "
+                        "run now: both would change the same weights. To fit in "
+                        "several threads, give each thread its own copy, "
+                        "sklearn.base.clone(estimator); or wait for the "
+                        "running fit to return."
+                    )
+                _FITTING[key] = token
+            return method(estimator, *args, **kwargs)
+        finally:
+            # Only the call that registered the estimator releases it, also
+            # on KeyboardInterrupt and when the call was refused.
+            if _FITTING.get(key) == token:
+                del _FITTING[key]
+
+    return exclusive
 
 
 def snapshot(estimator, keep_by_reference=()):

@@ -19,7 +19,6 @@ compiled loop, which takes the same steps); :func:`epoch_runner` picks one.
 """
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,9 +27,13 @@ from sklearn.model_selection import train_test_split
 
 from ._averaging import WeightAverage
 from ._compiled import CompiledEpochs
-from ._outcome import Diverged, EpochSums, divergence_error
+from ._growth import LossGrowth
+from ._optimizers import SGD
+from ._outcome import Diverged, EpochSums, Penalty, divergence_error
 from ._rollback import Checkpoint
 from ._validation import stratification
+from ._warn import warn
+from .batching import resolve_batch_size
 from .reduction import REDUCTIONS, reduction_coefficients
 
 __all__ = [
@@ -92,6 +95,8 @@ class TrainingData:
             total_weight=self.total,
             workspace=workspace,
             max_norm=step.max_gradient_norm,
+            # Rows of X, whose structure was checked when it came in.
+            check_input=False,
         )
         return n, weight, loss, grad, workspace.n_clipped
 
@@ -112,11 +117,16 @@ class Step:
 
 @dataclass(frozen=True)
 class Stopping:
-    """What the stopping rule and the reports need."""
+    """What the stopping rules and the reports need.
+
+    ``growth`` is the divergence-by-growth rule (:mod:`skbatchnet._growth`);
+    a run under differentially private noise passes one that only warns.
+    """
 
     tol: float
     n_iter_no_change: float
     verbose: bool
+    growth: LossGrowth = LossGrowth()
 
 
 @dataclass
@@ -366,44 +376,92 @@ def update_stopping(progress, network, validation, *, stopping, score):
         progress._best_parameters = network.parameters.copy()
 
 
-def _diverged(progress, error, data, *, step, optimizer, stepped):
-    """Handle a divergence: raise, or stop at the best validated weights.
+def _penalty(network, data, step, optimizer, batcher):
+    """The run's :class:`~skbatchnet._outcome.Penalty`, for a divergence message.
 
-    With a held-out set and a best model already seen, training stops as if
-    the epoch ended with nan scores, warns, and returns True (the caller
-    restores the best weights); otherwise the divergence error is raised.
+    A step of SGD takes ``rate * (alpha / S)`` of the weights away per unit
+    of coefficient mass: 1 with ``'mean'``, the batch's weight with ``'sum'``
+    (here a full batch's share of ``S``).
     """
+    n, total = data.n_samples, data.total
+    largest = float(np.finfo(network.dtype).max)
+    penalty = Penalty(step.alpha, total, network.parameters.size, largest)
+    if not isinstance(optimizer, SGD):
+        return penalty
+    mass, mu = 1.0, optimizer.momentum
+    if step.reduction == "sum":
+        mass = total * resolve_batch_size(batcher.batch_size, n) / n
+    limit = 2 * (1 + mu) / (1 + 2 * mu) if optimizer.nesterov else 2 * (1 + mu)
+    return penalty._replace(rate=optimizer.learning_rate, mass=mass, limit=limit)
+
+
+def _stop_at_best(progress, data, where, advice, *, loss, steps, seen):
+    """Stop a diverged run at its best validated weights, if it has them.
+
+    With a held-out set and a best model already seen, the epoch is recorded
+    with ``loss`` and nan scores, a warning says why training stopped, and
+    True is returned (the caller restores the best weights); else False.
+    """
+    if data.validation is None or progress._best_parameters is None:
+        return False
+    progress.n_iter += 1
+    progress.t += seen
+    progress.record(loss, steps, seen)
+    progress.validation_scores.append(np.nan)
+    progress.validation_loss_curve.append(np.nan)
+    warn(
+        f"Training diverged: {where}. Training stops there and keeps the "
+        f"weights of the best validation score; {advice}",
+        ConvergenceWarning,
+    )
+    return True
+
+
+def _diverged(progress, error, data, *, step, optimizer, stepped, penalty=None):
+    """Handle a non-finite epoch: raise, or stop at the best validated weights."""
     where = (
         f"the {error.what} became non-finite in epoch {progress.n_iter + 1}, "
         f"batch {error.batch}"
     )
-    if data.validation is None or progress._best_parameters is None:
+    advice = "lower learning_rate_init or scale the inputs to train further."
+    kept = _stop_at_best(
+        progress, data, where, advice, loss=np.nan, steps=error.steps, seen=error.seen
+    )
+    if not kept:
         raise divergence_error(
             where,
             stepped=stepped or error.steps > 0,
             learning_rate=optimizer.learning_rate,
             reduction=step.reduction,
+            penalty=penalty,
         ) from None
-    progress.n_iter += 1
-    progress.t += error.seen
-    progress.record(np.nan, error.steps, error.seen)
-    progress.validation_scores.append(np.nan)
-    progress.validation_loss_curve.append(np.nan)
-    warnings.warn(
-        f"Training diverged: {where}. Training stops there and keeps the "
-        "weights of the best validation score; lower learning_rate_init or "
-        "scale the inputs to train further.",
-        ConvergenceWarning,
-        stacklevel=4,
-    )
+
+
+def _grew(progress, data, sums, loss, *, growth, step, optimizer, stops, penalty):
+    """Apply the divergence-by-growth rule to an epoch whose ``loss`` broke it.
+
+    With ``stops``, returns True when training stops at the best validated
+    weights, and raises the divergence ValueError when there are none;
+    without, warns and returns False: training goes on.
+    """
+    args = (progress.loss_curve[0], loss, progress.n_iter + 1)
+    kw = dict(optimizer=optimizer, reduction=step.reduction, penalty=penalty)
+    kw.update(steps=sums.steps)
+    if not stops:
+        warn(growth.warning(*args, **kw), RuntimeWarning)
+        return False
+    where, remedy = growth.diagnosis(*args, **kw)
+    epoch = dict(loss=loss, steps=sums.steps, seen=sums.seen)
+    if not _stop_at_best(progress, data, where, remedy + ".", **epoch):
+        raise growth.error(*args, **kw)
+    return True
 
 
 def interrupted(progress):
     """Warn that training stopped at the last completed epoch (iteration)."""
-    warnings.warn(
+    warn(
         "Training interrupted by user; the model is kept as it was after "
-        f"epoch {progress.n_iter}.",
-        stacklevel=4,
+        f"epoch {progress.n_iter}."
     )
 
 
@@ -432,9 +490,12 @@ def train_epochs(
     returns True to stop. With ``max_iter``, reaching
     ``progress.n_iter == max_iter`` warns that training has not converged. A
     KeyboardInterrupt, in an epoch or in ``report``, ends training at the
-    last completed epoch. A divergence raises a ValueError, unless there is
-    a held-out set and a best model: then training stops, warning, and the
-    caller restores the best weights.
+    last completed epoch. A divergence (a non-finite loss or weights, or a
+    loss past ``stopping.growth``, :mod:`skbatchnet._growth`) raises a
+    ValueError, unless there is a held-out set and a best model: then
+    training stops, warning, and the caller restores the best weights. A
+    growth past the rule only warns, once, when the first epoch ran in an
+    earlier call or the rule does not stop.
 
     Returns
     -------
@@ -443,6 +504,11 @@ def train_epochs(
         the ones of the last completed epoch).
     """
     orders = batcher.iter_orders(data.n_samples)
+    # The growth rule stops training only if the first epoch it compares with
+    # ran in this call, on this call's data; one run by an earlier call
+    # (partial_fit, warm_start=True) may have seen other data, so then it warns.
+    growth = stopping.growth
+    stops = growth.stops and not progress.loss_curve
     for epoch in range(n_epochs):
         checkpoint = Checkpoint(network.parameters, optimizer, averager, rng)
         try:
@@ -455,12 +521,19 @@ def train_epochs(
             break
         except Diverged as error:
             stepped = epoch > 0 or progress.t > 0
+            penalty = _penalty(network, data, step, optimizer, batcher)
             kw = dict(step=step, optimizer=optimizer, stepped=stepped)
-            _diverged(progress, error, data, **kw)
+            _diverged(progress, error, data, penalty=penalty, **kw)
             # The optimizer and average of the last finite epoch go on.
             optimizer, averager = checkpoint.restore(network.parameters)
             break
         loss = epoch_loss(sums, data, network, step.alpha)
+        if growth.broken(progress.loss_curve, loss):
+            penalty = _penalty(network, data, step, optimizer, batcher)
+            kw = dict(growth=growth, step=step, optimizer=optimizer, stops=stops)
+            if _grew(progress, data, sums, loss, penalty=penalty, **kw):
+                optimizer, averager = checkpoint.restore(network.parameters)
+                break
         progress.n_iter += 1
         progress.t += sums.seen
         clip_fraction = None
@@ -490,10 +563,9 @@ def train_epochs(
                 break
             progress._no_improvement_count = 0
         if progress.n_iter == max_iter:
-            warnings.warn(
+            warn(
                 f"Stochastic Optimizer: Maximum iterations ({max_iter}) "
                 "reached and the optimization hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
     return optimizer, averager

@@ -106,7 +106,12 @@ def chunk_rows(layer_units, dtype, budget_mib=None):
     if budget_mib is None:
         budget_mib = get_config()["working_memory"]
     row_bytes = np.dtype(dtype).itemsize * 2 * sum(layer_units[1:])
-    return max(1, int(budget_mib * 2**20 // row_bytes))
+    rows = budget_mib * 2**20 // row_bytes
+    # working_memory is a float that scikit-learn does not bound: an
+    # unbounded budget (inf) or a huge one asks for no chunking, and the row
+    # count still has to fit the loop's Py_ssize_t.
+    largest = np.iinfo(np.intp).max
+    return largest if not rows < largest else max(1, int(rows))
 
 
 def chunks(n_rows, size):

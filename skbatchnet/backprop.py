@@ -51,6 +51,7 @@ from ._activations import ACTIVATIONS
 from ._clipping import clip_factors, gradient_squared_norms
 from ._extension import squared_norm
 from ._losses import LOSSES
+from ._validation import check_sparse_structure
 from ._workspace import (
     Workspace,
     chunk_rows,
@@ -77,11 +78,15 @@ def _as_2d_target(y, dtype):
     return y.reshape(-1, 1) if y.ndim == 1 else y
 
 
-def check_batch(network, X, y, sample_weight=None):
+def check_batch(network, X, y, sample_weight=None, *, structure=True):
     """Check a batch against ``network``; ``y`` as a 2-D array of its dtype.
 
-    Each ValueError names the argument that does not fit.
+    Each ValueError names the argument that does not fit. With
+    ``structure``, a sparse ``X``'s index arrays are checked too (linear in
+    its stored entries), before scipy's slicing and products read them.
     """
+    if structure:
+        check_sparse_structure(X)
     n_in, n_out = network.coefs[0].shape[0], network.coefs[-1].shape[1]
     shape = getattr(X, "shape", ())
     if len(shape) != 2 or shape[1] != n_in or shape[0] < 1:
@@ -339,6 +344,7 @@ class Network:
 
     def decision_function(self, X):
         """Raw output pre-activations ``Z`` (logits), freshly allocated."""
+        check_sparse_structure(X)
         n = X.shape[0]
         out = np.empty((n, self.layer_units[-1]), self.dtype)
         chunk = self.chunk_rows(_FORWARD_CACHE_MIB)
@@ -402,6 +408,7 @@ class Network:
         total_weight=None,
         workspace=None,
         max_norm=None,
+        check_input=True,
     ):
         """The reduced gradient ``sum_i c_i g_i`` of one batch, and its loss.
 
@@ -438,6 +445,11 @@ class Network:
             Clip each example's loss gradient to this norm before the
             reduction (:meth:`backward`); the penalty is not clipped. The
             workspace's ``n_clipped`` then counts the rows clipped.
+        check_input : bool, default=True
+            Check a sparse ``X``'s index arrays, in time linear in its stored
+            entries. The trainers pass False for the batches they slice, at
+            every step, from data checked once when it came in; do the same
+            only for rows of a matrix already checked.
 
         Returns
         -------
@@ -448,7 +460,7 @@ class Network:
             Laid out like :attr:`parameters` (:meth:`unpack` splits it); the
             workspace's buffer when one is given.
         """
-        Y = check_batch(self, X, y, sample_weight)
+        Y = check_batch(self, X, y, sample_weight, structure=check_input)
         n = X.shape[0]
         ws = workspace if workspace is not None else self.workspace(n)
         c, c_total = coefficients
@@ -552,6 +564,7 @@ class Network:
             alpha=alpha,
             total_weight=total_weight,
             workspace=ws,
+            check_input=False,  # checked above
         )
         return loss, ws.coef_grads, ws.intercept_grads
 
@@ -578,7 +591,10 @@ class Network:
         Parameters
         ----------
         X : {ndarray, sparse matrix} of shape (n_rows, n_features)
-            At most ``workspace.n_samples`` rows.
+            At most ``workspace.n_samples`` rows. A sparse ``X`` is taken as
+            well formed, as scipy's products take it: this is the step's
+            kernel, and the callers check their data once
+            (:meth:`gradient`, the per-example tools).
         Y : ndarray of shape (n_rows, n_outputs)
             Targets in the network's dtype.
         workspace : Workspace

@@ -25,13 +25,13 @@ batch_size=120 ('full') [120 240 360]
 >>> plt.close(display.figure_)
 """
 
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import final_estimator
+from ._warn import warn
 from .batching import Minibatcher
 
 __all__ = ["LossCurveDisplay"]
@@ -114,14 +114,13 @@ def _curve_x(estimator, x_axis):
     rows, remainder = divmod(int(seen), n_points)
     if remainder:
         rows = seen / n_points
-        warnings.warn(
+        warn(
             f"The {type(estimator).__name__}'s epochs did not all see the same "
             f"number of rows (t_={seen} over {n_points} epochs), as happens after "
             "partial_fit on chunks of different sizes or a warm start on other "
             "data; the x-axis uses the average number of rows per epoch and is "
             "approximate.",
             UserWarning,
-            stacklevel=3,
         )
     if x_axis == "samples":
         return points * rows

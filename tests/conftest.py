@@ -323,6 +323,15 @@ def use_numpy_epochs(monkeypatch):
     monkeypatch.setattr(CompiledEpochs, "supports", staticmethod(lambda *args: False))
 
 
+def without_growth_rule(monkeypatch):
+    """Switch off the divergence-by-growth rule (``skbatchnet._growth``), for
+    a test of the non-finite path whose run grows slowly enough to break the
+    rule before it overflows."""
+    from skbatchnet._growth import LossGrowth
+
+    monkeypatch.setattr(LossGrowth, "broken", lambda self, curve, loss: False)
+
+
 def spy_split(monkeypatch):
     """Record the training and held-out parts of the early-stopping split, as
     ``{'train': [X, Y, y, w], 'val': [...]}``, filled when a fit splits."""

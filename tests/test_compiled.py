@@ -11,7 +11,12 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import intercept_loop_results, make_data, use_numpy_epochs
+from conftest import (
+    intercept_loop_results,
+    make_data,
+    use_numpy_epochs,
+    without_growth_rule,
+)
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, _extension
 from skbatchnet._averaging import WeightAverage
@@ -164,6 +169,7 @@ def test_dense_and_sparse_input_take_the_compiled_loop_and_lbfgs_does_not(
 
 @pytest.mark.parametrize("lr", [1e4, 1e300])
 def test_divergence_is_reported_as_the_numpy_path_reports_it(monkeypatch, lr):
+    without_growth_rule(monkeypatch)  # the non-finite path, on both tiers
     params = dict(solver="sgd", learning_rate_init=lr, gradient_reduction="sum")
     with pytest.raises(ValueError) as compiled:
         _fit(BatchMLPRegressor, params)

@@ -12,11 +12,13 @@ function defined inside a test (pickled by value).
 """
 
 import importlib
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import traceback
+import warnings
 
 import numpy as np
 import pytest
@@ -276,6 +278,95 @@ def test_worker_exception_surfaces_and_leaves_the_wrapper_unchanged(client):
     assert "local_round" in frames and "run_epoch" in frames  # the worker's frames
     assert model.estimator_ is fitted
     np.testing.assert_array_equal(_flat(model.estimator_), before)
+
+
+def test_malformed_sparse_blocks_are_refused_on_the_workers(client):
+    """A worker checks a sparse block's structure before scipy or the network
+    reads it: the task raises a ValueError that names the entry, and the
+    worker processes live on (a crash would have restarted them). The
+    caller's blocks and the fitted model are unchanged."""
+    import scipy.sparse as sp
+
+    from skbatchnet._dask_data import partial_sums
+
+    X, y, _ = _data()
+    estimator = BatchMLPRegressor(
+        hidden_layer_sizes=(5,), batch_size="full", max_iter=2, random_state=0
+    )
+    model = DataParallel(estimator).fit(*_dask(X, y))
+    before = _flat(model.estimator_)
+
+    def malformed(block, where="indices", value=10**8):  # pickled by value
+        block = sp.csr_matrix(block)
+        getattr(block, where)[0] = value
+        return block
+
+    dX = da.from_array(X, chunks=(ROW_CHUNKS, -1)).map_blocks(
+        malformed, meta=sp.csr_matrix((0, X.shape[1]))
+    )
+    workers = client.run(os.getpid)
+    with pytest.raises(ValueError, match=r"X.indices\[0\] = 100000000 \(in row 0\)"):
+        model.predict(dX).compute()
+    # A training task (blocks of DataParallel.fit are dense; a sparse one
+    # that reached a task would be checked there too).
+    net = model.estimator_._network()
+    spec = (net.layer_units, net.activation, net.loss)
+    for where, value, message in [
+        ("indices", 10**8, r"X.indices\[0\] = 100000000"),
+        ("indptr", 10**8, r"X.indptr\[0\] must be 0"),
+    ]:
+        block = client.submit(malformed, X[:60], where, value)
+        rows = np.arange(60)
+        task = client.submit(
+            partial_sums, net.parameters, spec, block, y[:60, None], None, rows
+        )
+        with pytest.raises(ValueError, match=message):
+            task.result()
+    assert client.run(os.getpid) == workers
+    np.testing.assert_array_equal(_flat(model.estimator_), before)
+
+
+@pytest.mark.parametrize("strategy", ["gradient", "average"])
+def test_a_runaway_loss_stops_the_fit_and_leaves_the_wrapper_unfitted(client, strategy):
+    # Full-batch SGD at this rate: the loss stays finite and grows about 100
+    # times per epoch, past the divergence-by-growth rule (1000 times the
+    # first epoch's, two epochs in a row) by epoch 5.
+    X, y, _ = _data()
+    estimator = BatchMLPRegressor(
+        hidden_layer_sizes=(8,),
+        activation="identity",
+        solver="sgd",
+        momentum=0.0,
+        learning_rate_init=1.0,
+        batch_size="full",
+        max_iter=30,
+        random_state=0,
+    )
+    with pytest.raises(ValueError) as in_memory:
+        clone(estimator).fit(X, y)
+    model = DataParallel(estimator, strategy=strategy)
+    with pytest.raises(ValueError) as on_cluster:
+        model.fit(*_dask(X, y)[:2])
+    message = str(on_cluster.value)
+    assert message.startswith("Training diverged: the training loss grew to "), message
+    if strategy == "gradient":  # the in-memory fit's steps, so its words
+        assert message == str(in_memory.value)
+    assert not hasattr(model, "estimator_")
+
+
+@pytest.mark.parametrize("strategy", ["gradient", "average"])
+def test_warnings_name_the_line_that_called_fit(client, strategy):
+    X, y, _ = _data()
+    estimator = BatchMLPRegressor(
+        hidden_layer_sizes=(5,), solver="sgd", batch_size=32, max_iter=1
+    )
+    model = DataParallel(estimator, strategy=strategy)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        model.fit(*_dask(X, y)[:2])
+    [warning] = [w for w in record if "Maximum iterations" in str(w.message)]
+    assert (warning.filename, warning.lineno) == (__file__, line)
 
 
 @pytest.mark.parametrize(

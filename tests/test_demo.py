@@ -11,6 +11,7 @@ import pytest
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import KFold, StratifiedKFold
 
+import skbatchnet.__main__ as demo
 from skbatchnet.__main__ import main
 
 CANDIDATES = [
@@ -152,3 +153,45 @@ def test_help_exits_zero_and_lists_the_options():
     for option in options:
         assert option in proc.stdout, proc.stdout
     assert "{digits,diabetes,both}" in proc.stdout
+
+
+def _stated_rates(header):
+    """The learning rates the header states for 'mean' and for 'sum'."""
+    text = " ".join(header.split())
+    mean = re.search(r"'mean' steps at learning_rate_init=([\d.e-]+);", text)
+    total = re.search(
+        r"'sum' .*?runs at learning_rate_init=([\d.e-]+) / (\d+) at every batch size",
+        text,
+    )
+    assert mean and total, text
+    return float(mean[1]), float(total[1]) / int(total[2])
+
+
+def test_the_header_states_the_rates_the_candidates_train_at(monkeypatch, capsys):
+    # Oracle: the parameters of the pipelines the demo hands to
+    # cross_validate, read off the pipelines (no fit needed).
+    configured = []
+
+    def cross_validate(pipeline, X, y, cv, **kwargs):
+        params = pipeline.get_params()
+        configured.append(
+            {
+                key.rsplit("__", 1)[1]: value
+                for key, value in params.items()
+                if key.endswith(("__learning_rate_init", "__gradient_reduction"))
+            }
+        )
+        zeros = np.zeros(cv.get_n_splits())
+        return {f"test_{k}": zeros for k in kwargs["scoring"]} | {"fit_time": zeros}
+
+    monkeypatch.setattr(demo, "cross_validate", cross_validate)
+    monkeypatch.setattr(demo, "_loss_curves", lambda tasks, args: None)
+    assert demo.main(["--quick"]) == 0
+    header = capsys.readouterr().out.split("== ")[0]
+    mean, total = _stated_rates(header)
+    rates = {"mean": [], "sum": []}
+    for params in configured:
+        rates[params["gradient_reduction"]].append(params["learning_rate_init"])
+    # 2 data sets x 4 batch sizes each, all at the rate the header states.
+    assert rates["mean"] == pytest.approx([mean] * 8)
+    assert rates["sum"] == pytest.approx([total] * 8)

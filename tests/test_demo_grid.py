@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes
-from sklearn.model_selection import KFold, cross_validate
+from sklearn.model_selection import KFold, StratifiedKFold, cross_validate
 
 import skbatchnet.__main__ as demo
 from skbatchnet import BatchMLPRegressor
@@ -83,15 +83,35 @@ def test_a_diverging_candidate_is_listed_with_the_reason(monkeypatch, tmp_path, 
     assert len(rows) == 8, out
     diverged = [key for key, score in rows.items() if score == "diverged"]
     assert ("1", "mean") in diverged and ("full", "mean") not in diverged, out
+    # Either rule: non-finite values, or a loss that stays above 1000 times
+    # its first epoch's (with the cause).
     reasons = re.findall(
-        r"^\s+diverged: the loss became non-finite in epoch \d+, "
-        r"batch \d+, at learning rate [\d.e+-]+$",
+        r"^\s+diverged: (?:the loss became non-finite in epoch \d+, batch \d+"
+        r"|the training loss grew to \S+ in epoch \d+, more than 1000 times "
+        r"the first epoch's \S+), at learning rate [\d.e+-]+"
+        r"(?:: the step is too large for this batch size and momentum)?$",
         out,
         re.M,
     )
     assert len(reasons) == len(diverged), out
     best = re.search(r"^best: batch_size='full'", out, re.M)
     assert best, out
+
+
+def test_the_runaway_digits_candidate_is_listed_as_diverged():
+    # Plain SGD at batch size 1, momentum 0.9 and the demo's rate: the loss
+    # grows from epoch to epoch, finite, until the growth rule stops it.
+    params = {
+        "batch_size": 1,
+        "gradient_reduction": "mean",
+        "learning_rate_init": demo.LEARNING_RATE_INIT,
+    }
+    result = demo._evaluate(demo._digits(6), params, StratifiedKFold(2), 1)
+    assert "score" not in result, result
+    reason = result["diverged"]
+    assert reason.startswith("diverged: the training loss grew to "), reason
+    assert reason.endswith("too large for this batch size and momentum"), reason
+    assert demo._row(params, result)[2] == "diverged"
 
 
 def test_the_reason_is_what_a_fit_of_that_candidate_raises(monkeypatch):

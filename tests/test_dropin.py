@@ -7,9 +7,11 @@ differ on purpose, the difference is documented and checked here.
 import copy
 import pathlib
 import re
+import warnings
 
 import numpy as np
 import pytest
+from conftest import without_growth_rule
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils.class_weight import compute_sample_weight
@@ -18,7 +20,11 @@ from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL = dict(hidden_layer_sizes=(5,), random_state=0)
-SKLEARN_NON_FINITE = "Solver produced non-finite parameter weights."
+# scikit-learn's whole message; the tests below read it from scikit-learn too.
+SKLEARN_NON_FINITE = (
+    "Solver produced non-finite parameter weights. The input data may contain "
+    "large values and need to be preprocessed."
+)
 
 
 def _data(n=60, seed=0):
@@ -97,43 +103,75 @@ def test_divergence_in_the_first_epoch_still_raises_with_early_stopping():
     assert not hasattr(est, "coefs_")
 
 
-def test_divergence_without_early_stopping_uses_sklearns_words_first():
+def _sklearn_message(Est, X, y, **params):
+    """scikit-learn's error for ``Est(**params).fit(X, y)``, as a string."""
+    with pytest.raises(ValueError) as theirs, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow in its loss
+        Est(**params).fit(X, y)
+    return str(theirs.value)
+
+
+@pytest.mark.parametrize("case", ["steps", "huge inputs"])
+def test_divergence_without_early_stopping_starts_with_sklearns_whole_message(
+    monkeypatch, case
+):
+    without_growth_rule(monkeypatch)  # the weights overflow (the non-finite path)
     X, y = _data()
-    with pytest.raises(ValueError) as ours:
-        BatchMLPRegressor(**DIVERGING).fit(X, y)
-    assert str(ours.value).startswith(SKLEARN_NON_FINITE)
-    # scikit-learn's own message, for the record.
     params = {k: v for k, v in DIVERGING.items() if k != "batch_size"}
-    with pytest.raises(ValueError) as theirs:
-        MLPRegressor(batch_size=len(X), **params).fit(X, y * 1e300)
-    assert str(theirs.value).startswith(SKLEARN_NON_FINITE)
+    if case == "huge inputs":  # scikit-learn's own test_nonfinite_params
+        X = np.finfo(np.float64).max * np.random.RandomState(0).uniform(size=(10, 2))
+        y, params = np.random.RandomState(0).standard_normal(10), {}
+    theirs = _sklearn_message(MLPRegressor, X, y * 1e300, batch_size=len(X), **params)
+    assert theirs.startswith(SKLEARN_NON_FINITE)
+    with pytest.raises(ValueError) as ours, np.errstate(all="ignore"):
+        BatchMLPRegressor(batch_size="full", **params).fit(X, y)
+    assert str(ours.value).startswith(theirs + " Training diverged: "), str(ours.value)
 
 
-def test_warm_start_class_mismatch_leads_with_sklearns_sentence():
+@pytest.mark.parametrize("new_classes", [[0, 1], [0, 1, 3], [0, 1, 2, 3]])
+def test_warm_start_class_mismatch_starts_with_sklearns_whole_message(new_classes):
     X, _ = _data()
     y = np.arange(len(X)) % 3
+    y_new = np.asarray(new_classes)[np.arange(len(X)) % len(new_classes)]
     messages = []
     for Est in (MLPClassifier, BatchMLPClassifier):
         est = Est(warm_start=True, max_iter=2, **SMALL).fit(X, y)
         with pytest.raises(ValueError) as info:
-            est.fit(X, y % 2)
+            est.fit(X, y_new)
         messages.append(str(info.value))
-    first_sentence = messages[0][: messages[0].index("fit.") + 4]
-    assert messages[1].startswith(first_sentence), messages
+    assert messages[1].startswith(messages[0] + ". "), messages
     assert "warm_start=False" in messages[1]
 
 
 # -- 3. an early-stopping split that cannot be stratified ---------------------------
 
 
-def test_binary_split_that_cannot_be_stratified_raises_like_sklearn():
+@pytest.mark.parametrize(
+    "y, fraction",
+    [
+        (np.r_[np.zeros(39, int), 7], 0.1),  # class 7, the positive one, is rare
+        (np.r_[np.full(39, 9), 7], 0.1),  # class 7, the negative one, is rare
+        (np.array(["a"] * 39 + ["b"]), 0.1),  # scikit-learn's test, with strings
+        (np.arange(40) % 2, 0.02),  # one held-out row cannot hold both classes
+        (np.arange(40) % 2, 0.98),  # one training row cannot
+        (np.arange(40) % 2, 0.999),  # no training row: train_test_split's words
+    ],
+)
+def test_binary_split_that_cannot_be_stratified_starts_with_sklearns_message(
+    y, fraction
+):
     X, _ = _data(n=40)
-    y = np.r_[np.zeros(39, int), 7]  # class 7 has one member
-    with pytest.raises(ValueError):
-        MLPClassifier(early_stopping=True, **SMALL).fit(X, y)
-    est = BatchMLPClassifier(early_stopping=True, **SMALL)
-    with pytest.raises(ValueError, match=r"class 7\b.*early_stopping=False"):
+    params = dict(early_stopping=True, validation_fraction=fraction, **SMALL)
+    theirs = _sklearn_message(MLPClassifier, X, y, **params)
+    est = BatchMLPClassifier(**params)
+    with pytest.raises(ValueError) as ours:
         est.fit(X, y)
+    assert str(ours.value).startswith(theirs), (str(ours.value), theirs)
+    if "empty" not in theirs:  # then, our explanation follows
+        assert re.search(r"stratified, but .*early_stopping=False", str(ours.value))
+    if fraction == 0.1:  # the rare class, by its label and by scikit-learn's name
+        rare = rf"class {y[-1].item()!r} \('(True|False)' above\)"
+        assert re.search(rare, str(ours.value))
     assert not hasattr(est, "coefs_")
 
 
@@ -167,6 +205,7 @@ def test_readme_lists_every_deliberate_difference():
         r"single class.*predict_proba",  # one column of ones
         r"warm_start.*hidden_layer_sizes",  # refused instead of ignored
         r"diverg.*early.stopping",  # stops at the best model
+        r"two epochs in a row\s+exceed 1000 times the first",  # growth raises
     ]:
         assert re.search(topic, section, re.S | re.I), topic
     # The trajectory claim points to its exceptions.

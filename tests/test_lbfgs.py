@@ -128,7 +128,9 @@ def test_a_non_finite_loss_at_the_initial_weights_blames_the_data(monkeypatch):
     with pytest.raises(ValueError) as info:
         _fit().fit(X, Y)
     assert str(info.value) == (
-        "Solver produced non-finite parameter weights. Training diverged: the "
+        "Solver produced non-finite parameter weights. The input data may "
+        "contain large values and need to be preprocessed. Training diverged: "
+        "the "
         "loss was non-finite at the initial weights, before any step was taken, "
         "so the step size is not the cause: the inputs or the sample weights "
         "overflow (or underflow) the floating-point range. Scale the inputs (for "
@@ -172,7 +174,9 @@ def test_a_non_finite_solution_raises(where):
             report=lambda loss: False,
         )
     assert str(info.value) == (
-        "Solver produced non-finite parameter weights. Training diverged: the "
+        "Solver produced non-finite parameter weights. The input data may "
+        "contain large values and need to be preprocessed. Training diverged: "
+        "the "
         "loss became non-finite in L-BFGS iteration 1. To fix, scale the inputs "
         "(for example with StandardScaler) or the targets."
     )

@@ -13,7 +13,12 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import intercept_loop_results, spy_split, use_numpy_epochs
+from conftest import (
+    intercept_loop_results,
+    spy_split,
+    use_numpy_epochs,
+    without_growth_rule,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
@@ -550,6 +555,7 @@ def test_divergence_after_a_best_model_warns_and_counts_the_epoch(
 
     if numpy_epochs:
         use_numpy_epochs(monkeypatch)
+    without_growth_rule(monkeypatch)  # the non-finite path
     rng = np.random.RandomState(0)
     X3 = rng.randn(60, 3)
     # Full-batch SGD at this rate on a linear network grows the weights epoch
@@ -713,7 +719,9 @@ def test_diverged_says_what_where_and_survives_pickling():
 
     error = Diverged("weights", 3, 2, 40)
     assert str(error) == (
-        "Solver produced non-finite parameter weights. Training diverged: the "
+        "Solver produced non-finite parameter weights. The input data may "
+        "contain large values and need to be preprocessed. Training diverged: "
+        "the "
         "weights became non-finite in batch 3, after 2 steps. Lower "
         "learning_rate_init or scale the inputs."
     )
@@ -760,7 +768,9 @@ def test_weights_that_overflow_in_the_last_step_are_named(
         est.fit(X, 100 * Y_REG)
     tail = ", or use gradient_reduction='mean' instead of 'sum'" * (reduction == "sum")
     assert str(info.value) == (
-        "Solver produced non-finite parameter weights. Training diverged: the "
+        "Solver produced non-finite parameter weights. The input data may "
+        "contain large values and need to be preprocessed. Training diverged: "
+        "the "
         "weights became non-finite in epoch 1, batch 1, at learning rate "
         "1e+308. To fix, lower learning_rate_init, scale the inputs (for "
         f"example with StandardScaler) or the targets{tail}."
@@ -815,7 +825,9 @@ def test_a_divergence_after_one_step_of_an_earlier_call_blames_the_steps(
     with pytest.raises(ValueError) as info, np.errstate(all="ignore"):
         est.partial_fit(X * 1e200, Y_REG)
     assert str(info.value) == (
-        "Solver produced non-finite parameter weights. Training diverged: the "
+        "Solver produced non-finite parameter weights. The input data may "
+        "contain large values and need to be preprocessed. Training diverged: "
+        "the "
         "loss became non-finite in epoch 2, batch 1, at learning rate 0.05. To "
         "fix, lower learning_rate_init, scale the inputs (for example with "
         "StandardScaler) or the targets."
