@@ -18,7 +18,6 @@ from conftest import (
     make_task,
     use_numpy_epochs,
 )
-from sklearn.exceptions import ConvergenceWarning
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
 
@@ -149,7 +148,6 @@ def test_float32_weights_past_float32_s_range_fit_as_unit_weights(
         validation_fraction=0.5,  # 60 held-out weights: past float32 too
     )  # fmt: skip
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("error", RuntimeWarning)
         weighted = BatchMLPRegressor(**params).fit(X, y_reg, sample_weight=weights)
         unit = BatchMLPRegressor(**params).fit(X, y_reg)
