@@ -65,7 +65,11 @@ def local_round(parameters, spec, X, Y, w, optimizer, plan, settings):
         workspace=net.workspace(X.shape[0]),
         averager=None,
     ).seen
-    weight = seen if w is None else sum(float(rows_of(w, b).sum()) for b in batches)
+    weight = (
+        seen
+        if w is None
+        else sum(float(np.sum(rows_of(w, b), dtype=np.float64)) for b in batches)
+    )
     return net.parameters, optimizer, float(weight), seen
 
 

@@ -5,8 +5,8 @@
 One call of :func:`run_epoch` runs every minibatch step of an epoch: gather
 the batch's rows, forward pass, output error and loss, backward pass, the
 optimizer's update and the weight average, then the next batch. Python gets
-control back once per epoch (and, briefly, every few thousand steps to look
-for Ctrl-C).
+control back once per epoch (and, briefly, every few milliseconds of work
+to look for Ctrl-C: ``_signals.pxd``).
 
 What stays the same through a fit is built and checked once, as the typed
 objects of ``_plan.pyx`` (an epoch plan, an optimizer state, an average
@@ -24,7 +24,6 @@ from collections import namedtuple
 
 import numpy as np
 
-from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.math cimport isfinite, sqrt
 from libc.string cimport memcpy, memset
@@ -34,6 +33,7 @@ cimport skbatchnet._products as P
 cimport skbatchnet._updates as U
 from ._plan cimport AverageState, Config, Counters, EpochPlan, OptimizerState
 from ._products cimport Sparse
+from ._signals cimport Watch, worked
 from ._updates cimport Shape, Solver
 
 
@@ -92,7 +92,7 @@ cdef double _chunk(
     const floating* Y, const floating* sw, const Py_ssize_t* rows, Py_ssize_t n,
     floating* c_rows,
     floating c_const, floating* Xb, floating* acts, floating* deltas,
-    floating* grad, bint first
+    floating* grad, bint first, Watch* watch
 ) noexcept nogil:
     """Forward and backward pass of ``n`` rows; returns sum_i s_i loss_i.
 
@@ -100,6 +100,8 @@ cdef double _chunk(
     the weight decay is added later, in the update. With ``sparse``, ``X``
     holds the values of a CSR matrix of that structure. A batch of one row
     leaves its weight gradients out: the update forms them (``_update``).
+    Counts its products' work in ``watch`` and stops, with an unfinished
+    gradient, when a signal handler raises there.
     """
     cdef const Py_ssize_t* units = cfg.shape.units
     cdef const Py_ssize_t* coef_offsets = cfg.shape.coef_offsets
@@ -118,6 +120,8 @@ cdef double _chunk(
     cdef floating row_loss
     cdef Py_ssize_t p
     cdef bint by_entries = sparse != NULL and n > 1
+    # Multiply-adds of a layer's product (of the first layer's by entries).
+    cdef double work, first_work = 0
     # A small batch's products go to BLAS in calls small enough to run on one
     # thread (SMALL_BATCH_ROWS in _codes.py).
     cdef Py_ssize_t limit = 0
@@ -133,6 +137,10 @@ cdef double _chunk(
             memset(Xb, 0, d * sizeof(floating))
             for p in range(sparse.indptr[rows[0]], sparse.indptr[rows[0] + 1]):
                 Xb[sparse.indices[p]] += X[p]
+        elif by_entries:
+            for i in range(n):
+                first_work += sparse.indptr[rows[i] + 1] - sparse.indptr[rows[i]]
+            first_work *= units[1]
     elif n == 1:
         inputs = <floating*>X + rows[0] * d
     else:
@@ -157,6 +165,9 @@ cdef double _chunk(
             cfg.activation if l < L - 1 else K.IDENTITY,
             n, fan_out, A, biases + unit_offsets[l],
         )
+        work = first_work if l == 0 and by_entries else <double>n * fan_in * fan_out
+        if worked(watch, work):
+            return 0
 
     # Output error (f(Z) - Y) scaled by c_i, and the losses, row by row.
     Z = A
@@ -187,6 +198,9 @@ cdef double _chunk(
                 n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first,
                 n * fan_in * fan_out <= cfg.tiny_product, limit,
             )
+        work = first_work if l == 0 and by_entries else <double>n * fan_in * fan_out
+        if worked(watch, work * (n > 1)):
+            return 0
         P.column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
         if l > 0:
             below = deltas + n * unit_offsets[l - 1]
@@ -195,6 +209,8 @@ cdef double _chunk(
                 n * fan_in * fan_out <= cfg.tiny_product, limit,
             )
             K.derivative(cfg.activation, n * fan_in, A, below)
+            if worked(watch, work):
+                return 0
     return loss_sum
 
 
@@ -285,9 +301,11 @@ cdef int _epoch(
     cdef Py_ssize_t b, i, n, start, stop, n_chunks, chunk, lo, hi
     cdef double weight, scale = 0, c_total = 0, c_const = 0
     cdef double decay, loss_sum, loss, norm
-    cdef long since_steps = 0, since_rows = 0
+    cdef long since_steps = 0
+    cdef Watch watch
     cdef floating* c_ptr
     cdef bint averaging = mean != NULL
+    watch.work, watch.budget, watch.raised = 0, cfg.check_work, False
 
     # The optimizer's gradient scale (_optimizers: gradient_scale), folded
     # into the reduction coefficients.
@@ -340,8 +358,10 @@ cdef int _epoch(
             loss_sum += _chunk(
                 cfg, params, X, sparse, Y, sw, order + start + lo, hi - lo,
                 c_ptr + lo if c_ptr != NULL else NULL, <floating>c_const,
-                Xb, acts, deltas, grad, chunk == 0,
+                Xb, acts, deltas, grad, chunk == 0, &watch,
             )
+            if watch.raised:
+                return -1  # the handler's exception, set: Cython raises it
 
         loss = loss_sum / weight
         if cfg.alpha != 0:
@@ -373,11 +393,11 @@ cdef int _epoch(
         out.seen += n
 
         since_steps += 1
-        since_rows += n
-        if since_steps >= cfg.check_steps or since_rows >= cfg.check_rows:
-            since_steps = since_rows = 0
-            with gil:
-                PyErr_CheckSignals()
+        if since_steps >= cfg.check_steps:
+            since_steps = 0
+            watch.work = watch.budget  # look now, whatever the work
+        if worked(&watch, cfg.shape.n_params):
+            return -1
 
     # A step's result is checked by the next step's loss; the last step's here.
     for i in range(cfg.shape.n_params):

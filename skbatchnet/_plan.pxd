@@ -14,7 +14,7 @@ cdef struct Config:
     double alpha
     double total_weight
     long check_steps
-    long check_rows
+    double check_work  # units of work (_codes.CHECK_WORK)
     Py_ssize_t tiny_product
     Py_ssize_t split_rows
     Py_ssize_t gemv_limit

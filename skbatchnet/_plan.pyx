@@ -23,8 +23,8 @@ cimport cython
 from libc.limits cimport LONG_MAX
 
 from ._codes import (
-    CHECK_ROWS,
     CHECK_STEPS,
+    CHECK_WORK,
     ONE_THREAD_GEMM,
     ONE_THREAD_GEMV,
     SMALL_BATCH_ROWS,
@@ -122,13 +122,15 @@ cdef class EpochPlan:
     max_rows : int, optional
         The widest batch any epoch may bring; by default the widest of
         ``bounds``.
-    tiny_product, split_rows, gemv_limit, gemm_limit, check_steps, check_rows : int
+    tiny_product, split_rows, gemv_limit, gemm_limit, check_steps, check_work : int
         The thresholds of ``skbatchnet._codes`` (``TINY_PRODUCT``,
         ``SMALL_BATCH_ROWS``, ``ONE_THREAD_GEMV``, ``ONE_THREAD_GEMM``,
-        ``CHECK_STEPS``, ``CHECK_ROWS``), which tests vary: products of at most
+        ``CHECK_STEPS``, ``CHECK_WORK``), which tests vary: products of at most
         ``tiny_product`` multiply-adds are the loop's own (0: none); batches
         of fewer than ``split_rows`` rows call BLAS in pieces of at most
-        ``gemv_limit`` or ``gemm_limit`` multiply-adds (0: whole).
+        ``gemv_limit`` or ``gemm_limit`` multiply-adds (0: whole); the loop
+        looks for Ctrl-C after ``check_steps`` steps or ``check_work``
+        multiply-adds and parameter updates, whichever comes first.
     """
 
     def __init__(
@@ -136,7 +138,7 @@ cdef class EpochPlan:
         reduction, alpha, total_weight, chunk_rows, max_rows=None,
         tiny_product=TINY_PRODUCT, split_rows=SMALL_BATCH_ROWS,
         gemv_limit=ONE_THREAD_GEMV, gemm_limit=ONE_THREAD_GEMM,
-        check_steps=CHECK_STEPS, check_rows=CHECK_ROWS,
+        check_steps=CHECK_STEPS, check_work=CHECK_WORK,
     ):
         units = np.asarray([int(u) for u in layer_units], dtype=np.intp)
         if units.size < 2 or (units < 1).any():
@@ -213,7 +215,7 @@ cdef class EpochPlan:
         self.cfg.alpha = alpha
         self.cfg.total_weight = total_weight
         self.cfg.check_steps = max(1, check_steps)
-        self.cfg.check_rows = max(1, check_rows)
+        self.cfg.check_work = max(1, check_work)
         self.cfg.tiny_product = tiny_product
         self.cfg.split_rows = split_rows
         self.cfg.gemv_limit = gemv_limit
@@ -233,7 +235,7 @@ cdef class EpochPlan:
             "gemv_limit": self.cfg.gemv_limit,
             "gemm_limit": self.cfg.gemm_limit,
             "check_steps": self.cfg.check_steps,
-            "check_rows": self.cfg.check_rows,
+            "check_work": int(self.cfg.check_work),
         }
 
     def epoch_rows(self, order=None, bounds=None):

@@ -74,7 +74,9 @@ class TrainingData:
             w_batch, weight = None, float(n)
         else:
             w_batch = rows_of(self.sample_weight, rows)
-            weight = float(w_batch.sum())
+            # In float64, as every weight total: float32 weights can sum past
+            # float32's range.
+            weight = float(np.sum(w_batch, dtype=np.float64))
         if weight == 0:
             return n, 0.0, None, None
         c = reduction_coefficients(w_batch, n, step.reduction).scaled(scale)
@@ -193,6 +195,10 @@ def rows_of(A, batch):
     return A[batch]
 
 
+def _total(sample_weight):
+    return np.sum(sample_weight, dtype=np.float64)
+
+
 def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None):
     """Hold out ``fraction`` of the data, stratified by ``stratify_by`` if given.
 
@@ -222,8 +228,8 @@ def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None)
         )
     if sample_weight is None:
         train, val = train + [None], val + [None]
-    elif not (train[-1].sum() > 0 and val[-1].sum() > 0):
-        side = "held-out" if train[-1].sum() > 0 else "training"
+    elif not (_total(train[-1]) > 0 and _total(val[-1]) > 0):
+        side = "held-out" if _total(train[-1]) > 0 else "training"
         raise ValueError(
             f"With early_stopping=True the {side} part of the data has zero "
             "total sample weight. Give more examples a positive weight, "
@@ -340,6 +346,8 @@ def update_stopping(progress, network, validation, *, stopping, score):
     logits = network.decision_function(X_val)
     losses = network.per_example_loss_from_logits(Y_val, logits)
     val_score = score(network.output_from_logits(logits), y_val, w_val)
+    # In float64: float32 weights can sum past float32's range.
+    losses = losses.astype(np.float64, copy=False)
     progress.validation_loss_curve.append(float(np.average(losses, weights=w_val)))
     progress.validation_scores.append(val_score)
     if stopping.verbose:
