@@ -30,10 +30,10 @@ from ._losses import LOSSES
 from ._optimizers import STOCHASTIC_SOLVERS
 from ._outcome import divergence_error
 from ._parameters import Parameters
+from ._progress import Progress
 from ._rollback import one_fit_at_a_time, restore, snapshot
 from ._targets import LEARNING_MODES, TargetEncoding, check_encoding_mode
 from ._training import (
-    Progress,
     Step,
     Stopping,
     epoch_runner,

@@ -16,8 +16,8 @@ build.
 from enum import IntEnum
 
 __all__ = [
-    "CHECK_ROWS",
     "CHECK_STEPS",
+    "CHECK_WORK",
     "ONE_THREAD_GEMM",
     "ONE_THREAD_GEMV",
     "SMALL_BATCH_ROWS",
@@ -88,10 +88,18 @@ ONE_THREAD_GEMM = 65536 * 4
 # multiply-adds on (a ten-class output layer at one row) BLAS is as quick.
 TINY_PRODUCT = 512
 
-# Steps, and rows, between two looks of the compiled loop for a pending
-# Ctrl-C. Taking the GIL costs about as much as one step at batch size 1, so
-# a look every few thousand steps is lost in the noise; the row bound makes
-# large batches, whose steps are long, look every few steps, so that Ctrl-C
-# is seen within about a second at any batch size.
+# When the compiled loop looks for a pending Ctrl-C, taking the GIL that
+# Python's signal handlers need: after CHECK_STEPS steps or CHECK_WORK units
+# of work, whichever comes first. A unit is one multiply-add of a product or
+# one parameter updated, counted after each product and each update, so a
+# batch of any size, in chunks or through wide layers, looks between its
+# products. The slowest units, those of memory-bound batches of one row
+# through wide layers, take about a nanosecond, which puts a look every few
+# tens of milliseconds at worst (the Performance page, "Interrupting a
+# fit"). Counting work rather than reading a clock keeps the test to an
+# addition and a comparison, and the looks the same from run to run. Steps
+# too short for their work to count are bounded by CHECK_STEPS: taking the
+# GIL costs about one such step, so one look in a few thousand is lost in
+# the noise.
 CHECK_STEPS = 2048
-CHECK_ROWS = 8192
+CHECK_WORK = 2**24

@@ -63,7 +63,7 @@ class ObjectiveData:
         """``S``, the total sample weight (the number of rows without weights)."""
         if self.sample_weight is None:
             return self.X.shape[0]
-        return float(self.sample_weight.sum())
+        return float(np.sum(self.sample_weight, dtype=np.float64))
 
     def training_data(self, validation=None):
         """The :class:`~skbatchnet._training.TrainingData` of these arrays."""
@@ -146,7 +146,7 @@ class TrainingContext:
 
     @property
     def progress(self):
-        """The run's :class:`~skbatchnet._training.Progress` record."""
+        """The run's :class:`~skbatchnet._progress.Progress` record."""
         return self.estimator._progress
 
     @property
@@ -257,7 +257,11 @@ class TrainingContext:
             rng=self.rng,
             stratify_by=stratify,
         )
-        total = X.shape[0] if sample_weight is None else float(sample_weight.sum())
+        total = (
+            X.shape[0]
+            if sample_weight is None
+            else float(np.sum(sample_weight, dtype=np.float64))
+        )
         return TrainingData(X, Y, sample_weight, total, validation)
 
     def publish(self, *, loss=None):

@@ -28,7 +28,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ._dask_data import network_of
 from ._optimizers import SOLVERS
-from ._training import TrainingData, rows_of, run_epoch, update_stopping
+from ._progress import update_stopping
+from ._training import TrainingData, rows_of, run_epoch
 from ._warn import warn
 from .batching import Minibatcher, resolve_batch_size
 
@@ -65,7 +66,11 @@ def local_round(parameters, spec, X, Y, w, optimizer, plan, settings):
         workspace=net.workspace(X.shape[0]),
         averager=None,
     ).seen
-    weight = seen if w is None else sum(float(rows_of(w, b).sum()) for b in batches)
+    weight = (
+        seen
+        if w is None
+        else sum(float(np.sum(rows_of(w, b), dtype=np.float64)) for b in batches)
+    )
     return net.parameters, optimizer, float(weight), seen
 
 

@@ -55,7 +55,8 @@ def partial_sums(parameters, spec, X, Y, w, rows, max_norm=None):
     X, Y = rows_of(X, rows), rows_of(Y, rows)
     w = None if w is None else rows_of(w, rows)
     n = X.shape[0]
-    weight = float(n) if w is None else float(w.sum())
+    # In float64, as every weight total: float32 weights can overflow float32.
+    weight = float(n) if w is None else float(np.sum(w, dtype=np.float64))
     c = Coefficients(1.0 if w is None else w, weight)
     ws = net.workspace(n)
     loss, grad = net.gradient(
@@ -238,7 +239,7 @@ def distribute(client, context, X, y, sample_weight):
     checks = [
         da.isfinite(X).all(),
         1.0 if w is None else w.min(),
-        float(X.shape[0]) if w is None else w.sum(),
+        float(X.shape[0]) if w is None else w.sum(dtype=np.float64),
         da.unique(y.ravel()) if classifier else da.isfinite(y).all(),
     ]
     if getattr(estimator, "loss", None) == "poisson":

@@ -5,8 +5,8 @@
 One call of :func:`run_epoch` runs every minibatch step of an epoch: gather
 the batch's rows, forward pass, output error and loss, backward pass, the
 optimizer's update and the weight average, then the next batch. Python gets
-control back once per epoch (and, briefly, every few thousand steps to look
-for Ctrl-C).
+control back once per epoch (and, briefly, every few milliseconds of work
+to look for Ctrl-C: ``_signals.pxd``).
 
 What stays the same through a fit is built and checked once, as the typed
 objects of ``_plan.pyx`` (an epoch plan, an optimizer state, an average
@@ -15,16 +15,16 @@ state); each epoch then takes only its order of rows.
 The math is the numpy specification's (:func:`skbatchnet._training.run_epoch`
 and what it calls), restated in the same order of operations and tested
 against it to rounding; the kernels of each option live in ``_kernels.pxd``,
-the products in ``_products.pxd``, the optimizers' passes in ``_updates.pxd``;
-the one-row path (``_chunk`` leaves a row's weight gradient to ``_update``)
-is in this file, both halves.
+the products in ``_products.pxd``, the optimizers' passes and the step over
+the network in ``_updates.pxd`` (``_chunk`` leaves a one-row batch's weight
+gradient to that step, which forms it as it reads it), the clipping in
+``_clip_kernels.pxd``.
 """
 
 from collections import namedtuple
 
 import numpy as np
 
-from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.math cimport isfinite, sqrt
 from libc.string cimport memcpy, memset
@@ -35,6 +35,7 @@ cimport skbatchnet._products as P
 cimport skbatchnet._updates as U
 from ._plan cimport AverageState, Config, Counters, EpochPlan, OptimizerState
 from ._products cimport Sparse
+from ._signals cimport Watch, worked
 from ._updates cimport Shape, Solver
 
 
@@ -95,7 +96,7 @@ cdef double _chunk(
     const floating* Y, const floating* sw, const Py_ssize_t* rows, Py_ssize_t n,
     floating* c_rows,
     floating c_const, floating* Xb, floating* acts, floating* deltas,
-    floating* grad, bint first, long* clipped
+    floating* grad, bint first, Watch* watch, long* clipped
 ) noexcept nogil:
     """Forward and backward pass of ``n`` rows; returns sum_i s_i loss_i.
 
@@ -104,7 +105,10 @@ cdef double _chunk(
     (adding the rows clipped to ``clipped``);
     the weight decay is added later, in the update. With ``sparse``, ``X``
     holds the values of a CSR matrix of that structure. A batch of one row
-    leaves its weight gradients out: the update forms them (``_update``).
+    leaves its weight gradients out: the update forms them
+    (``U.network_update``).
+    Counts its products' work in ``watch`` and stops, with an unfinished
+    gradient, when a signal handler raises there.
     """
     cdef const Py_ssize_t* units = cfg.shape.units
     cdef const Py_ssize_t* coef_offsets = cfg.shape.coef_offsets
@@ -124,6 +128,8 @@ cdef double _chunk(
     cdef Py_ssize_t p
     cdef bint by_entries = sparse != NULL and n > 1
     cdef bint clip = cfg.max_norm > 0
+    # Multiply-adds of a layer's product (of the first layer's by entries).
+    cdef double work, first_work = 0
     # A small batch's products go to BLAS in calls small enough to run on one
     # thread (SMALL_BATCH_ROWS in _codes.py).
     cdef Py_ssize_t limit = 0
@@ -131,7 +137,7 @@ cdef double _chunk(
         limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
 
     # Gather the rows: one dense row is read where it is; one sparse row is
-    # written out dense, as the update reads its every entry (``_update``);
+    # written out dense, as the update reads its every entry;
     # more sparse rows are read where they are, entry by entry (by_entries).
     if sparse != NULL:
         inputs = Xb
@@ -139,6 +145,10 @@ cdef double _chunk(
             memset(Xb, 0, d * sizeof(floating))
             for p in range(sparse.indptr[rows[0]], sparse.indptr[rows[0] + 1]):
                 Xb[sparse.indices[p]] += X[p]
+        elif by_entries:
+            for i in range(n):
+                first_work += sparse.indptr[rows[i] + 1] - sparse.indptr[rows[i]]
+            first_work *= units[1]
     elif n == 1:
         inputs = <floating*>X + rows[0] * d
     else:
@@ -163,6 +173,9 @@ cdef double _chunk(
             cfg.activation if l < L - 1 else K.IDENTITY,
             n, fan_out, A, biases + unit_offsets[l],
         )
+        work = first_work if l == 0 and by_entries else <double>n * fan_in * fan_out
+        if worked(watch, work):
+            return 0
 
     # Output error (f(Z) - Y) scaled by c_i, and the losses, row by row.
     # Clipping needs each example's own error first; c_i joins after.
@@ -188,6 +201,8 @@ cdef double _chunk(
             n * fan_in * fan_out <= cfg.tiny_product, limit,
         )
         K.derivative(cfg.activation, n * fan_in, acts + n * unit_offsets[l - 1], below)
+        if worked(watch, <double>n * fan_in * fan_out):
+            return 0
     if clip:
         clipped[0] += C.clip_rows(
             &cfg.shape, n, NULL if by_entries else inputs, sparse, rows, X, Xb,
@@ -205,84 +220,16 @@ cdef double _chunk(
             )
         elif n > 1:
             # One row's weight gradient, the outer product A.T delta, is left
-            # to the update, which forms it as it reads it (``_update``).
+            # to the update, which forms it as it reads it.
             P.weight_gradient(
                 n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first,
                 n * fan_in * fan_out <= cfg.tiny_product, limit,
             )
+        work = first_work if l == 0 and by_entries else <double>n * fan_in * fan_out
+        if worked(watch, work * (n > 1)):
+            return 0
         P.column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
     return loss_sum
-
-
-cdef double _update(
-    const Shape* shape, const Solver* solver, bint penalized, floating* params,
-    floating* grad, double decay, floating* state1, floating* state2, long t,
-    floating* x_row, floating* acts, floating* deltas
-) noexcept nogil:
-    """One optimizer step; returns ||W||^2 after it when ``penalized`` (the
-    next step's penalty), else 0.
-
-    ``grad`` holds the scaled data gradient; the weights' share of the
-    penalty, ``decay * W``, joins it here (biases are not decayed). With
-    ``x_row`` (a batch of one row) the weight gradients are not in ``grad``:
-    ``_chunk`` leaves them out, and row i of
-    layer l's is ``a_i * delta`` (the layer's input times its delta), formed
-    here as the update reads it, which saves writing and reading back a
-    gradient as large as the network. The squares of the new weights are
-    summed as they are written, rather than in a pass of their own.
-    """
-    cdef Py_ssize_t nc = shape.n_coefs, nb = shape.n_params - shape.n_coefs
-    cdef Py_ssize_t l, i, fan_in, fan_out, off
-    cdef bint sgd = solver.code == K.SGD, adam = solver.code == K.ADAM
-    cdef bint nesterov = solver.nesterov
-    cdef double norm = 0
-    cdef double root_k
-    cdef floating neg_lr = 0, eps = 0, dec = <floating>decay
-    cdef floating mu = <floating>solver.momentum
-    cdef floating b1 = <floating>solver.beta_1, b2 = <floating>solver.beta_2
-    cdef floating* A
-    cdef floating* delta
-    if adam:
-        # The bias correction folded into the rate, with u = v / k
-        # (_optimizers.Adam.step).
-        root_k = sqrt((1 - solver.beta_2) / (1 - solver.beta_1) ** 2)
-        neg_lr = <floating>(
-            -(K.adam_rate(solver.learning_rate, solver.beta_1, solver.beta_2, t)
-              / root_k)
-        )
-        eps = <floating>(solver.epsilon / root_k)
-
-    if x_row == NULL:
-        if sgd:
-            norm = U.sgd_pass(params, state1, grad, 1, nc, dec, mu, nesterov, penalized)
-        elif adam:
-            norm = U.adam_pass(params, state1, state2, grad, 1, nc, dec, b1, b2,
-                             neg_lr, eps, penalized)
-    else:
-        # The solver's branch stays outside the loops over rows of weights.
-        for l in range(shape.n_layers):
-            fan_in, fan_out = shape.units[l], shape.units[l + 1]
-            A = x_row if l == 0 else acts + shape.unit_offsets[l - 1]
-            delta = deltas + shape.unit_offsets[l]
-            off = shape.coef_offsets[l]
-            if sgd:
-                for i in range(fan_in):
-                    norm += U.sgd_pass(params + off, state1 + off, delta, A[i],
-                                     fan_out, dec, mu, nesterov, penalized)
-                    off += fan_out
-            elif adam:
-                for i in range(fan_in):
-                    norm += U.adam_pass(params + off, state1 + off, state2 + off,
-                                      delta, A[i], fan_out, dec, b1, b2, neg_lr,
-                                      eps, penalized)
-                    off += fan_out
-    # The biases.
-    if sgd:
-        U.sgd_pass(params + nc, state1 + nc, grad + nc, 1, nb, 0, mu, nesterov, False)
-    elif adam:
-        U.adam_pass(params + nc, state1 + nc, state2 + nc, grad + nc, 1, nb, 0, b1,
-                  b2, neg_lr, eps, False)
-    return norm
 
 
 cdef int _epoch(
@@ -301,9 +248,11 @@ cdef int _epoch(
     cdef Py_ssize_t b, i, n, start, stop, n_chunks, chunk, lo, hi
     cdef double weight, scale = 0, c_total = 0, c_const = 0
     cdef double decay, loss_sum, loss, norm, inverse
-    cdef long since_steps = 0, since_rows = 0
+    cdef long since_steps = 0
+    cdef Watch watch
     cdef floating* c_ptr
     cdef bint averaging = mean != NULL
+    watch.work, watch.budget, watch.raised = 0, cfg.check_work, False
 
     # The optimizer's gradient scale (_optimizers: gradient_scale), folded
     # into the reduction coefficients.
@@ -365,8 +314,10 @@ cdef int _epoch(
             loss_sum += _chunk(
                 cfg, params, X, sparse, Y, sw, order + start + lo, hi - lo,
                 c_ptr + lo if c_ptr != NULL else NULL, <floating>c_const,
-                Xb, acts, deltas, grad, chunk == 0, &out.clipped,
+                Xb, acts, deltas, grad, chunk == 0, &watch, &out.clipped,
             )
+            if watch.raised:
+                return -1  # the handler's exception, set: Cython raises it
 
         loss = loss_sum / weight if weight != 0 else 0.0
         if cfg.alpha != 0:
@@ -381,7 +332,7 @@ cdef int _epoch(
         if averaging:
             out.samples_seen += n
         # ||W||^2 at the weights the next step starts from.
-        norm = _update(
+        norm = U.network_update(
             &cfg.shape, solver, cfg.alpha != 0, params, grad, decay, state1, state2,
             out.adam_t,
             NULL if n > 1 else (
@@ -398,11 +349,11 @@ cdef int _epoch(
         out.seen += n
 
         since_steps += 1
-        since_rows += n
-        if since_steps >= cfg.check_steps or since_rows >= cfg.check_rows:
-            since_steps = since_rows = 0
-            with gil:
-                PyErr_CheckSignals()
+        if since_steps >= cfg.check_steps:
+            since_steps = 0
+            watch.work = watch.budget  # look now, whatever the work
+        if worked(&watch, cfg.shape.n_params):
+            return -1
 
     # A step's result is checked by the next step's loss; the last step's here.
     for i in range(cfg.shape.n_params):

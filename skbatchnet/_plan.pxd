@@ -16,7 +16,7 @@ cdef struct Config:
     double weight_per_row  # S / n: a batch's expected weight per row
     double max_norm  # per-example clipping to this norm; 0: none
     long check_steps
-    long check_rows
+    double check_work  # units of work (_codes.CHECK_WORK)
     Py_ssize_t tiny_product
     Py_ssize_t split_rows
     Py_ssize_t gemv_limit

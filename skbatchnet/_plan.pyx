@@ -23,8 +23,8 @@ cimport cython
 from libc.limits cimport LONG_MAX
 
 from ._codes import (
-    CHECK_ROWS,
     CHECK_STEPS,
+    CHECK_WORK,
     ONE_THREAD_GEMM,
     ONE_THREAD_GEMV,
     SMALL_BATCH_ROWS,
@@ -125,13 +125,15 @@ cdef class EpochPlan:
     max_norm : float, optional
         Clip each example's loss gradient to this norm (``_clipping.py``);
         None does not clip.
-    tiny_product, split_rows, gemv_limit, gemm_limit, check_steps, check_rows : int
+    tiny_product, split_rows, gemv_limit, gemm_limit, check_steps, check_work : int
         The thresholds of ``skbatchnet._codes`` (``TINY_PRODUCT``,
         ``SMALL_BATCH_ROWS``, ``ONE_THREAD_GEMV``, ``ONE_THREAD_GEMM``,
-        ``CHECK_STEPS``, ``CHECK_ROWS``), which tests vary: products of at most
+        ``CHECK_STEPS``, ``CHECK_WORK``), which tests vary: products of at most
         ``tiny_product`` multiply-adds are the loop's own (0: none); batches
         of fewer than ``split_rows`` rows call BLAS in pieces of at most
-        ``gemv_limit`` or ``gemm_limit`` multiply-adds (0: whole).
+        ``gemv_limit`` or ``gemm_limit`` multiply-adds (0: whole); the loop
+        looks for Ctrl-C after ``check_steps`` steps or ``check_work``
+        multiply-adds and parameter updates, whichever comes first.
     """
 
     def __init__(
@@ -139,7 +141,7 @@ cdef class EpochPlan:
         reduction, alpha, total_weight, chunk_rows, max_rows=None, max_norm=None,
         tiny_product=TINY_PRODUCT, split_rows=SMALL_BATCH_ROWS,
         gemv_limit=ONE_THREAD_GEMV, gemm_limit=ONE_THREAD_GEMM,
-        check_steps=CHECK_STEPS, check_rows=CHECK_ROWS,
+        check_steps=CHECK_STEPS, check_work=CHECK_WORK,
     ):
         units = np.asarray([int(u) for u in layer_units], dtype=np.intp)
         if units.size < 2 or (units < 1).any():
@@ -220,7 +222,7 @@ cdef class EpochPlan:
         self.cfg.weight_per_row = total_weight / n if n else 0.0
         self.cfg.max_norm = 0.0 if max_norm is None else max_norm
         self.cfg.check_steps = max(1, check_steps)
-        self.cfg.check_rows = max(1, check_rows)
+        self.cfg.check_work = max(1, check_work)
         self.cfg.tiny_product = tiny_product
         self.cfg.split_rows = split_rows
         self.cfg.gemv_limit = gemv_limit
@@ -240,7 +242,7 @@ cdef class EpochPlan:
             "gemv_limit": self.cfg.gemv_limit,
             "gemm_limit": self.cfg.gemm_limit,
             "check_steps": self.cfg.check_steps,
-            "check_rows": self.cfg.check_rows,
+            "check_work": int(self.cfg.check_work),
         }
 
     def epoch_rows(self, order=None, bounds=None):

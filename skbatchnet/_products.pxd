@@ -162,7 +162,7 @@ cdef inline void weight_gradient(
     ``own`` as in forward_product: each row of G sums rows of D. ``limit``
     too, a block of rows of G per BLAS call. One row's weight gradient, the
     outer product of its input and its delta, is never written: the update
-    forms it as it reads it (``_update`` in _epoch.pyx).
+    forms it as it reads it (``network_update`` in _updates.pxd).
     """
     cdef Py_ssize_t i, j, r, b
     cdef floating a

@@ -1,7 +1,8 @@
 """Training: the epoch loop, its runners and its bookkeeping.
 
-Functions of a network, its data, an optimizer and a :class:`Progress`
-record; none of them sees an estimator. A step of stochastic training is
+Functions of a network, its data, an optimizer and a
+:class:`~skbatchnet._progress.Progress` record; none of them sees an
+estimator. A step of stochastic training is
 
 1. ``rows`` = the next batch;
 2. ``c`` = the reduction coefficients of those rows' weights;
@@ -19,7 +20,7 @@ compiled loop, which takes the same steps); :func:`epoch_runner` picks one.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -30,6 +31,7 @@ from ._compiled import CompiledEpochs
 from ._growth import LossGrowth
 from ._optimizers import SGD
 from ._outcome import Diverged, EpochSums, Penalty, divergence_error
+from ._progress import update_stopping
 from ._rollback import Checkpoint
 from ._validation import stratification
 from ._warn import warn
@@ -39,7 +41,6 @@ from .reduction import REDUCTIONS, reduction_coefficients
 __all__ = [
     "Diverged",
     "NumpyEpochs",
-    "Progress",
     "Step",
     "Stopping",
     "TrainingData",
@@ -76,7 +77,9 @@ class TrainingData:
             w_batch, weight = None, float(n)
         else:
             w_batch = rows_of(self.sample_weight, rows)
-            weight = float(w_batch.sum())
+            # In float64, as every weight total: float32 weights can sum past
+            # float32's range.
+            weight = float(np.sum(w_batch, dtype=np.float64))
         if n == 0 or (
             weight == 0 and not REDUCTIONS[step.reduction].steps_without_weight
         ):
@@ -129,67 +132,6 @@ class Stopping:
     growth: LossGrowth = LossGrowth()
 
 
-@dataclass
-class Progress:
-    """Where training stands: the counters and curves an estimator reports.
-
-    The fields without a leading underscore are published as the fitted
-    attributes of the same name followed by ``_`` (``n_iter_``, ``t_``...).
-    """
-
-    n_iter: int = 0
-    t: int = 0
-    loss_curve: list = field(default_factory=list)
-    best_loss: float | None = np.inf
-    validation_scores: list | None = None
-    validation_loss_curve: list | None = None
-    best_validation_score: float | None = None
-    n_steps_per_epoch: list = field(default_factory=list)
-    n_samples_per_epoch: list = field(default_factory=list)
-    clip_fraction_curve: list | None = None
-    _no_improvement_count: int = 0
-    _best_parameters: np.ndarray | None = None
-
-    def record(self, loss, steps, samples, clip_fraction=None):
-        """Append an epoch (or L-BFGS iteration) to the curves.
-
-        ``clip_fraction`` is the fraction of the epoch's rows whose gradient
-        was clipped (None: no clipping). The clipping curve starts with the
-        first clipped epoch, NaN for the epochs before it, and then has one
-        entry per epoch, NaN where nothing was clipped.
-        """
-        if clip_fraction is not None and self.clip_fraction_curve is None:
-            self.clip_fraction_curve = [np.nan] * len(self.loss_curve)
-        if self.clip_fraction_curve is not None:
-            fraction = np.nan if clip_fraction is None else clip_fraction
-            self.clip_fraction_curve.append(fraction)
-        self.loss_curve.append(loss)
-        self.n_steps_per_epoch.append(steps)
-        self.n_samples_per_epoch.append(samples)
-
-    def reset_stopping(self, early_stopping):
-        """Start the bookkeeping of the stopping rule afresh."""
-        self._no_improvement_count = 0
-        self._best_parameters = None
-        if early_stopping:
-            self.validation_scores, self.validation_loss_curve = [], []
-            self.best_validation_score, self.best_loss = -np.inf, None
-        else:
-            self.validation_scores, self.validation_loss_curve = None, None
-            self.best_validation_score, self.best_loss = None, np.inf
-
-    def attributes(self):
-        """The fitted attributes, ``{name + '_': value}``."""
-        out = {
-            f"{name}_": value
-            for name, value in vars(self).items()
-            if not name.startswith("_")
-        }
-        if self.validation_loss_curve is None:
-            del out["validation_loss_curve_"]
-        return out
-
-
 def weight_average(average, current, network):
     """The running weight average to train with, per the ``average`` setting.
 
@@ -214,6 +156,10 @@ def rows_of(A, batch):
     if isinstance(batch, slice) and batch == slice(None):
         return A  # every row: a sparse matrix would be copied
     return A[batch]
+
+
+def _total(sample_weight):
+    return np.sum(sample_weight, dtype=np.float64)
 
 
 def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None):
@@ -245,8 +191,8 @@ def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None)
         )
     if sample_weight is None:
         train, val = train + [None], val + [None]
-    elif not (train[-1].sum() > 0 and val[-1].sum() > 0):
-        side = "held-out" if train[-1].sum() > 0 else "training"
+    elif not (_total(train[-1]) > 0 and _total(val[-1]) > 0):
+        side = "held-out" if _total(train[-1]) > 0 else "training"
         raise ValueError(
             f"With early_stopping=True the {side} part of the data has zero "
             "total sample weight. Give more examples a positive weight, "
@@ -340,40 +286,6 @@ def epoch_loss(sums, data, network, alpha):
         # evaluate it exactly on the training data instead.
         return data.objective(network, alpha)
     return sums.loss_sum / sums.weight_sum
-
-
-def _count_no_improvement(progress, improved):
-    """The stopping rule's counter: consecutive epochs without improvement."""
-    if improved:
-        progress._no_improvement_count = 0
-    else:
-        progress._no_improvement_count += 1
-
-
-def update_stopping(progress, network, validation, *, stopping, score):
-    """Record the epoch for the stopping rule (training loss or validation score).
-
-    With a held-out set the best parameters seen are kept in ``progress``.
-    """
-    if validation is None:
-        loss = progress.loss_curve[-1]
-        _count_no_improvement(progress, not loss > progress.best_loss - stopping.tol)
-        if loss < progress.best_loss:
-            progress.best_loss = loss
-        return
-    X_val, Y_val, y_val, w_val = validation
-    logits = network.decision_function(X_val)
-    losses = network.per_example_loss_from_logits(Y_val, logits)
-    val_score = score(network.output_from_logits(logits), y_val, w_val)
-    progress.validation_loss_curve.append(float(np.average(losses, weights=w_val)))
-    progress.validation_scores.append(val_score)
-    if stopping.verbose:
-        print(f"Validation score: {val_score:f}")
-    improved = not val_score < progress.best_validation_score + stopping.tol
-    _count_no_improvement(progress, improved)
-    if val_score > progress.best_validation_score:
-        progress.best_validation_score = val_score
-        progress._best_parameters = network.parameters.copy()
 
 
 def _penalty(network, data, step, optimizer, batcher):

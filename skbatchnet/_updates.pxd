@@ -1,15 +1,18 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 # cython: cdivision=True, initializedcheck=False, nonecheck=False
-"""The optimizers' and the weight average's passes over parameter vectors.
+"""The optimizers' and the weight average's passes over parameter vectors,
+and one optimizer step over a network's parameters (``network_update``).
 
-Inline, for the epoch (_epoch.pyx, whose ``_update`` runs them) and its AVX2
-twin. The per-parameter formulas are the solvers' registry kernels
-(_kernels.pxd); these loops run them over a vector, adding the L2 penalty's
-share of the weights and summing the new weights' squares as they are
-written.
+Inline, for the epoch (_epoch.pyx, which runs ``network_update`` after each
+batch) and its AVX2 twin. The per-parameter formulas are the solvers'
+registry kernels (_kernels.pxd); these loops run them over a vector, adding
+the L2 penalty's share of the weights and summing the new weights' squares as
+they are written.
 """
 
 from cython cimport floating
+from libc.math cimport sqrt
+
 cimport skbatchnet._kernels as K
 
 
@@ -126,3 +129,74 @@ cdef inline void average_pass(
     cdef Py_ssize_t j
     for j in range(size):
         K.average_update(mean + j, p[j], count)
+
+
+cdef inline double network_update(
+    const Shape* shape, const Solver* solver, bint penalized, floating* params,
+    floating* grad, double decay, floating* state1, floating* state2, long t,
+    floating* x_row, floating* acts, floating* deltas
+) noexcept nogil:
+    """One optimizer step; returns ||W||^2 after it when ``penalized`` (the
+    next step's penalty), else 0.
+
+    ``grad`` holds the scaled data gradient; the weights' share of the
+    penalty, ``decay * W``, joins it here (biases are not decayed). With
+    ``x_row`` (a batch of one row) the weight gradients are not in ``grad``:
+    ``_epoch.pyx``'s ``_chunk`` leaves them out, and row i of
+    layer l's is ``a_i * delta`` (the layer's input times its delta), formed
+    here as the update reads it, which saves writing and reading back a
+    gradient as large as the network. The squares of the new weights are
+    summed as they are written, rather than in a pass of their own.
+    """
+    cdef Py_ssize_t nc = shape.n_coefs, nb = shape.n_params - shape.n_coefs
+    cdef Py_ssize_t l, i, fan_in, fan_out, off
+    cdef bint sgd = solver.code == K.SGD, adam = solver.code == K.ADAM
+    cdef bint nesterov = solver.nesterov
+    cdef double norm = 0
+    cdef double root_k
+    cdef floating neg_lr = 0, eps = 0, dec = <floating>decay
+    cdef floating mu = <floating>solver.momentum
+    cdef floating b1 = <floating>solver.beta_1, b2 = <floating>solver.beta_2
+    cdef floating* A
+    cdef floating* delta
+    if adam:
+        # The bias correction folded into the rate, with u = v / k
+        # (_optimizers.Adam.step).
+        root_k = sqrt((1 - solver.beta_2) / (1 - solver.beta_1) ** 2)
+        neg_lr = <floating>(
+            -(K.adam_rate(solver.learning_rate, solver.beta_1, solver.beta_2, t)
+              / root_k)
+        )
+        eps = <floating>(solver.epsilon / root_k)
+
+    if x_row == NULL:
+        if sgd:
+            norm = sgd_pass(params, state1, grad, 1, nc, dec, mu, nesterov, penalized)
+        elif adam:
+            norm = adam_pass(params, state1, state2, grad, 1, nc, dec, b1, b2,
+                             neg_lr, eps, penalized)
+    else:
+        # The solver's branch stays outside the loops over rows of weights.
+        for l in range(shape.n_layers):
+            fan_in, fan_out = shape.units[l], shape.units[l + 1]
+            A = x_row if l == 0 else acts + shape.unit_offsets[l - 1]
+            delta = deltas + shape.unit_offsets[l]
+            off = shape.coef_offsets[l]
+            if sgd:
+                for i in range(fan_in):
+                    norm += sgd_pass(params + off, state1 + off, delta, A[i],
+                                     fan_out, dec, mu, nesterov, penalized)
+                    off += fan_out
+            elif adam:
+                for i in range(fan_in):
+                    norm += adam_pass(params + off, state1 + off, state2 + off,
+                                      delta, A[i], fan_out, dec, b1, b2, neg_lr,
+                                      eps, penalized)
+                    off += fan_out
+    # The biases.
+    if sgd:
+        sgd_pass(params + nc, state1 + nc, grad + nc, 1, nb, 0, mu, nesterov, False)
+    elif adam:
+        adam_pass(params + nc, state1 + nc, state2 + nc, grad + nc, 1, nb, 0, b1,
+                  b2, neg_lr, eps, False)
+    return norm

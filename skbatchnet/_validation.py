@@ -71,7 +71,10 @@ def check_sample_weight(sample_weight, X):
             f"index {bad[0]} ({bad.size} negative in all). Drop those examples or "
             "give them weight 0."
         )
-    if not sample_weight.sum() > 0:
+    # Totals are summed in float64 wherever training takes them: float32
+    # weights may sum past float32's range (3.4e38).
+    total = np.sum(sample_weight, dtype=np.float64)
+    if not total > 0:
         raise ValueError(
             "sample_weight sums to 0, so the objective is undefined; at least one "
             "example needs a positive weight."

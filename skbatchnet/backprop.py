@@ -73,6 +73,11 @@ _CACHE_MIB = 8
 _FORWARD_CACHE_MIB = 2
 
 
+def _float64(a):
+    """``a`` in float64, for sums that float32 would round or overflow."""
+    return a.astype(np.float64, copy=False)
+
+
 def _as_2d_target(y, dtype):
     y = np.asarray(y, dtype=dtype)
     return y.reshape(-1, 1) if y.ndim == 1 else y
@@ -393,8 +398,9 @@ class Network:
         if sample_weight is None:
             total, data = losses.shape[0], losses.mean()
         else:
-            total = sample_weight.sum()
-            data = np.dot(sample_weight, losses) / total
+            # In float64: float32 weights can sum past float32's range.
+            total = np.sum(sample_weight, dtype=np.float64)
+            data = np.dot(_float64(sample_weight), _float64(losses)) / total
         return float(data) + 0.5 * alpha * self.penalty() / float(total)
 
     def gradient(
@@ -464,7 +470,11 @@ class Network:
         n = X.shape[0]
         ws = workspace if workspace is not None else self.workspace(n)
         c, c_total = coefficients
-        weight = n if sample_weight is None else float(sample_weight.sum())
+        weight = (
+            n
+            if sample_weight is None
+            else float(np.sum(sample_weight, dtype=np.float64))
+        )
         if total_weight is None:
             total_weight = weight
         decay = alpha * c_total / float(total_weight) if alpha else 0.0
@@ -629,10 +639,12 @@ class Network:
         # through every layer's matrix product; clipping needs every layer's
         # unscaled error first, and scales them all afterwards.
         losses = LOSSES[self.loss].error(Y, Z, deltas[-1])
+        # Summed in float64, as the compiled loop sums them: in float32 the
+        # sum of 10^5 losses loses digits, and weighted ones can overflow.
         if sample_weight is None:
-            loss_sum = float(np.add.reduce(losses))
+            loss_sum = float(np.add.reduce(losses, dtype=np.float64))
         else:
-            loss_sum = float(np.dot(sample_weight, losses))
+            loss_sum = float(np.dot(_float64(sample_weight), _float64(losses)))
         if max_norm is None:
             _scale_rows(deltas[-1], coefficients)
 

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from ._codes import ReductionCode
 
 __all__ = ["REDUCTIONS", "Coefficients", "Reduction", "reduction_coefficients"]
@@ -61,20 +63,23 @@ class Coefficients(NamedTuple):
 def _mean_coefficients(sample_weight, n_samples, expected_weight):
     if sample_weight is None:
         return 1.0 / n_samples, 1.0
-    total = sample_weight.sum()
+    # The total in float64, which float32 weights cannot overflow; the
+    # coefficients, at most 1, back in float32 for float32 weights.
+    total = np.float64(np.sum(sample_weight, dtype=np.float64))
     if not total > 0:
         raise ValueError(
             "The 'mean' reduction divides by the batch's total sample weight, "
             "which is 0 for this batch. Give the batch a positive weight or "
             "skip it."
         )
-    return sample_weight / total, 1.0
+    dtype = np.result_type(sample_weight.dtype, np.float32)
+    return (sample_weight / total).astype(dtype, copy=False), 1.0
 
 
 def _sum_coefficients(sample_weight, n_samples, expected_weight):
     if sample_weight is None:
         return 1.0, float(n_samples)
-    return sample_weight, float(sample_weight.sum())
+    return sample_weight, float(np.sum(sample_weight, dtype=np.float64))
 
 
 def _unbiased_coefficients(sample_weight, n_samples, expected_weight):

@@ -294,7 +294,7 @@ def test_the_plan_reads_the_thresholds_of_codes_unless_given():
         "gemv_limit": _codes.ONE_THREAD_GEMV,
         "gemm_limit": _codes.ONE_THREAD_GEMM,
         "check_steps": _codes.CHECK_STEPS,
-        "check_rows": _codes.CHECK_ROWS,
+        "check_work": _codes.CHECK_WORK,
     }
     given = dict(tiny_product=0, split_rows=3, gemv_limit=7, gemm_limit=40)
     runner = CompiledEpochs(net, data, Minibatcher(8), step, thresholds=given)

@@ -506,12 +506,23 @@ def test_ctrl_c_ends_the_epoch_with_the_interrupted_status():
     )
     order = np.tile(np.arange(N_SAMPLES), 200_000)  # millions of steps
     bounds = np.stack([np.arange(order.size), np.arange(1, order.size + 1)], 1)
-    timer = threading.Timer(0.2, _thread.interrupt_main)
-    timer.start()
+    before, stop = net.parameters.copy(), threading.Event()
+
+    def interrupt_once_stepping():
+        # Not before the loop runs: run_epoch's checks of the order run
+        # Python, which would raise KeyboardInterrupt before the loop.
+        while np.array_equal(net.parameters, before):
+            if stop.wait(0.001):
+                return
+        _thread.interrupt_main()
+
+    thread = threading.Thread(target=interrupt_once_stepping)
+    thread.start()
     try:
         result = _epoch.run_epoch(plan, state, None, order, bounds)
     finally:
-        timer.cancel()
+        stop.set()
+        thread.join()
     assert result.status == Status.INTERRUPTED
     assert 0 < result.steps < order.size
 

@@ -2,7 +2,8 @@
 
 Inputs and targets scaled up to the float range, and learning rates big
 enough to diverge, either fit or raise a clear error; predictions on huge
-finite inputs give finite probabilities.
+finite inputs give finite probabilities; sample weights whose sum overflows
+float32 fit on both tiers.
 """
 
 import warnings
@@ -15,6 +16,7 @@ from conftest import (
     TASKS,
     make_data,
     make_task,
+    use_numpy_epochs,
 )
 
 from skbatchnet import BatchMLPClassifier, BatchMLPRegressor
@@ -117,3 +119,42 @@ def test_extreme_finite_inputs_at_predict(task, activation, value):
     assert len(pred) == 5
     if proba is not None:
         _check_probabilities(proba, task, 5, np.float64)
+
+
+def _parameters(est):
+    return np.concatenate([a.ravel() for a in est.coefs_ + est.intercepts_])
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("tier", ["compiled", "numpy"])
+def test_float32_weights_past_float32_s_range_fit_as_unit_weights(
+    tier, solver, early_stopping, monkeypatch
+):
+    # 120 weights of 1e37 sum to 1.2e39, past float32's 3.4e38. Every total
+    # (S, a batch's weight, the loss sums, the held-out part's) is taken in
+    # float64, so with the 'mean' reduction and no penalty only the weights'
+    # ratios matter: the fit is the fit with unit weights, on either tier.
+    X, y_reg, _ = make_data(n=120)
+    X = X.astype(np.float32)
+    weights = np.full(120, 1e37, np.float32)
+    with np.errstate(over="ignore"):
+        assert np.isinf(weights.sum())
+    if tier == "numpy":
+        use_numpy_epochs(monkeypatch)
+    params = dict(
+        hidden_layer_sizes=(5,), solver=solver, batch_size="full", max_iter=4,
+        alpha=0.0, early_stopping=early_stopping, random_state=0,
+        validation_fraction=0.5,  # 60 held-out weights: past float32 too
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        weighted = BatchMLPRegressor(**params).fit(X, y_reg, sample_weight=weights)
+        unit = BatchMLPRegressor(**params).fit(X, y_reg)
+    assert weighted.n_iter_ == unit.n_iter_ == 4
+    np.testing.assert_allclose(_parameters(weighted), _parameters(unit), rtol=1e-5)
+    np.testing.assert_allclose(weighted.loss_curve_, unit.loss_curve_, rtol=1e-6)
+    if early_stopping:
+        np.testing.assert_allclose(
+            weighted.validation_loss_curve_, unit.validation_loss_curve_, rtol=1e-6
+        )

@@ -12,7 +12,8 @@ import pytest
 from skbatchnet import BatchMLPRegressor
 from skbatchnet._callbacks import TaskReporter
 from skbatchnet._lbfgs import train_lbfgs
-from skbatchnet._training import Progress, TrainingData
+from skbatchnet._progress import Progress
+from skbatchnet._training import TrainingData
 from skbatchnet.backprop import Network
 
 RNG = np.random.RandomState(0)

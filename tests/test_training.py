@@ -732,7 +732,7 @@ def test_diverged_says_what_where_and_survives_pickling():
 
 
 def test_only_the_public_progress_fields_are_published():
-    from skbatchnet._training import Progress
+    from skbatchnet._progress import Progress
 
     progress = Progress()
     progress.reset_stopping(early_stopping=True)

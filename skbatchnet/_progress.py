@@ -1,0 +1,111 @@
+"""The training record: the counters and curves a fit reports, and the
+stopping rule's bookkeeping over them.
+
+:class:`Progress` is what an estimator publishes as ``n_iter_``,
+``loss_curve_``, ``clip_fraction_curve_``...; :func:`update_stopping` records
+each epoch for the ``tol`` / ``n_iter_no_change`` rule, on the training loss
+or on a held-out score.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Progress", "update_stopping"]
+
+
+@dataclass
+class Progress:
+    """Where training stands: the counters and curves an estimator reports.
+
+    The fields without a leading underscore are published as the fitted
+    attributes of the same name followed by ``_`` (``n_iter_``, ``t_``...).
+    """
+
+    n_iter: int = 0
+    t: int = 0
+    loss_curve: list = field(default_factory=list)
+    best_loss: float | None = np.inf
+    validation_scores: list | None = None
+    validation_loss_curve: list | None = None
+    best_validation_score: float | None = None
+    n_steps_per_epoch: list = field(default_factory=list)
+    n_samples_per_epoch: list = field(default_factory=list)
+    clip_fraction_curve: list | None = None
+    _no_improvement_count: int = 0
+    _best_parameters: np.ndarray | None = None
+
+    def record(self, loss, steps, samples, clip_fraction=None):
+        """Append an epoch (or L-BFGS iteration) to the curves.
+
+        ``clip_fraction`` is the fraction of the epoch's rows whose gradient
+        was clipped (None: no clipping). The clipping curve starts with the
+        first clipped epoch, NaN for the epochs before it, and then has one
+        entry per epoch, NaN where nothing was clipped.
+        """
+        if clip_fraction is not None and self.clip_fraction_curve is None:
+            self.clip_fraction_curve = [np.nan] * len(self.loss_curve)
+        if self.clip_fraction_curve is not None:
+            fraction = np.nan if clip_fraction is None else clip_fraction
+            self.clip_fraction_curve.append(fraction)
+        self.loss_curve.append(loss)
+        self.n_steps_per_epoch.append(steps)
+        self.n_samples_per_epoch.append(samples)
+
+    def reset_stopping(self, early_stopping):
+        """Start the bookkeeping of the stopping rule afresh."""
+        self._no_improvement_count = 0
+        self._best_parameters = None
+        if early_stopping:
+            self.validation_scores, self.validation_loss_curve = [], []
+            self.best_validation_score, self.best_loss = -np.inf, None
+        else:
+            self.validation_scores, self.validation_loss_curve = None, None
+            self.best_validation_score, self.best_loss = None, np.inf
+
+    def attributes(self):
+        """The fitted attributes, ``{name + '_': value}``."""
+        out = {
+            f"{name}_": value
+            for name, value in vars(self).items()
+            if not name.startswith("_")
+        }
+        if self.validation_loss_curve is None:
+            del out["validation_loss_curve_"]
+        return out
+
+
+def _count_no_improvement(progress, improved):
+    """The stopping rule's counter: consecutive epochs without improvement."""
+    if improved:
+        progress._no_improvement_count = 0
+    else:
+        progress._no_improvement_count += 1
+
+
+def update_stopping(progress, network, validation, *, stopping, score):
+    """Record the epoch for the stopping rule (training loss or validation score).
+
+    With a held-out set the best parameters seen are kept in ``progress``.
+    """
+    if validation is None:
+        loss = progress.loss_curve[-1]
+        _count_no_improvement(progress, not loss > progress.best_loss - stopping.tol)
+        if loss < progress.best_loss:
+            progress.best_loss = loss
+        return
+    X_val, Y_val, y_val, w_val = validation
+    logits = network.decision_function(X_val)
+    losses = network.per_example_loss_from_logits(Y_val, logits)
+    val_score = score(network.output_from_logits(logits), y_val, w_val)
+    # In float64: float32 weights can sum past float32's range.
+    losses = losses.astype(np.float64, copy=False)
+    progress.validation_loss_curve.append(float(np.average(losses, weights=w_val)))
+    progress.validation_scores.append(val_score)
+    if stopping.verbose:
+        print(f"Validation score: {val_score:f}")
+    improved = not val_score < progress.best_validation_score + stopping.tol
+    _count_no_improvement(progress, improved)
+    if val_score > progress.best_validation_score:
+        progress.best_validation_score = val_score
+        progress._best_parameters = network.parameters.copy()
