@@ -13,16 +13,9 @@ from cython cimport floating
 from libc.math cimport sqrt
 from libc.string cimport memset
 
+cimport skbatchnet._products as P
 from skbatchnet._products cimport Sparse
 from skbatchnet._updates cimport Shape
-
-
-cdef inline double _row_squares(const floating* a, Py_ssize_t m) noexcept nogil:
-    cdef double total = 0
-    cdef Py_ssize_t j
-    for j in range(m):
-        total += <double>a[j] * a[j]
-    return total
 
 
 cdef inline double _sparse_row_squares(
@@ -62,6 +55,7 @@ cdef inline long clip_rows(
     cdef const Py_ssize_t* offsets = shape.unit_offsets
     cdef double squared, a2, norm, factor
     cdef floating* row
+    cdef floating f
     cdef long clipped = 0
     if inputs == NULL:
         memset(scratch, 0, d * sizeof(floating))
@@ -70,21 +64,23 @@ cdef inline long clip_rows(
         for l in range(L):
             fan_in, fan_out = units[l], units[l + 1]
             if l > 0:
-                a2 = _row_squares(acts + n * offsets[l - 1] + i * fan_in, fan_in)
+                a2 = P.squared_norm_of(acts + n * offsets[l - 1] + i * fan_in, fan_in)
             elif inputs != NULL:
-                a2 = _row_squares(inputs + i * d, d)
+                a2 = P.squared_norm_of(inputs + i * d, d)
             else:
                 a2 = _sparse_row_squares(sparse, values, rows[i], scratch)
-            squared += _row_squares(deltas + n * offsets[l] + i * fan_out, fan_out) * (
+            squared += P.squared_norm_of(deltas + n * offsets[l] + i * fan_out, fan_out) * (
                 a2 + 1)
         norm = sqrt(squared)
         factor = c_rows[i] if c_rows != NULL else c_const
         if norm > max_norm:
             factor = factor * (max_norm / norm)
             clipped += 1
+        # In the network's type, as the numpy tier scales: a vectorizable pass.
+        f = <floating>factor
         for l in range(L):
             fan_out = units[l + 1]
             row = deltas + n * offsets[l] + i * fan_out
             for j in range(fan_out):
-                row[j] = <floating>(row[j] * factor)
+                row[j] = row[j] * f
     return clipped
