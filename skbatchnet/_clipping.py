@@ -21,14 +21,17 @@ __all__ = ["clip_factors", "gradient_squared_norms", "row_squared_norms"]
 
 
 def row_squared_norms(A):
-    """``||a_i||^2`` of each row of ``A``, dense or sparse.
+    """``||a_i||^2`` of each row of ``A``, dense or sparse, in float64.
 
+    In float64 whatever ``A``'s type, as the compiled loop sums them: a
+    float32 square can overflow where the clipped gradient would not.
     scipy's element-wise product sums a sparse row's duplicate entries before
     squaring, as the matrix they stand for requires.
     """
     if sp.issparse(A):
+        A = A.astype(np.float64)
         return np.asarray(A.multiply(A).sum(axis=1)).ravel()
-    return np.einsum("ij,ij->i", A, A)
+    return np.einsum("ij,ij->i", A, A, dtype=np.float64)
 
 
 def gradient_squared_norms(inputs, deltas):
@@ -44,18 +47,25 @@ def gradient_squared_norms(inputs, deltas):
     Returns
     -------
     squared : ndarray of shape (n_rows,)
+        In float64.
     """
     squared = 0.0
     for A, D in zip(inputs, deltas, strict=True):
-        squared = squared + np.einsum("ij,ij->i", D, D) * (row_squared_norms(A) + 1.0)
+        squared = squared + row_squared_norms(D) * (row_squared_norms(A) + 1.0)
     return squared
 
 
 def clip_factors(squared, max_norm):
     """``min(1, C / ||g_i||)`` for each row, and how many rows it shrinks.
 
-    A zero gradient keeps factor 1.
+    A zero gradient keeps factor 1. ``max_norm`` must be positive: 0 would
+    drop every example, and a negative value would turn the steps around.
     """
+    if not max_norm > 0:
+        raise ValueError(
+            f"The clipping norm must be positive, got max_norm={max_norm!r}. "
+            "Pass a norm > 0, or None not to clip."
+        )
     norms = np.sqrt(squared)
     clipped = norms > max_norm
     factors = np.ones_like(norms)

@@ -56,7 +56,11 @@ def local_round(parameters, spec, X, Y, w, optimizer, plan, settings):
     batches = []
     for seed, first, stop in plan:
         batches += epoch_batches(seed, X.shape[0], batching)[first:stop]
-    data = TrainingData(X, Y, w, total)
+    # Batches are drawn from this block: its own weight per row sets the
+    # expected batch weight of 'unbiased' (S_k / n_k, summed in float64).
+    n = X.shape[0]
+    own = n if w is None else float(np.sum(w, dtype=np.float64))
+    data = TrainingData(X, Y, w, total, weight_per_row=own / n)
     seen = run_epoch(
         net,
         data,

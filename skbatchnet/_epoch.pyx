@@ -268,7 +268,7 @@ cdef int _epoch(
         # (reduction.reduction_coefficients), with the gradient scale.
         c_ptr = NULL
         if n == 0:
-            # An empty batch: no gradient to follow (as one without weight).
+            # An empty batch: no gradient to follow, under every reduction.
             continue
         if sw == NULL:
             weight = n

@@ -50,6 +50,12 @@ _SHARED_ATTRIBUTES = """\
         ``'lbfgs'``, the rows of every evaluation of the objective made in
         that iteration).
 
+    clip_fraction_curve_ : list of float or None
+        With ``max_gradient_norm``, the fraction of each epoch's rows whose
+        loss gradient was clipped (rows of skipped zero-weight batches count
+        as not clipped), from the data without noise; NaN for an epoch
+        trained without clipping. None when no epoch clipped.
+
     coefs_ : list of ndarray of shape (fan_in, fan_out)
         Weight matrix of each layer.
 

@@ -250,8 +250,10 @@ SHARED_PARAMETERS_DOC = """\
           whose fixed point depends on the batch size: at ``batch_size=1``
           the weights cancel and training follows the unweighted objective;
           only a whole-set batch gives ``grad E`` exactly.
-        - ``'unbiased'`` follows ``sum_B s_i g_i / (|B| S / n)``, the batch's
-          weighted sum divided by its *expected* weight: an unbiased estimate
+        - ``'unbiased'`` follows
+          ``sum_B s_i grad(loss_i) / (|B| S / n) + (alpha/S) W``, the
+          batch's weighted sum divided by its *expected* weight, the penalty
+          at its expectation: an unbiased estimate
           of ``grad E`` under any weights, equal to ``'mean'`` with unit
           weights. A batch of zero weight steps on the penalty alone.
         - ``'sum'`` follows ``sum_B s_i g_i``, an unbiased estimate of

@@ -39,9 +39,10 @@ class Progress:
         """Append an epoch (or L-BFGS iteration) to the curves.
 
         ``clip_fraction`` is the fraction of the epoch's rows whose gradient
-        was clipped (None: no clipping). The clipping curve starts with the
-        first clipped epoch, NaN for the epochs before it, and then has one
-        entry per epoch, NaN where nothing was clipped.
+        was clipped (None: trained without clipping). The clipping curve
+        starts with the first epoch trained with clipping, NaN for the
+        epochs before it, and then has one entry per epoch, NaN for an epoch
+        trained without clipping.
         """
         if clip_fraction is not None and self.clip_fraction_curve is None:
             self.clip_fraction_curve = [np.nan] * len(self.loss_curve)

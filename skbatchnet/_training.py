@@ -52,13 +52,20 @@ __all__ = [
 
 @dataclass
 class TrainingData:
-    """What one fit trains on: rows, targets, weights, ``S``, the held-out part."""
+    """What one fit trains on: rows, targets, weights, ``S``, the held-out part.
+
+    ``weight_per_row`` is the expected weight of a row drawn from the rows
+    batches are drawn from, ``S / n`` unless set: a cluster's block trained
+    on its own (``_dask_average``) draws from the block, of its own
+    ``S_k / n_k``, while its penalty share stays ``alpha / S``.
+    """
 
     X: object
     Y: np.ndarray
     sample_weight: object
     total: float
     validation: object = None
+    weight_per_row: float | None = None
 
     @property
     def n_samples(self):
@@ -85,7 +92,8 @@ class TrainingData:
         ):
             return n, 0.0, None, None, 0
         # A batch of n rows drawn without replacement expects n S / N weight.
-        expected = n * (self.total / self.n_samples)
+        per_row = self.weight_per_row
+        expected = n * (self.total / self.n_samples if per_row is None else per_row)
         c = reduction_coefficients(
             w_batch, n, step.reduction, expected_weight=expected
         ).scaled(scale)

@@ -13,8 +13,9 @@ example carries its share of the penalty, so its gradient is::
 
 A minibatch step combines the ``g_i`` of the batch with a *reduction*
 (:func:`~skbatchnet.reduction.reduction_coefficients`). For a batch drawn
-uniformly at random: ``'unbiased'`` gives ``sum_i s_i g_i / E[sum_B s_i]``,
-an unbiased estimate of ``grad E`` under any weights; ``'sum'`` gives
+uniformly at random: ``'unbiased'`` gives
+``sum_i s_i grad(loss_i) / E[sum_B s_i] + (alpha / S) W`` (the penalty at
+its expectation), an unbiased estimate of ``grad E`` under any weights; ``'sum'`` gives
 ``sum_i s_i g_i``, an unbiased estimate of ``E[sum_B s_i] grad E`` under any
 weights; ``'mean'`` gives ``sum_i s_i g_i / sum_i s_i``, unbiased only when
 the weights are equal. Under unequal weights ``'mean'`` is a ratio
@@ -659,7 +660,7 @@ class Network:
         if max_norm is not None:
             squared = gradient_squared_norms([X, *activations[:-1]], deltas)
             factors, ws.n_clipped = clip_factors(squared, max_norm)
-            factors *= coefficients
+            factors = (factors * coefficients).astype(self.dtype, copy=False)
             for delta in deltas:
                 _scale_rows(delta, factors)
         if gradients:

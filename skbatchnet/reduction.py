@@ -3,7 +3,8 @@
 Every step of training follows ``sum_i c_i g_i`` over the batch, with the
 coefficients ``c_i`` given here. Because the result is linear in the
 per-example gradients, the backward pass applies ``c_i`` to each example's
-output error once and then needs one matrix product per layer for the whole
+output error once (with clipping, to every layer's error once the norms are
+known) and then needs one matrix product per layer for the whole
 batch (see :mod:`skbatchnet.backprop`).
 
 A reduction is judged by what its step estimates, for a batch ``B`` drawn at
@@ -18,8 +19,8 @@ random from a training set of ``n`` rows with weights ``s_i`` of total ``S``:
 - ``'mean'`` divides by the batch's *own* weight ``sum_B s_i``, as
   scikit-learn does. That is a ratio of two random sums: unbiased for equal
   weights, and under unequal weights its fixed point moves with the batch
-  size (at batch 1 the weights cancel). The three agree for a whole-set
-  batch, where ``'mean'`` and ``'unbiased'`` give ``grad E`` exactly.
+  size (at batch 1 the weights cancel). For a whole-set batch ``'mean'`` and
+  ``'unbiased'`` give ``grad E`` exactly, and ``'sum'`` gives ``S grad E``.
 """
 
 from collections.abc import Callable
@@ -86,8 +87,15 @@ def _unbiased_coefficients(sample_weight, n_samples, expected_weight):
     if sample_weight is None and expected_weight is None:
         return 1.0 / n_samples, 1.0
     if expected_weight is None:
-        # The batch taken as the whole set, whose weight is its expectation.
-        expected_weight = float(sample_weight.sum())
+        # The batch taken as the whole set, whose weight is its expectation
+        # (summed in float64: float32 weights can sum past float32's range).
+        expected_weight = float(np.sum(sample_weight, dtype=np.float64))
+        if not expected_weight > 0:
+            raise ValueError(
+                "The 'unbiased' reduction of a batch taken as the whole set "
+                "divides by its total sample weight, which is 0 here. Pass "
+                "expected_weight, or give the batch a positive weight."
+            )
     if not expected_weight > 0:
         raise ValueError(
             "The 'unbiased' reduction divides by the expected batch weight, "
@@ -120,6 +128,7 @@ class Reduction:
         penalty alone. ``'unbiased'`` does, since that is its step's value
         for such a batch and skipping it would bias the penalty; ``'mean'``
         has no value there and ``'sum'``'s would be zero, so they skip it.
+        A batch without rows takes no step under any reduction.
     """
 
     name: str

@@ -18,8 +18,8 @@ from skbatchnet._compiled import CompiledEpochs
 from skbatchnet._optimizers import SGD
 from skbatchnet._training import NumpyEpochs, Step, TrainingData
 from skbatchnet._workspace import Workspace
+from skbatchnet.backprop import Network
 from skbatchnet.batching import Minibatcher
-from skbatchnet.reduction import reduction_coefficients
 
 LOSSES = [("squared_error", 2), ("poisson", 2), ("binary_log_loss", 3), ("log_loss", 3)]
 
@@ -34,11 +34,16 @@ def _reference_norms(net, X, Y):
     )
 
 
-def _reference_step(net, X, Y, sw, *, reduction, alpha, C):
-    """sum_i c_i clip(grad(loss_i)) + c_total (alpha / S) W, materialized."""
-    n, S = len(X), sw.sum()
-    c, c_total = reduction_coefficients(sw, n, reduction, expected_weight=S)
-    c = np.broadcast_to(c, n)
+def _reference_step(net, X, Y, sw, *, reduction, alpha, C, n_total, S):
+    """sum_i c_i clip(grad(loss_i)) + c_total (alpha / S) W, materialized, for
+    a batch of the rows given drawn from ``n_total`` rows of total weight S;
+    the coefficients written out from their definitions."""
+    n = len(X)
+    c, c_total = {
+        "mean": (sw / sw.sum(), 1.0),
+        "sum": (sw, sw.sum()),
+        "unbiased": (sw / (n * S / n_total), 1.0),  # the penalty's expectation
+    }[reduction]
     step = np.zeros(net.parameters.size)
     for i in range(n):
         g = flatten(*ref_example_gradient(net, X[i], Y[i], 0.0, S))
@@ -70,42 +75,107 @@ def test_sparse_row_norms_sum_duplicate_entries_first():
     np.testing.assert_allclose(row_squared_norms(X), row_squared_norms(X.toarray()))
 
 
+def _split_duplicates(X):
+    """X as a CSR matrix whose every entry is stored as two halves."""
+    rows, cols = np.nonzero(X)  # in row-major order
+    indptr = np.r_[0, np.cumsum(2 * np.bincount(rows, minlength=len(X)))]
+    halves = np.repeat(X[rows, cols] / 2, 2)
+    out = sp.csr_matrix((halves, np.repeat(cols, 2), indptr), shape=X.shape)
+    assert out.nnz == 2 * rows.size
+    return out
+
+
 @pytest.mark.parametrize("runner_class", [NumpyEpochs, CompiledEpochs])
 @pytest.mark.parametrize("input_kind", ["dense", "csr", "csr_duplicates"])
-@pytest.mark.parametrize("batch", [1, 6])
+@pytest.mark.parametrize(
+    "batch, reduction",
+    [(1, "mean"), (1, "unbiased"), (6, "mean"), (6, "sum"), (6, "unbiased")],
+)
 @pytest.mark.parametrize("loss, n_outputs", LOSSES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_a_clipped_step_equals_the_per_example_reference(
-    activation, loss, n_outputs, batch, input_kind, runner_class
+    activation, loss, n_outputs, batch, reduction, input_kind, runner_class
 ):
-    net, X, Y, sw = make_problem(loss, n_outputs, activation, n=6, seed=3)
-    X, Y, sw = X[:batch], Y[:batch], sw[:batch] if batch > 1 else np.array([1.7])
-    norms = _reference_norms(net, X, Y)
+    # One step: on one row, or on the first 6 of 11 rows (the short last
+    # batch dropped), where 'unbiased' divides by |B| S / n, not by the
+    # batch's own weight.
+    n_total = 1 if batch == 1 else 11
+    net, X, Y, sw = make_problem(loss, n_outputs, activation, n=max(n_total, 2), seed=3)
+    X, Y, sw = X[:n_total], Y[:n_total], sw[:n_total]
+    if batch == 1:
+        sw = np.array([1.7])
+    S = sw.sum()
+    norms = _reference_norms(net, X[:batch], Y[:batch])
     # Clip about half of the rows: a C between the norms (at batch 1, below).
     C = float(np.median(norms)) if batch > 1 else 0.5 * norms[0]
-    reduction = "unbiased" if batch > 1 else "mean"
-    expected = net.parameters - _reference_step(
-        net, X, Y, sw, reduction=reduction, alpha=0.2, C=C
+    expected = net.parameters - 0.5 * _reference_step(
+        net,
+        X[:batch],
+        Y[:batch],
+        sw[:batch],
+        reduction=reduction,
+        alpha=0.2,
+        C=C,
+        n_total=n_total,
+        S=S,
     )
-    data_X = X
-    if input_kind == "csr":
-        data_X = sp.csr_matrix(X)
-    elif input_kind == "csr_duplicates":
-        # Each entry split into two halves stored side by side.
-        rows, cols = np.nonzero(X)  # in row-major order
-        indptr = np.r_[0, np.cumsum(2 * np.bincount(rows, minlength=batch))]
-        halves = np.repeat(X[rows, cols] / 2, 2)
-        data_X = sp.csr_matrix((halves, np.repeat(cols, 2), indptr), shape=X.shape)
-        assert data_X.nnz == 2 * rows.size
-    data = TrainingData(data_X, Y.astype(net.dtype), sw, float(sw.sum()))
+    data_X = {"dense": X, "csr": sp.csr_matrix(X)}.get(input_kind)
+    if input_kind == "csr_duplicates":
+        data_X = _split_duplicates(X)
+    data = TrainingData(data_X, Y.astype(net.dtype), sw, float(S))
     step = Step(alpha=0.2, reduction=reduction, max_gradient_norm=C)
-    optimizer = SGD([net.parameters], 1.0, "constant", 0.0, False)
+    optimizer = SGD([net.parameters], 0.5, "constant", 0.0, False)
     if runner_class is CompiledEpochs:
         assert CompiledEpochs.supports(net, data.X, optimizer, step)
-    sums = runner_class(net, data, Minibatcher(batch), step).run(None, optimizer, None)
+    batcher = Minibatcher(batch, drop_last=True)
+    sums = runner_class(net, data, batcher, step).run(None, optimizer, None)
     assert sums.steps == 1
     assert sums.clipped == int(np.sum(norms > C))
     np.testing.assert_allclose(net.parameters, expected, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("runner_class", [NumpyEpochs, CompiledEpochs])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_a_clipped_float32_step_follows_the_reference(activation, runner_class):
+    net64, X, Y, sw = make_problem("log_loss", 3, activation, n=6, seed=3)
+    net = Network(
+        [W.astype(np.float32) for W in net64.coefs],
+        [b.astype(np.float32) for b in net64.intercepts],
+        activation=activation,
+        loss="log_loss",
+    )
+    reference = Network(
+        [W.astype(np.float64) for W in net.coefs],
+        [b.astype(np.float64) for b in net.intercepts],
+        activation=activation,
+        loss="log_loss",
+    )
+    X32 = X.astype(np.float32)
+    C = float(np.median(_reference_norms(reference, X32.astype(float), Y)))
+    expected = reference.parameters - _reference_step(
+        reference,
+        X32.astype(float),
+        Y,
+        sw,
+        reduction="unbiased",
+        alpha=0.2,
+        C=C,
+        n_total=6,
+        S=sw.sum(),
+    )
+    data = TrainingData(X32, Y.astype(np.float32), sw.astype(np.float32), sw.sum())
+    step = Step(alpha=0.2, reduction="unbiased", max_gradient_norm=C)
+    optimizer = SGD([net.parameters], 1.0, "constant", 0.0, False)
+    runner_class(net, data, Minibatcher(6), step).run(None, optimizer, None)
+    np.testing.assert_allclose(net.parameters, expected, rtol=2e-5, atol=2e-6)
+
+
+def test_a_norm_must_be_positive():
+    from skbatchnet._clipping import clip_factors
+
+    for bad in (0.0, -1.0, np.nan):
+        with pytest.raises(ValueError, match="max_norm"):
+            clip_factors(np.ones(3), bad)
 
 
 # -- through the estimators -----------------------------------------------------

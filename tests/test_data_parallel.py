@@ -198,6 +198,26 @@ def test_averaging_one_local_step_equals_the_global_step(client, share):
     _assert_close(model.estimator_, expected)
 
 
+def test_averaging_with_unit_weights_is_the_same_for_unbiased_and_mean(client):
+    # Each block's batches are drawn from the block: 'unbiased' divides by
+    # the block's expected batch weight, which unit weights make the batch's.
+    X, y, _ = _data()
+    dX, dy = (da.from_array(A, chunks=N // 2) for A in (X, y))
+    fits = {}
+    for reduction in ("mean", "unbiased"):
+        estimator = BatchMLPRegressor(
+            hidden_layer_sizes=(5,),
+            solver="sgd",
+            batch_size=16,
+            max_iter=2,
+            random_state=0,
+            gradient_reduction=reduction,
+        )
+        model = DataParallel(estimator, strategy="average", local_steps=3)
+        fits[reduction] = model.fit(dX, dy).estimator_
+    _assert_close(fits["unbiased"], fits["mean"])
+
+
 @pytest.mark.parametrize(
     "change", [{"momentum": 0.9}, {"local_steps": 4}, {"solver": "adam"}]
 )

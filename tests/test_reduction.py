@@ -192,7 +192,7 @@ def test_unbiased_needs_a_positive_expected_weight(bad):
         reduction_coefficients(WEIGHTS, 5, "unbiased", expected_weight=bad)
     assert "expected_weight > 0" in str(info.value)
     # A batch of zero weight has no default expectation either.
-    with pytest.raises(ValueError, match="expected batch weight"):
+    with pytest.raises(ValueError, match="total sample weight, which is 0"):
         reduction_coefficients(np.zeros(3), 3, "unbiased")
 
 
