@@ -19,6 +19,7 @@ from ._codes import Status
 from ._losses import LOSSES
 from ._outcome import Diverged, EpochSums
 from ._warn import warn
+from .batching import PoissonEpoch
 from .reduction import REDUCTIONS
 
 __all__ = ["CompiledEpochs", "missing_kernels"]
@@ -148,7 +149,8 @@ class CompiledEpochs:
         return average
 
     def run(self, order, optimizer, averager):
-        """One epoch visiting the rows in ``order`` (None: stored order).
+        """One epoch visiting the rows in ``order`` (None: stored order), or
+        the batches of a :class:`~skbatchnet.batching.PoissonEpoch`.
 
         Returns
         -------
@@ -163,8 +165,11 @@ class CompiledEpochs:
             When Ctrl-C reached the loop; the parameters are mid-epoch.
         """
         average = self._average_state(averager)
+        bounds = None
+        if isinstance(order, PoissonEpoch):  # batches of their own sizes
+            order, bounds = order
         result = self.epoch.run_epoch(
-            self.plan, self._optimizer_state(optimizer), average, order
+            self.plan, self._optimizer_state(optimizer), average, order, bounds
         )
         optimizer.advance(result.steps)
         if averager is not None:

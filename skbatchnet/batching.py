@@ -11,12 +11,14 @@ Examples
 [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]]
 """
 
+import math
 from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = ["Minibatcher", "resolve_batch_size"]
+__all__ = ["Minibatcher", "PoissonBatcher", "PoissonEpoch", "resolve_batch_size"]
 
 _LAST_BATCH_POLICIES = (False, True, "merge")
 
@@ -189,3 +191,91 @@ class Minibatcher:
         """
         for order in self.iter_orders(n_samples):
             yield self.batches(order, n_samples)
+
+
+class PoissonEpoch(NamedTuple):
+    """One epoch of Poisson batches: batch ``b`` is ``order[start:stop]``,
+    ``(start, stop) = bounds[b]``; a row may appear in several batches."""
+
+    order: np.ndarray
+    bounds: np.ndarray
+
+
+class PoissonBatcher:
+    """Batches drawn by Poisson sampling, DP-SGD's batching policy.
+
+    Each step takes every row independently with probability
+    ``q = batch_size / n_samples``: its size is drawn from
+    ``Binomial(n_samples, q)``, then its rows uniformly without replacement,
+    which is the same distribution at the cost of the rows drawn (not one
+    coin per row). An epoch is ``ceil(n_samples / batch_size)`` steps, so it
+    visits ``n_samples`` rows on average; a row may be drawn in several of
+    its batches or in none, and a batch may be empty. ``shuffle`` and
+    ``drop_last`` have no meaning here.
+
+    Parameters
+    ----------
+    batch_size : int, 'auto' or 'full', default='auto'
+        The expected batch size, ``q * n_samples``, resolved as for
+        :class:`Minibatcher`; ``'full'`` takes every row at every step.
+    random_state : numpy.random.Generator
+        The source of the batches, advanced in place. A Generator, not a
+        seed: under DP noise the batches must not be reproducible from
+        public parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> batcher = PoissonBatcher(4, np.random.default_rng(0))
+    >>> batcher.n_steps(10), batcher.sample_rate(10)
+    (3, 0.4)
+    >>> epoch = next(batcher.iter_orders(10))
+    >>> len(epoch.bounds)
+    3
+    """
+
+    def __init__(self, batch_size="auto", random_state=None):
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    def _generator(self):
+        if not isinstance(self.random_state, np.random.Generator):
+            raise TypeError(
+                "PoissonBatcher draws from a numpy Generator, got "
+                f"{type(self.random_state).__name__}. Pass "
+                "numpy.random.default_rng(...) (or a Generator of fresh OS "
+                "entropy)."
+            )
+        return self.random_state
+
+    def sample_rate(self, n_samples):
+        """``q = batch_size / n_samples``, each row's chance to be in a batch."""
+        return resolve_batch_size(self.batch_size, n_samples) / n_samples
+
+    def n_steps(self, n_samples):
+        """Steps per epoch: ``ceil(n_samples / batch_size)``."""
+        return math.ceil(n_samples / resolve_batch_size(self.batch_size, n_samples))
+
+    def bounds(self, n_samples):
+        """The widest batch an epoch can bring: every row."""
+        return [(0, n_samples)]
+
+    def iter_orders(self, n_samples):
+        """Yield a :class:`PoissonEpoch` per epoch.
+
+        Each epoch draws its steps' sizes first, then each step's rows, in
+        that order, from the generator.
+        """
+        rng, q = self._generator(), self.sample_rate(n_samples)
+        steps = self.n_steps(n_samples)
+        while True:
+            sizes = rng.binomial(n_samples, q, size=steps)
+            order = np.concatenate(
+                [rng.choice(n_samples, size, replace=False) for size in sizes]
+            ).astype(np.intp, copy=False)
+            stops = np.cumsum(sizes)
+            yield PoissonEpoch(order, np.stack([stops - sizes, stops], axis=1))
+
+    def batches(self, epoch, n_samples):
+        """The index arrays of ``epoch``'s batches (see :meth:`iter_orders`)."""
+        return [epoch.order[start:stop] for start, stop in epoch.bounds]
