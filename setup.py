@@ -18,6 +18,7 @@ twice, and the two builds compute the same bits.
 import os
 import platform
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -30,8 +31,22 @@ def builds_avx2_twin():
     return x86_64 and "arm64" not in os.environ.get("ARCHFLAGS", "")
 
 
+# numpy's random C API (DP noise drawn in the loop, _noise.pxd): its headers
+# and its static library, which numpy ships for extensions to link.
+NUMPY_RANDOM = dict(
+    include_dirs=[numpy.get_include()],
+    library_dirs=[os.path.join(os.path.dirname(numpy.__file__), "random", "lib")],
+    libraries=["npyrandom"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+)
+
 extensions = [
-    Extension(f"skbatchnet.{name}", [f"skbatchnet/{name}.pyx"], extra_compile_args=FLAGS)
+    Extension(
+        f"skbatchnet.{name}",
+        [f"skbatchnet/{name}.pyx"],
+        extra_compile_args=FLAGS,
+        **(NUMPY_RANDOM if name in ("_plan", "_epoch") else {}),
+    )
     for name in ("_products", "_plan", "_epoch")
 ]
 if builds_avx2_twin():
@@ -40,6 +55,7 @@ if builds_avx2_twin():
             "skbatchnet._epoch_avx2",
             ["skbatchnet/_epoch_avx2.pyx"],
             extra_compile_args=[*FLAGS, "-mavx2"],
+            **NUMPY_RANDOM,
         )
     )
 

@@ -1,6 +1,8 @@
 # cython: language_level=3
 """The typed state of the compiled tier, built once per fit (see _plan.pyx)."""
 
+from numpy.random cimport bitgen_t
+
 from ._products cimport Sparse
 from ._updates cimport Shape, Solver
 
@@ -70,3 +72,8 @@ cdef class AverageState:
     cdef readonly long start
     cdef readonly object mean
     cdef char* m
+
+
+cdef class NoiseSource:
+    cdef object bit_generator
+    cdef bitgen_t* rng

@@ -17,6 +17,11 @@ codes) is checked here, or per epoch for the order, before any loop runs.
 """
 
 import numpy as np
+
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from numpy.random cimport bitgen_t
+
+cimport skbatchnet._noise as N
 import scipy.sparse
 
 cimport cython
@@ -386,3 +391,39 @@ cdef class AverageState:
         # ``average`` is any positive int (scikit-learn's SGD takes any); the
         # loop compares it with a long.
         self.start = min(int(start), LONG_MAX)
+
+
+
+cdef class NoiseSource:
+    """A numpy Generator opened for the loop: its ``bitgen_t`` and its lock.
+
+    Parameters
+    ----------
+    generator : numpy.random.Generator
+        Advanced in place by every draw, from the loop or from Python.
+    """
+
+    def __init__(self, generator):
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError(
+                f"The noise needs a numpy Generator, got {type(generator).__name__}."
+            )
+        self.bit_generator = generator.bit_generator
+        self.rng = <bitgen_t*>PyCapsule_GetPointer(
+            self.bit_generator.capsule, "BitGenerator"
+        )
+
+    def add_to(self, grad, double scale):
+        """``grad += scale * standard_normal(grad.size)``, drawn by the loop's
+        kernel (for tests: the numpy tier draws with the Generator itself)."""
+        cdef double[::1] g64
+        cdef float[::1] g32
+        with self.bit_generator.lock:
+            if grad.dtype == np.float32:
+                g32 = grad
+                with nogil:
+                    N.add_noise(self.rng, &g32[0], g32.shape[0], scale)
+            else:
+                g64 = grad
+                with nogil:
+                    N.add_noise(self.rng, &g64[0], g64.shape[0], scale)
