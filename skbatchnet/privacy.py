@@ -84,6 +84,7 @@ __all__ = [
     "PrivacyLedger",
     "calibrate_noise_multiplier",
     "dp_sgd_epsilon",
+    "require_dp_accounting",
 ]
 
 _INSTALL = 'pip install "skbatchnet[privacy]"'
@@ -99,6 +100,11 @@ def _dp_accounting():
             f"not installed: {_INSTALL}"
         ) from exc
     return dp_accounting
+
+
+def require_dp_accounting():
+    """Raise the ImportError of a missing dp-accounting now, before training."""
+    _dp_accounting()
 
 
 def _rdp_accountant(dp_accounting):
