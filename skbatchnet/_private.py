@@ -24,10 +24,14 @@ import numpy as np
 
 from ._warn import warn
 from .batching import resolve_batch_size
-from .privacy import PrivacyLedger, calibrate_noise_multiplier, require_dp_accounting
+from .privacy import (
+    PrivacyLedger,
+    PrivacyWarning,
+    calibrate_noise_multiplier,
+    require_dp_accounting,
+)
 
 __all__ = [
-    "PrivacyWarning",
     "batch_generator",
     "check_private_data",
     "check_private_settings",
@@ -36,10 +40,6 @@ __all__ = [
     "record_steps",
     "warn_if_classes_inferred",
 ]
-
-
-class PrivacyWarning(UserWarning):
-    """A private fit does something its guarantee does not cover."""
 
 
 def is_private(params):
