@@ -203,7 +203,8 @@ class TrainingContext:
         data : ObjectiveData or TrainingData-like
             The objective's data. From :class:`ObjectiveData` the held-out set
             of ``early_stopping=True`` is drawn here; other data (such as
-            rows held on a cluster) is trained on as it is.
+            rows held on a cluster) is trained on as it is; under DP noise it
+            also answers ``max_weight``, ``row_weight`` and ``with_total``.
         incremental : bool, default=False
             One epoch that continues the optimizer (``partial_fit``) instead
             of up to ``max_iter`` epochs with a new one.
@@ -239,7 +240,7 @@ class TrainingContext:
         private = is_private(params)
         if private:
             check_private_data(
-                params, data.n_samples, data.sample_weight, incremental=incremental
+                params, data.n_samples, data.max_weight, incremental=incremental
             )
             # Under noise n is public (as in Opacus) and stands for S, a sum
             # of the weights, in the step's divisor and the penalty's share.

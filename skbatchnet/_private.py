@@ -122,10 +122,12 @@ def check_private_settings(params):
         require_dp_accounting()
 
 
-def check_private_data(params, n_samples, sample_weight, *, incremental):
+def check_private_data(params, n_samples, max_weight, *, incremental):
     """Refuse what a private fit cannot take from this call's data.
 
-    Weights above 1 would raise an example's sensitivity above ``C``;
+    Weights above 1 would raise an example's sensitivity above ``C``
+    (``max_weight`` is the data's largest weight, None without weights: a
+    number, which data held on a cluster computes where its weights are);
     ``target_delta`` must be below ``1 / n_samples`` (a delta of ``1 / n``
     allows publishing one example outright); ``target_epsilon`` needs the
     whole run's steps, which ``partial_fit`` does not know.
@@ -136,7 +138,7 @@ def check_private_data(params, n_samples, sample_weight, *, incremental):
             "the calibration needs the number of steps of the whole run.",
             "Set noise_multiplier instead; epsilon_ accumulates over the calls.",
         )
-    if sample_weight is not None and float(np.max(sample_weight, initial=0)) > 1:
+    if max_weight is not None and max_weight > 1:
         _refuse(
             "Sample or class weights above 1 under DP noise",
             "an example of weight s moves the noisy sum by up to s C, more than "

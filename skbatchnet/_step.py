@@ -4,7 +4,9 @@
 the reduction, clipping, DP-SGD's noise and how batches are drawn (epoch
 batches without replacement, or Poisson batches). It answers the questions
 both tiers ask of them: a batch's expected weight, whether a batch takes a
-step, and the noise's standard deviation. :class:`GaussianNoise` is that
+step, and the noise's standard deviation; and, for data that reduce a batch
+in Python (in memory, or from a cluster's partial sums), its coefficients,
+so that both decide a step in one place. :class:`GaussianNoise` is that
 noise as the numpy tier draws it; the compiled loop draws the same numbers
 (``_noise.pxd``).
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .reduction import REDUCTIONS, noise_std
+from .reduction import REDUCTIONS, noise_std, reduction_coefficients
 
 __all__ = ["GaussianNoise", "Step", "penalty_step"]
 
@@ -61,6 +63,31 @@ class Step:
         if self.expected_rows is not None and entry.public_divisor:
             return True
         return n > 0 and (weight > 0 or entry.steps_without_weight)
+
+    def coefficients(self, n, weight, row_weight, sample_weight=None, scale=1.0):
+        """The reduction coefficients of a batch times ``scale``, or None if
+        it takes no step (:meth:`takes_step`).
+
+        The batch has ``n`` rows of total ``weight``, drawn from rows of
+        expected weight ``row_weight`` each (``S / n`` when drawn from the
+        whole set). With ``sample_weight``, the batch's weights, there is one
+        coefficient per row. Without, the coefficient is that of one unit of
+        weight, ``c_i = s_i c``: the form of a batch without weights, and of
+        one whose weighted sum ``sum_B s_i g_i`` comes already added up (from
+        a cluster's blocks, :mod:`skbatchnet._dask_data`). Under Poisson
+        sampling the divisor and ``'sum'``'s penalty factor are the expected
+        batch weight ``q S`` (:func:`~skbatchnet.reduction.reduction_coefficients`).
+        """
+        if not self.takes_step(n, weight):
+            return None
+        return reduction_coefficients(
+            sample_weight,
+            # Without per-row weights the batch's weight counts its units.
+            n if sample_weight is not None else weight,
+            self.reduction,
+            expected_weight=self.expected_weight(n, row_weight),
+            poisson=self.expected_rows is not None,
+        ).scaled(scale)
 
     def noise_std(self, weight_per_row):
         """The noise's standard deviation on the reduced gradient

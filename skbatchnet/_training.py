@@ -37,7 +37,6 @@ from ._step import GaussianNoise, Step, penalty_step
 from ._validation import stratification
 from ._warn import warn
 from .batching import resolve_batch_size
-from .reduction import reduction_coefficients
 
 __all__ = [
     "Diverged",
@@ -83,6 +82,13 @@ class TrainingData:
             return self.total / self.n_samples
         return self.weight_per_row
 
+    @property
+    def max_weight(self):
+        """The largest sample weight, None without weights."""
+        if self.sample_weight is None:
+            return None
+        return float(np.max(self.sample_weight, initial=0))
+
     def gradient(self, network, rows, *, scale, step, workspace):
         """One batch's rows, weight, loss, reduced gradient times ``scale``,
         and how many of its rows' gradients were clipped.
@@ -99,15 +105,11 @@ class TrainingData:
             # In float64, as every weight total: float32 weights can sum past
             # float32's range.
             weight = float(np.sum(w_batch, dtype=np.float64))
-        if not step.takes_step(n, weight):
+        c = step.coefficients(
+            n, weight, self.row_weight, sample_weight=w_batch, scale=scale
+        )
+        if c is None:
             return n, 0.0, None, None, 0
-        c = reduction_coefficients(
-            w_batch,
-            n,
-            step.reduction,
-            expected_weight=step.expected_weight(n, self.row_weight),
-            poisson=step.expected_rows is not None,
-        ).scaled(scale)
         if n == 0:  # a Poisson batch without rows: the penalty alone
             return 0, 0.0, *penalty_step(network, c.total, step.alpha, self.total), 0
         loss, grad = network.gradient(
