@@ -4,6 +4,8 @@
   namespace, so that a reader can start at any section: a section that used
   a name from an earlier one would fail here.
 - The advanced page's blocks share one session.
+- Getting started runs as a reader meets it, and any warning that its code
+  does not catch itself fails the test.
 
 The user guide's figures are drawn by blocks that start with
 ``>>> import matplotlib.pyplot as plt`` (the docs build saves them, see
@@ -16,6 +18,7 @@ import importlib.util
 import pathlib
 import re
 import sys
+import warnings
 
 import pytest
 from threadpoolctl import threadpool_limits
@@ -111,6 +114,16 @@ def test_advanced_page_doctests():
     result = doctest.testfile(str(page), module_relative=False, optionflags=FLAGS)
     assert result.attempted > 0, f"{page} has no examples"
     assert result.failed == 0, f"{result.failed} examples in {page} failed"
+
+
+def test_getting_started_runs_without_an_unexpected_warning():
+    page = DOCS / "getting_started.rst"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = doctest.testfile(str(page), module_relative=False, optionflags=FLAGS)
+    assert result.attempted >= 5, "getting started shows its code as doctests"
+    assert result.failed == 0, f"{result.failed} examples in {page} failed"
+    assert not caught, [f"{w.category.__name__}: {w.message}" for w in caught]
 
 
 def test_every_user_guide_figure_is_checked_in_the_browser():
