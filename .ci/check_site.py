@@ -20,8 +20,9 @@ For each page the DOM is read once its scripts have run, and the check asserts:
   the converter did not know);
 - fractions are laid out as fractions (the numerator above the denominator),
   which a browser that ignored the MathML would not do;
-- every image loaded (``naturalWidth > 0``), and pages that should show images
-  have at least one;
+- every image loaded (``naturalWidth > 0``), pages that should show images
+  have at least one, and each figure a page is known to show (by file name;
+  the user guide's are drawn by the docs build) is there and loaded;
 - no local file that the page refers to failed to load.
 
 It saves a screenshot of each page to the screenshots folder and exits with
@@ -47,11 +48,26 @@ class Page:
     path: str  # relative to the build folder
     math: bool  # the page has formulas
     images: bool  # the page shows at least one image
+    figures: tuple = ()  # file names of images the page must show, loaded
 
 
 PAGES = (
     Page("index.html", math=True, images=False),
-    Page("user_guide.html", math=True, images=False),
+    Page(
+        "user_guide.html",
+        math=True,
+        images=True,
+        # Drawn from the page's own code (docs/_ext/section_figure.py);
+        # tests/test_tutorial.py checks this list against the page.
+        figures=(
+            "worked_example.png",
+            "noise_against_batch_size.png",
+            "loss_against_epochs_and_steps.png",
+            "separate_fits.png",
+            "shuffle_fixed_point.png",
+            "best_rate_against_batch_size.png",
+        ),
+    ),
     Page("auto_examples/plot_noise_scale.html", math=True, images=True),
     Page("performance.html", math=True, images=True),
     Page("generated/skbatchnet.BatchMLPClassifier.html", math=True, images=False),
@@ -289,6 +305,16 @@ def problems(page, report):
         found.append(f"images not loaded: {not_loaded}")
     if page.images and not report["images"]:
         found.append("no image on a page that shows images")
+    for figure in page.figures:
+        shown = [
+            image
+            for image in report["images"]
+            if (image["src"] or "").rsplit("/", 1)[-1] == figure
+        ]
+        if not shown:
+            found.append(f"figure {figure} missing")
+        elif not all(image["loaded"] for image in shown):
+            found.append(f"figure {figure} not loaded")
     if report["external"]:
         found.append(f"requests to the network: {report['external']}")
     if report["broken"]:

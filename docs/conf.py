@@ -10,8 +10,10 @@ fetches no inventories (Sphinx reports a failed fetch as a warning that
 links to numpy, scipy, scikit-learn and Python are rendered as plain text.
 
 Formulas are converted to MathML during the build (``_ext/mathml.py``), so
-the pages need no network to show them, and the Performance page's figure is
-plotted from the recorded benchmark run in ``_data/`` (``_ext/bench_figure.py``).
+the pages need no network to show them, the Performance page's figure is
+plotted from the recorded benchmark run in ``_data/`` (``_ext/bench_figure.py``),
+and the user guide's figures are drawn by the code of the sections they are
+in, each within a time budget (``_ext/section_figure.py``).
 """
 
 import importlib.util
@@ -41,6 +43,7 @@ extensions = [
     "sphinx_gallery.gen_gallery",
     "mathml",
     "bench_figure",
+    "section_figure",
 ]
 
 templates_path = ["_templates"]

@@ -341,3 +341,26 @@ def test_lbfgs_matches_sklearn_for_single_output(task, activation, alpha, weight
     assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9)
     _assert_same_weights(ours, theirs)
     _assert_same_predictions(ours, theirs, X)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["multiclass", "binary"])
+def test_loss_of_unclipped_probabilities_where_sklearn_clips(binary):
+    # scikit-learn clips the predicted probabilities to [eps, 1 - eps] before
+    # taking the log loss; ours is computed from the logits. The gradients do
+    # not clip, so the weights agree; the reported loss differs once a true
+    # class gets a probability below eps, as on badly scaled inputs (the
+    # digits' pixels times 16) in the first epoch, and agrees on scaled ones.
+    from sklearn.datasets import load_digits
+
+    X_digits, y_digits = load_digits(return_X_y=True)
+    if binary:
+        y_digits = y_digits == 0
+    params = dict(alpha=0.0, max_iter=1, random_state=0)
+    for X_fit, clipped in ((16.0 * X_digits, True), (X_digits / 16.0, False)):
+        ours = BatchMLPClassifier(**params).fit(X_fit, y_digits)
+        theirs = MLPClassifier(**params).fit(X_fit, y_digits)
+        _assert_same_weights(ours, theirs)
+        if clipped:
+            assert ours.loss_curve_[0] > theirs.loss_curve_[0] + 1e-3
+        else:
+            assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
