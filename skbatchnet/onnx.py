@@ -276,11 +276,10 @@ class _Graph:
         values = np.asarray(values)
         if element == TensorProto.STRING:
             content = [str(v).encode("utf-8") for v in values.ravel()]
+        elif element == TensorProto.INT64:
+            content = values.astype(np.int64).ravel()
         else:
-            element = self.element if element is None else element
-            content = values.ravel()
-            if element in _TENSOR_TYPE:
-                content = content.astype(self.dtype)
+            element, content = self.element, values.astype(self.dtype).ravel()
         self.container.add_initializer(name, element, list(values.shape), content)
         return name
 
@@ -371,11 +370,15 @@ def _convert_classifier(scope, operator, container):
         graph.node(
             "Gather", [graph.constant(labels, element), index], label_name, axis=0
         )
-    # predict_proba keeps probabilities strictly inside (0, 1).
-    finfo = np.finfo(graph.dtype)
+    # predict_proba keeps probabilities strictly inside (0, 1), in the
+    # output's precision: bounds that a cast to float32 would round to 0 or 1
+    # would not.
+    output = _probability_type(operator, options)
+    double = graph.element == output == TensorProto.DOUBLE
+    finfo = np.finfo(np.float64 if double else np.float32)
     low, high = graph.constant(finfo.tiny), graph.constant(1 - finfo.epsneg)
     proba = graph.node("Clip", [proba, low, high])
-    graph.cast(proba, _probability_type(operator, options), output=proba_name)
+    graph.cast(proba, output, output=proba_name)
 
 
 register_converters()

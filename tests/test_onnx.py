@@ -8,6 +8,7 @@ graph's labels equal ``predict``'s and its numbers agree with ``predict`` and
 """
 
 import doctest
+import pathlib
 
 import numpy as np
 import pytest
@@ -213,6 +214,18 @@ def test_zipmap_of_a_multilabel_model_maps_each_label_to_its_probability():
     )
 
 
+def test_zipmap_probabilities_stay_inside_the_unit_interval_in_float32():
+    # A double graph's probabilities, cast to float32 for the ZipMap, are
+    # clipped to float32's bounds: the double ones would round to 0 and 1.
+    X, X_new, Z = _data()
+    model = BatchMLPClassifier(activation="identity", **SMALL)
+    model.fit(X, _targets("multiclass", Z[:40]))
+    _, dicts = _run(model, 100 * X_new, np.float64)
+    proba = np.array([list(row.values()) for row in dicts])
+    assert proba.min() == np.finfo(np.float32).tiny
+    assert ((proba > 0) & (proba < 1)).all()
+
+
 def test_integral_float_and_bool_labels_come_out_as_int64():
     X, X_new, Z = _data()
     for y in (
@@ -279,5 +292,14 @@ def test_registering_again_keeps_the_converters_working():
 
 def test_module_examples():
     result = doctest.testmod(skbatchnet.onnx, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_the_deploying_page_runs():
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "deploying.rst"
+    result = doctest.testfile(
+        str(page), module_relative=False, optionflags=doctest.ELLIPSIS
+    )
     assert result.attempted > 0
     assert result.failed == 0
