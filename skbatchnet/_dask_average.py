@@ -191,9 +191,9 @@ def _round(net, data, shards, steps, settings):
     ]
     results = client.gather(futures)
     state = sum(_nbytes(s.optimizer) for s in shards)
-    data.steps += 1
-    data.bytes_sent += net.parameters.nbytes + state
-    data.bytes_received += len(shards) * net.parameters.nbytes + state
+    data.traffic["steps"] += 1
+    data.traffic["bytes_sent"] += net.parameters.nbytes + state
+    data.traffic["bytes_received"] += len(shards) * net.parameters.nbytes + state
     total = sum(weight for _, _, weight, _ in results)
     if total > 0:
         mean = np.zeros_like(net.parameters)

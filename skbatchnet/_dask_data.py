@@ -7,11 +7,15 @@ blocks: each block's task returns the partial sums of the rows it holds,
     ``G_b = sum_i s_i grad(loss_i)``, ``S_b = sum_i s_i``, ``L_b = sum_i s_i loss_i``,
 
 and :class:`ClusterData` adds them in block order and applies the reduction
-on the client. What travels is parameters and row indices out, partial sums
-back. Every task is a pure function of its arguments, and the blocks are
-computed from a graph, so Dask can recompute whatever a lost worker held.
+on the client. Clipped sums add up too, since each example is clipped on its
+own, so DP-SGD's noise is added once, on the client, to the added sums (by
+the epoch loop, :func:`~skbatchnet._training.run_epoch`). What travels is
+parameters and row indices out, partial sums back. Every task is a pure
+function of its arguments, and the blocks are computed from a graph, so Dask
+can recompute whatever a lost worker held.
 """
 
+import copy
 from itertools import pairwise
 
 import dask.array as da
@@ -20,10 +24,11 @@ from dask.core import flatten
 from distributed import futures_of
 from sklearn.base import is_classifier
 
+from ._step import penalty_step
 from ._training import Step, rows_of
 from ._validation import check_sparse_structure
 from .backprop import Network
-from .reduction import REDUCTIONS, Coefficients, reduction_coefficients
+from .reduction import Coefficients
 
 
 def network_of(spec, parameters):
@@ -102,16 +107,41 @@ class ClusterData:
         ``S``, the total sample weight.
     spec : tuple
         ``(layer_units, activation, loss)`` of the network.
+    max_weight : float or None, default=None
+        The largest sample weight, computed on the workers; None without
+        weights.
+
+    Attributes
+    ----------
+    traffic : dict
+        The fit's round trips (``steps``) and their payloads
+        (``bytes_sent``, ``bytes_received``), counted by this data and the
+        copies :meth:`with_total` makes of it.
     """
 
     validation = None
 
-    def __init__(self, client, blocks, block_rows, total, spec):
+    def __init__(self, client, blocks, block_rows, total, spec, max_weight=None):
         self.client, self.blocks, self.total, self.spec = client, blocks, total, spec
+        self.max_weight = max_weight
         self.block_rows = [int(n) for n in block_rows]
         self.offsets = np.cumsum([0, *self.block_rows])
         self.n_samples = int(self.offsets[-1])
-        self.bytes_sent = self.bytes_received = self.steps = 0
+        self.traffic = {"steps": 0, "bytes_sent": 0, "bytes_received": 0}
+
+    @property
+    def row_weight(self):
+        """The expected weight of a row drawn: ``S / n``."""
+        return self.total / self.n_samples
+
+    def with_total(self, total):
+        """The same blocks, with ``S`` set to ``total`` (rows drawn at ``S / n``).
+
+        A shallow copy: it counts its traffic in this data's ``traffic``.
+        """
+        data = copy.copy(self)
+        data.total = float(total)
+        return data
 
     def split(self, rows):
         """``[(block, local rows)]`` of a batch, blocks in order, none empty."""
@@ -134,13 +164,19 @@ class ClusterData:
         ]
 
     def submit(self, parameters, rows, max_norm=None):
-        """The partial-sum tasks of one batch, in block order."""
+        """The partial-sum tasks of one batch, in block order.
+
+        A batch without rows (an empty Poisson batch) has none, and costs no
+        round trip.
+        """
+        parts = self.split(rows)
+        if not parts:
+            return []
         # One task holds the parameters; the blocks' tasks fetch them from
         # the worker that has it, so the client sends them once per step.
         params = self.client.submit(np.array, parameters, pure=False)
-        parts = self.split(rows)
-        self.steps += 1
-        self.bytes_sent += parameters.nbytes + sum(
+        self.traffic["steps"] += 1
+        self.traffic["bytes_sent"] += parameters.nbytes + sum(
             getattr(r, "nbytes", 0) for _, r in parts
         )
         return [
@@ -151,30 +187,32 @@ class ClusterData:
         ]
 
     def gather(self, futures):
+        if not futures:
+            return []
         results = self.client.gather(futures)
-        self.bytes_received += sum(g.nbytes + 24 for g, *_ in results)
+        self.traffic["bytes_received"] += sum(g.nbytes + 24 for g, *_ in results)
         return results
 
     def gradient(self, network, rows, *, scale, step, workspace=None):
-        """As :meth:`TrainingData.gradient`, from the blocks' partial sums."""
+        """As :meth:`TrainingData.gradient`, from the blocks' partial sums.
+
+        The batch is reduced as one whose weighted sum is given: each row's
+        coefficient is ``s_i`` times that of one unit of weight
+        (:meth:`~skbatchnet._step.Step.coefficients`, the step decisions of
+        the in-memory data). The caller adds DP noise to the result.
+        """
         futures = self.submit(network.parameters, rows, step.max_gradient_norm)
         parts = self.gather(futures)
         n = sum(p[3] for p in parts)
         weight = sum(p[1] for p in parts)
-        if n == 0 or (
-            weight == 0 and not REDUCTIONS[step.reduction].steps_without_weight
-        ):
+        c = step.coefficients(n, weight, self.row_weight, scale=scale)
+        if c is None:
             return n, 0.0, None, None, 0
+        if n == 0:  # a Poisson batch without rows: the penalty alone
+            return 0, 0.0, *penalty_step(network, c.total, step.alpha, self.total), 0
         grad = parts[0][0]
         for g, *_ in parts[1:]:
             grad += g
-        # Each row's coefficient is s_i times that of one unit of weight in a
-        # batch of total weight ``weight``: 1/weight for 'mean', 1 for 'sum',
-        # 1/(n S / N) for 'unbiased' (the batch's expected weight).
-        expected = n * (self.total / self.n_samples)
-        c = reduction_coefficients(
-            None, weight, step.reduction, expected_weight=expected
-        ).scaled(scale)
         grad *= c.c
         W = network.parameters[: network.n_coefs]
         loss = sum(p[2] for p in parts) / weight if weight else 0.0
@@ -236,17 +274,19 @@ def distribute(client, context, X, y, sample_weight):
             "DataParallel does not support multilabel targets (2-D y) for "
             "classifiers yet; fit the estimator in memory."
         )
-    checks = [
-        da.isfinite(X).all(),
-        1.0 if w is None else w.min(),
-        float(X.shape[0]) if w is None else w.sum(dtype=np.float64),
-        da.unique(y.ravel()) if classifier else da.isfinite(y).all(),
-    ]
+    # Summaries only, computed where the blocks are: the largest weight too,
+    # which a private fit checks (weights above 1 would exceed C).
+    checks = {
+        "finite_X": da.isfinite(X).all(),
+        "targets": da.unique(y.ravel()) if classifier else da.isfinite(y).all(),
+    }
+    if w is not None:
+        checks.update(w_min=w.min(), w_max=w.max(), w_sum=w.sum(dtype=np.float64))
     if getattr(estimator, "loss", None) == "poisson":
-        checks.append(y.min())
-    stats = client.gather(client.compute(checks))
-    _check_stats(stats, classifier, w is not None)
-    probe_y = stats[3] if classifier else np.zeros((1,) + y.shape[1:], dtype)
+        checks["y_min"] = y.min()
+    stats = dict(zip(checks, client.gather(client.compute(list(checks.values())))))
+    _check_stats(stats, classifier)
+    probe_y = stats["targets"] if classifier else np.zeros((1,) + y.shape[1:], dtype)
     probe_X = np.zeros((len(probe_y), X.shape[1]), dtype)
     if columns is not None:
         import pandas as pd
@@ -260,29 +300,31 @@ def distribute(client, context, X, y, sample_weight):
     Xb, yb = _block_futures(persisted[0]), _block_futures(persisted[1])
     wb = _block_futures(persisted[2]) if w is not None else [None] * len(Xb)
     Yb = [client.submit(encoding, f, dtype) for f in yb]
-    data = ClusterData(client, list(zip(Xb, Yb, wb)), rows, float(stats[2]), None)
+    total = float(X.shape[0]) if w is None else float(stats["w_sum"])
+    max_weight = None if w is None else float(stats["w_max"])
+    data = ClusterData(client, list(zip(Xb, Yb, wb)), rows, total, None, max_weight)
     data.dtype, data.n_outputs = dtype, n_outputs
     return data
 
 
-def _check_stats(stats, classifier, weighted):
-    finite_X, w_min, w_sum, targets = stats[:4]
-    if not finite_X:
+def _check_stats(stats, classifier):
+    if not stats["finite_X"]:
         raise ValueError(
             "X contains NaN or infinity; remove or impute those values (for "
             "example with sklearn.impute.SimpleImputer) before fitting."
         )
-    if weighted and not (np.isfinite(w_sum) and w_min >= 0 and w_sum > 0):
+    w_min, w_sum = stats.get("w_min", 1.0), stats.get("w_sum", 1.0)
+    if not (np.isfinite(w_sum) and w_min >= 0 and w_sum > 0):
         raise ValueError(
             "sample_weight must be finite and non-negative with a positive sum, "
             f"got a minimum of {float(w_min)!r} and a sum of {float(w_sum)!r}."
         )
-    if not classifier and not targets:
+    if not classifier and not stats["targets"]:
         raise ValueError("y contains NaN or infinity; every target must be finite.")
-    if len(stats) > 4 and stats[4] < 0:
+    if stats.get("y_min", 0) < 0:
         raise ValueError(
             "loss='poisson' requires non-negative targets y; got a minimum of "
-            f"{float(stats[4])!r}. Use loss='squared_error' or shift the targets."
+            f"{float(stats['y_min'])!r}. Use loss='squared_error' or shift the targets."
         )
 
 

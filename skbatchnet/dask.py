@@ -6,6 +6,10 @@ exactly across the workers that hold the rows: each reduces its share, and
 the client adds the partial sums and takes the step (``strategy='gradient'``).
 The alternative, ``strategy='average'``, trains a copy of the model on each
 block of rows and averages the weights every few steps (local SGD).
+
+Per-example clipping and DP-SGD keep the first strategy exact: each example
+is clipped on its own, so clipped sums add up across blocks, and the client
+adds the noise once to the sum, as the in-memory fit does.
 """
 
 try:
@@ -23,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._dask_average import train_local_sgd
 from ._dask_data import distribute
+from ._private import is_private, warn_if_classes_inferred
 from ._validation import check_hidden_layer_sizes
 
 __all__ = ["DataParallel"]
@@ -70,17 +75,32 @@ class DataParallel(MetaEstimatorMixin, BaseEstimator):
     classes_ : ndarray
         The class labels (classifiers only).
     traffic_ : dict
-        What the client sent and received during fit: ``steps``,
-        ``bytes_sent`` and ``bytes_received`` (payloads, without Dask's own
-        messages).
+        What the client sent and received during fit: ``steps`` (round
+        trips; an empty Poisson batch makes none), ``bytes_sent`` and
+        ``bytes_received`` (payloads, without Dask's own messages).
 
     Notes
     -----
+    With ``strategy='gradient'``, per-example clipping
+    (``max_gradient_norm``), ``gradient_reduction='unbiased'`` and DP-SGD
+    (``batch_sampling='poisson'``, ``noise_multiplier`` or
+    ``target_epsilon``) take the in-memory fit's steps: the workers return
+    their blocks' clipped weighted sums, and the client adds them, then adds
+    the noise once per step. The Poisson batches are drawn on the client,
+    as row indices, from the one Generator the in-memory fit draws its
+    batches and noise from (fresh entropy under noise): one stream, so that
+    the fit is the in-memory fit for the same generator state
+    (``unsafe_noise_seed``), and nothing to keep independent across workers,
+    whose own streams would have to be seeded, and kept apart, from the
+    client's. ``epsilon_``, ``privacy_ledger_`` and ``noise_multiplier_`` of
+    ``estimator_`` are those of the in-memory fit.
+
     Not supported yet, and refused by ``fit`` with the setting's name:
     ``early_stopping=True``, ``warm_start=True``, ``class_weight``,
     ``verbose``, ``partial_fit``, multilabel targets, and sparse blocks. With
     ``strategy='average'`` also ``solver='lbfgs'``, the ``'invscaling'`` and
-    ``'adaptive'`` learning rates, and ``average``.
+    ``'adaptive'`` learning rates, ``average``, and Poisson batches and DP
+    noise (local steps on a block are not DP-SGD's steps).
 
     Examples
     --------
@@ -132,6 +152,8 @@ class DataParallel(MetaEstimatorMixin, BaseEstimator):
         hidden = check_hidden_layer_sizes(estimator.hidden_layer_sizes)
         client = self.client or distributed.default_client()
         data = distribute(client, context, X, y, sample_weight)
+        if is_classifier(estimator):  # as the in-memory fit warns
+            warn_if_classes_inferred(estimator.get_params(deep=False))
         # The random draws of the in-memory fit, in its order: the stream
         # starts afresh, the initial weights come first, the shuffles next.
         units = [estimator.n_features_in_, *hidden, data.n_outputs]
@@ -144,11 +166,7 @@ class DataParallel(MetaEstimatorMixin, BaseEstimator):
             # The in-memory fit's training stage, on data held by the cluster.
             context.train(data)
         self.estimator_ = estimator
-        self.traffic_ = {
-            "steps": data.steps,
-            "bytes_sent": data.bytes_sent,
-            "bytes_received": data.bytes_received,
-        }
+        self.traffic_ = dict(data.traffic)
         self.n_features_in_ = estimator.n_features_in_
         if hasattr(estimator, "classes_"):
             self.classes_ = estimator.classes_
@@ -306,4 +324,19 @@ def _check_average_settings(estimator, local_steps):
         raise ValueError(
             f"strategy='average' does not support average={estimator.average!r}; "
             "set average=False or use strategy='gradient'."
+        )
+    params = estimator.get_params(deep=False)
+    if is_private(params) or estimator.batch_sampling == "poisson":
+        noise = [n for n in ("noise_multiplier", "target_epsilon") if params[n]]
+        what = "batch_sampling='poisson'"
+        if noise:
+            what = f"DP noise ({noise[0]}={params[noise[0]]!r})"
+        raise ValueError(
+            f"strategy='average' does not support {what}: each block's copy "
+            "would take local steps on batches of its own block, which are not "
+            "DP-SGD's Poisson batches drawn from the whole set, and under noise "
+            "every copy would add its own noise to every local step instead of "
+            "once to each step's sum, so neither the steps nor epsilon_ would "
+            "be DP-SGD's. Use strategy='gradient', which takes the in-memory "
+            "fit's steps."
         )
