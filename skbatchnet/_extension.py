@@ -6,18 +6,31 @@ its small products with numpy instead of the one-thread products of
 would have used the compiled loop warns once how to build it.
 """
 
+import os
+
 import numpy as np
 
 from ._warn import warn
 
-__all__ = ["epoch_module", "one_thread_product", "squared_norm", "warn_not_built"]
+__all__ = [
+    "FORCE_PORTABLE",
+    "epoch_module",
+    "one_thread_product",
+    "squared_norm",
+    "warn_not_built",
+]
+
+# SKBATCHNET_NO_AVX2=1 (read once, at import) keeps the portable epoch on a
+# CPU that has AVX2: how a build's portable module is tested on such a CPU
+# (.ci/wheel), and a way out should the twin ever misbehave on one.
+FORCE_PORTABLE = os.environ.get("SKBATCHNET_NO_AVX2", "") not in ("", "0")
 
 try:
     from . import _epoch, _plan, _products
 except ImportError:  # a source tree or a copy without the build
     _epoch = _plan = _products = None
 else:
-    if _epoch.cpu_has_avx2():
+    if _epoch.cpu_has_avx2() and not FORCE_PORTABLE:
         # The same loop built for AVX2, where the build made one (setup.py);
         # it computes the same bits, with vectors twice as wide.
         try:

@@ -223,7 +223,7 @@ def test_no_module_imports_another_modules_private_name():
 
 # The tools built on the estimators: they reach an estimator only through its
 # public attributes and its training seam (skbatchnet._context).
-TOOLS = ["dask", "_dask_average", "_dask_data", "diagnostics", "plotting"]
+TOOLS = ["dask", "_dask_average", "_dask_data", "diagnostics", "plotting", "onnx"]
 
 # Private attributes a tool may still read, with the reason. None of them is
 # an estimator's.
