@@ -207,6 +207,7 @@ def test_readme_lists_every_deliberate_difference():
         r"diverg.*early.stopping",  # stops at the best model
         r"two epochs in a row\s+exceed 1000 times the first",  # growth raises
         r"clips each predicted\s+probability",  # the log loss from the logits
+        r"batch's total\s+sample\s+weight.*row count",  # the weighted loss_curve_
     ]:
         assert re.search(topic, section, re.S | re.I), topic
     # The trajectory claim points to its exceptions.
@@ -315,3 +316,34 @@ def test_partial_fit_refuses_classes_that_are_not_1d():
     with pytest.raises(ValueError, match=r"classes.*1-D.*\(1, 2\)"):
         est.partial_fit(X, y, classes=[[0, 1]])
     assert not hasattr(est, "coefs_")
+
+
+def test_the_epoch_loss_weights_batches_by_weight_where_sklearn_counts_rows():
+    # At a negligible rate the weights stay at their shared initial values, so
+    # every batch's loss is that of the initial network: the epoch losses are
+    # the two weightings of the same five batch losses.
+    from skbatchnet.backprop import Network
+
+    X, _ = _data(n=100)
+    # Batches of different losses (targets of growing scale) and weights.
+    y = (X @ np.arange(1.0, X.shape[1] + 1)) * np.repeat([1.0, 2, 3, 4, 5], 20)
+    w = np.repeat([0.1, 0.2, 0.5, 1.0, 3.0], 20)
+    kw = dict(solver="sgd", alpha=0.0, batch_size=20, shuffle=False, max_iter=1)
+    kw.update(learning_rate_init=1e-300, momentum=0.0, **SMALL)
+    ours = BatchMLPRegressor(**kw).fit(X, y, sample_weight=w)
+    theirs = MLPRegressor(**kw).fit(X, y, sample_weight=w)
+    init = Network(
+        ours.coefs_, ours.intercepts_, activation="relu", loss="squared_error"
+    )
+    batch_losses = np.array(
+        [
+            init.objective(X[b : b + 20], y[b : b + 20, None], w[b : b + 20])
+            for b in range(0, 100, 20)
+        ]
+    )
+    weights = w[::20] * 20
+    by_weight = np.sum(weights * batch_losses) / weights.sum()
+    by_rows = np.mean(batch_losses)
+    assert ours.loss_curve_[0] == pytest.approx(by_weight, rel=1e-12)
+    assert theirs.loss_curve_[0] == pytest.approx(by_rows, rel=1e-12)
+    assert abs(by_weight - by_rows) > 0.1 * by_rows
