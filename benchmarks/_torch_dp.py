@@ -143,6 +143,62 @@ def check_initial_weights(X, y, hidden, seed, **dp_params):
             )
 
 
+def check_same_step(X, y, hidden, *, max_grad_norm, learning_rate, mode):
+    """Fail unless one clipped step is the same in both libraries.
+
+    One full-batch step without noise: skbatchnet with ``batch_size=n``,
+    ``max_gradient_norm`` and ``gradient_reduction='unbiased'`` (the clipped
+    sum over n), against Opacus with Poisson sampling at ``q = 1`` (every
+    row) and ``noise_multiplier=0`` (the clipped sum over its expected batch
+    size, n). The weights after the step must agree to float32 rounding
+    (``1e-6`` plus a thousandth of the step's largest change): this is the
+    DP step of both benchmarks, noise aside. Returns the largest difference
+    and the step's largest change.
+    """
+    n = len(y)
+    units = [X.shape[1], *hidden, len(np.unique(y))]
+    weights = initial_weights(units, 0, X.dtype)
+    model = BatchMLPClassifier(
+        hidden_layer_sizes=hidden,
+        solver="sgd",
+        momentum=0.0,
+        alpha=0.0,
+        learning_rate_init=learning_rate,
+        batch_size=n,
+        max_iter=1,
+        max_gradient_norm=max_grad_norm,
+        gradient_reduction="unbiased",
+        shuffle=False,
+        random_state=0,
+    ).fit(X, y)
+    run = OpacusRun(
+        *weights,
+        X,
+        y,
+        batch_size=n,
+        learning_rate=learning_rate,
+        noise_multiplier=0.0,
+        max_grad_norm=max_grad_norm,
+        mode=mode,
+    ).train(1)
+    linears = [m for m in run.model.modules() if isinstance(m, nn.Linear)]
+    difference = max(
+        max(
+            np.abs(linear.weight.detach().numpy().T - W).max(),
+            np.abs(linear.bias.detach().numpy() - b).max(),
+        )
+        for linear, W, b in zip(linears, model.coefs_, model.intercepts_)
+    )
+    step = max(np.abs(W - W0).max() for W, W0 in zip(model.coefs_, weights[0]))
+    if not difference <= 1e-6 + 1e-3 * step:
+        raise RuntimeError(
+            f"One clipped step differs between skbatchnet and Opacus ({mode}) by "
+            f"{difference:.3g}, for a step of {step:.3g}: they do not compute the "
+            "same DP-SGD step."
+        )
+    return difference, step
+
+
 def torch_mlp(coefs, intercepts):
     """A ReLU MLP in torch with the given weights, ``nn.Linear`` per layer.
 

@@ -27,7 +27,9 @@ Opacus and torch build the model and ``make_private`` untimed, train one
 untimed epoch, and time the next ``E``. So both sides time steps only:
 sampling the batches, forward, backward, clipping, noise, the update (and
 Opacus's per-step accountant record). The ratios of whole fits (``1 + E``
-epochs, everything included) are printed too.
+epochs, everything included) are printed too. Before timing, the script
+checks that one clipped full-batch step without noise leaves the same
+weights in skbatchnet and in both Opacus modes.
 
 The configurations alternate: in every round each runs once per batch size,
 in reversed order in odd rounds, after a rest that lets the other library's
@@ -52,6 +54,7 @@ from _report import environment_lines, markdown_table
 from _torch_dp import (
     OpacusRun,
     TorchRun,
+    check_same_step,
     environment_line,
     initial_weights,
     load_average,
@@ -219,6 +222,14 @@ def main(argv=None):
     print("\n".join(environment_lines()))
     print(environment_line())
     print(f"load average at start: {load_average()}")
+    for mode in ("hooks", "ghost"):
+        difference, step = check_same_step(
+            X, y, UNITS[1:-1], max_grad_norm=C, learning_rate=LEARNING_RATE, mode=mode
+        )
+        print(
+            f"one clipped full-batch step without noise, skbatchnet against Opacus "
+            f"{mode}: weights differ by at most {difference:.2g} (step {step:.2g})"
+        )
     print(
         f"network {list(UNITS)}, float32, sgd (lr {LEARNING_RATE}, no momentum), "
         f"n={args.n} Gaussian rows, 10 random classes; DP: C={C}, sigma={SIGMA}, "

@@ -62,6 +62,7 @@ from _torch_dp import (
     OpacusRun,
     TorchRun,
     check_initial_weights,
+    check_same_step,
     environment_line,
     initial_weights,
     load_average,
@@ -234,10 +235,17 @@ def main(argv=None):
     check_initial_weights(Xtr, ytr, HIDDEN, 0)
     if not args.without_skbatchnet_dp:
         check_initial_weights(Xtr, ytr, HIDDEN, 0, **dp_parameters(1.0, 0))
+    difference, step = check_same_step(
+        Xtr, ytr, HIDDEN, max_grad_norm=C, learning_rate=LEARNING_RATE, mode=args.mode
+    )
 
     print("\n".join(environment_lines()))
     print(environment_line())
     print(f"load average at start: {load_average()}")
+    print(
+        f"one clipped full-batch step without noise, skbatchnet against Opacus: "
+        f"weights differ by at most {difference:.2g} (step {step:.2g})"
+    )
     print(
         f"digits / 16, {n} train / {len(data[1])} test rows; network "
         f"64-{'-'.join(map(str, HIDDEN))}-10 (ReLU); sgd lr {LEARNING_RATE}, no "
