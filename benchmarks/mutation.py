@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Smallest first, so that a run cut short still covers whole modules.
 MODULES = (
     "_outcome",
+    "_step",
     "reduction",
+    "_private",
     "_rollback",
     "_lbfgs",
     "_compiled",

@@ -26,10 +26,12 @@ from ._callbacks import (
     with_callbacks,
 )
 from ._context import ObjectiveData, TrainingContext
+from ._growth import LossGrowth
 from ._losses import LOSSES
 from ._optimizers import STOCHASTIC_SOLVERS
 from ._outcome import divergence_error
 from ._parameters import Parameters
+from ._private import is_private, record_steps, warn_if_classes_inferred
 from ._progress import Progress
 from ._rollback import one_fit_at_a_time, restore, snapshot
 from ._targets import LEARNING_MODES, TargetEncoding, check_encoding_mode
@@ -48,7 +50,7 @@ from ._validation import (
     merge_class_weight,
 )
 from .backprop import Network
-from .batching import Minibatcher, resolve_batch_size
+from .batching import Minibatcher, PoissonBatcher, resolve_batch_size
 
 
 def _beyond_range(X, dtype):
@@ -346,6 +348,8 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             mode = "continue" if incremental else "refit"
         context = TrainingContext(self)  # the parameters are validated
         data = context.objective(X, y, sample_weight, mode=mode, classes=classes)
+        if mode in ("fit", "refit") and is_classifier(self):
+            warn_if_classes_inferred(self.get_params(deep=False))
         X, y, n_outputs = data.X, data.y, data.Y.shape[1]
         units = [X.shape[1], *hidden, n_outputs] if first_pass else None
         context.start(layer_units=units, dtype=X.dtype, incremental=incremental)
@@ -371,7 +375,14 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         self.n_outputs_ = layer_units[-1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = LOSSES[self._network_loss()].out_activation
-        for attr in ("_optimizer", "_weight_average", "_raw_parameters"):
+        for attr in (
+            "_optimizer",
+            "_weight_average",
+            "_raw_parameters",
+            "noise_multiplier_",
+            "privacy_ledger_",
+            "epsilon_",
+        ):
             self.__dict__.pop(attr, None)
         self._progress = Progress()
         self._progress.reset_stopping(self.early_stopping)
@@ -390,17 +401,47 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         self.__dict__.pop("validation_loss_curve_", None)
         vars(self).update(self._progress.attributes())
 
-    def _step(self):
+    def _step(self, n_samples=None, noise_multiplier=0.0):
+        """The Step; with ``n_samples``, of this estimator's batch sampling."""
+        expected_rows = None
+        if n_samples is not None and self.batch_sampling == "poisson":
+            expected_rows = float(resolve_batch_size(self.batch_size, n_samples))
         return Step(
             alpha=self.alpha,
             reduction=self.gradient_reduction,
             max_gradient_norm=self.max_gradient_norm,
+            noise_multiplier=noise_multiplier,
+            expected_rows=expected_rows,
         )
 
     def _stopping(self):
+        if is_private(self.get_params(deep=False)):
+            # No decision from the data outside the noisy steps: no tol rule,
+            # and a growing loss only warns.
+            return Stopping(
+                tol=self.tol,
+                n_iter_no_change=np.inf,
+                verbose=self.verbose,
+                growth=LossGrowth(stops=False),
+            )
         return Stopping(
             tol=self.tol, n_iter_no_change=self.n_iter_no_change, verbose=self.verbose
         )
+
+    def _record_privacy(self, sigma, sample_rate, steps):
+        """Account for this call's ``steps`` noisy steps: ``noise_multiplier_``,
+        ``privacy_ledger_`` and ``epsilon_`` (at ``target_delta``, else None).
+
+        Steps without noise that continue a private model make epsilon inf;
+        a model never trained with noise gets none of these attributes.
+        """
+        ledger = getattr(self, "privacy_ledger_", None)
+        if not sigma and ledger is None:
+            return
+        self.noise_multiplier_ = sigma
+        self.privacy_ledger_ = record_steps(ledger, sigma, sample_rate, steps)
+        delta = self.target_delta
+        self.epsilon_ = None if delta is None else self.privacy_ledger_.epsilon(delta)
 
     def _check_finite_weights(self):
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
@@ -415,9 +456,12 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
                 reduction=self.gradient_reduction,
             )
 
-    def _batcher(self, n_samples):
-        """The Minibatcher of this estimator's settings, on its random stream."""
+    def _batcher(self, n_samples, generator=None):
+        """The batcher of this estimator's settings: Poisson batches drawn
+        from ``generator``, or a Minibatcher on the random stream."""
         self.batch_size_ = resolve_batch_size(self.batch_size, n_samples)
+        if self.batch_sampling == "poisson":
+            return PoissonBatcher(self.batch_size, generator)
         return Minibatcher(
             self.batch_size,
             shuffle=self.shuffle,
@@ -425,14 +469,14 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             random_state=self._rng,
         )
 
-    def _train_epochs(self, net, data, batcher, *, incremental, report):
+    def _train_epochs(self, net, data, batcher, *, step, noise, incremental, report):
         """Run :func:`train_epochs` with this estimator's settings and state.
 
+        ``noise`` is the Generator of DP noise when ``step`` has noise.
         ``report(loss)`` sees each epoch after the fitted attributes are
         updated. Returns the weight average in force at the end.
         """
-        step = self._step()
-        runner = epoch_runner(net, data, batcher, self._optimizer, step)
+        runner = epoch_runner(net, data, batcher, self._optimizer, step, noise=noise)
         averager = weight_average(
             self.average, getattr(self, "_weight_average", None), net
         )
@@ -457,7 +501,8 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             rng=self._rng,
             score=self._score_output,
             report=epoch_report,
-            max_iter=None if incremental else self.max_iter,
+            # Under noise max_iter epochs are the plan, not a failure to converge.
+            max_iter=None if incremental or noise is not None else self.max_iter,
         )
         self._set_or_drop("_weight_average", averager)
         self._publish_progress()

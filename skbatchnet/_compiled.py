@@ -54,16 +54,21 @@ class CompiledEpochs:
     batcher : Minibatcher
         Its ``bounds`` are every epoch's batches.
     step : Step
-        ``alpha`` and the reduction.
+        ``alpha``, the reduction, clipping, Poisson batches and noise.
     thresholds : dict, optional
         Overrides of the plan's product thresholds (``EpochPlan``'s keyword
         arguments), for tests.
     module : tuple, optional
         ``(epoch, plan)`` extension modules, for tests; by default the ones
         :mod:`skbatchnet._extension` picks.
+    noise : numpy.random.Generator, optional
+        The source of the DP noise, required when ``step`` has noise; the loop
+        draws from it in place.
     """
 
-    def __init__(self, network, data, batcher, step, *, thresholds=None, module=None):
+    def __init__(
+        self, network, data, batcher, step, *, thresholds=None, module=None, noise=None
+    ):
         self.epoch, plan = module or _extension.epoch_module()
         self.network = network
         # supports() admitted dense or CSR rows of the network's dtype, which
@@ -80,11 +85,14 @@ class CompiledEpochs:
             alpha=float(step.alpha),
             total_weight=float(data.total),
             max_norm=step.max_gradient_norm,
+            expected_rows=step.expected_rows,
+            noise_std=step.noise_std(data.row_weight),
             chunk_rows=network.chunk_rows(),
             **(thresholds or {}),
         )
         self._plan_module = plan
         self._state = self._average = None
+        self.noise = plan.NoiseSource(noise) if step.noise_multiplier else None
 
     @staticmethod
     def supports(network, X, optimizer, step):
@@ -168,8 +176,9 @@ class CompiledEpochs:
         bounds = None
         if isinstance(order, PoissonEpoch):  # batches of their own sizes
             order, bounds = order
+        state = self._optimizer_state(optimizer)
         result = self.epoch.run_epoch(
-            self.plan, self._optimizer_state(optimizer), average, order, bounds
+            self.plan, state, average, order, bounds, self.noise
         )
         optimizer.advance(result.steps)
         if averager is not None:

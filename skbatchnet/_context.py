@@ -32,6 +32,12 @@ from sklearn.utils import check_random_state
 from ._lbfgs import train_lbfgs
 from ._optimizers import SOLVERS
 from ._parameters import check_combinations
+from ._private import (
+    batch_generator,
+    check_private_data,
+    is_private,
+    noise_multiplier,
+)
 from ._training import TrainingData, split_validation
 
 
@@ -136,7 +142,8 @@ class TrainingContext:
 
     @property
     def step(self):
-        """What a step needs: the :class:`~skbatchnet._training.Step`."""
+        """What a step needs: the :class:`~skbatchnet._training.Step` (of
+        epoch batches, without noise)."""
         return self.estimator._step()
 
     @property
@@ -228,17 +235,40 @@ class TrainingContext:
             )
         if isinstance(data, ObjectiveData):
             data = self._split(data)
-        self.data, self.batcher = data, est._batcher(data.n_samples)
+        params = est.get_params(deep=False)
+        private = is_private(params)
+        if private:
+            check_private_data(
+                params, data.n_samples, data.sample_weight, incremental=incremental
+            )
+            # Under noise n is public (as in Opacus) and stands for S, a sum
+            # of the weights, in the step's divisor and the penalty's share.
+            data = data.with_total(float(data.n_samples))
+        generator = None
+        if est.batch_sampling == "poisson":
+            generator = batch_generator(params, self.rng)
+        sigma = noise_multiplier(params, data.n_samples) if private else 0.0
+        self.data = data
+        self.batcher = est._batcher(data.n_samples, generator)
         if not incremental:
             self.progress.n_iter = 0
         # Before any step: a schedule refused now costs no training.
         est._optimizer.check_schedule(self.progress.t + data.n_samples)
+        epochs_before = len(self.progress.n_steps_per_epoch)
         averager = est._train_epochs(
-            net, data, self.batcher, incremental=incremental, report=report
+            net,
+            data,
+            self.batcher,
+            step=est._step(data.n_samples, sigma),
+            noise=generator if private else None,
+            incremental=incremental,
+            report=report,
         )
         if data.validation is not None and self.progress._best_parameters is not None:
             net.parameters[...] = self.progress._best_parameters
         est._publish_average(net, averager)
+        steps = sum(self.progress.n_steps_per_epoch[epochs_before:])
+        est._record_privacy(sigma, est.batch_size_ / data.n_samples, steps)
         self.publish()
 
     def _split(self, objective):

@@ -17,8 +17,9 @@ and what it calls), restated in the same order of operations and tested
 against it to rounding; the kernels of each option live in ``_kernels.pxd``,
 the products in ``_products.pxd``, the optimizers' passes and the step over
 the network in ``_updates.pxd`` (``_chunk`` leaves a one-row batch's weight
-gradient to that step, which forms it as it reads it), the clipping in
-``_clip_kernels.pxd``.
+gradient to that step, which forms it as it reads it, except under noise,
+which the whole gradient receives), the clipping in ``_clip_kernels.pxd``,
+the DP noise in ``_noise.pxd``.
 """
 
 from collections import namedtuple
@@ -31,9 +32,13 @@ from libc.string cimport memcpy, memset
 
 cimport skbatchnet._clip_kernels as C
 cimport skbatchnet._kernels as K
+cimport skbatchnet._noise as N
 cimport skbatchnet._products as P
 cimport skbatchnet._updates as U
-from ._plan cimport AverageState, Config, Counters, EpochPlan, OptimizerState
+from numpy.random cimport bitgen_t
+from ._plan cimport (
+    AverageState, Config, Counters, EpochPlan, NoiseSource, OptimizerState,
+)
 from ._products cimport Sparse
 from ._signals cimport Watch, worked
 from ._updates cimport Shape, Solver
@@ -105,8 +110,8 @@ cdef double _chunk(
     (adding the rows clipped to ``clipped``);
     the weight decay is added later, in the update. With ``sparse``, ``X``
     holds the values of a CSR matrix of that structure. A batch of one row
-    leaves its weight gradients out: the update forms them
-    (``U.network_update``).
+    leaves its weight gradients out, unless the step adds noise: the update
+    forms them (``U.network_update``).
     Counts its products' work in ``watch`` and stops, with an unfinished
     gradient, when a signal handler raises there.
     """
@@ -218,15 +223,16 @@ cdef double _chunk(
             P.sparse_weight_gradient(
                 n, fan_in, fan_out, sparse, rows, X, delta, grad, not first
             )
-        elif n > 1:
+        elif n > 1 or cfg.noise_std > 0:
             # One row's weight gradient, the outer product A.T delta, is left
-            # to the update, which forms it as it reads it.
+            # to the update, which forms it as it reads it; noise needs it
+            # written out, to be added to.
             P.weight_gradient(
                 n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first,
                 n * fan_in * fan_out <= cfg.tiny_product, limit,
             )
         work = first_work if l == 0 and by_entries else <double>n * fan_in * fan_out
-        if worked(watch, work * (n > 1)):
+        if worked(watch, work * (n > 1 or cfg.noise_std > 0)):
             return 0
         P.column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
     return loss_sum
@@ -237,7 +243,8 @@ cdef int _epoch(
     const floating* X, const Sparse* sparse, const floating* Y,
     const floating* sw, const Py_ssize_t* order, const Py_ssize_t* bounds,
     Py_ssize_t n_batches, floating* state1, floating* state2, floating* mean,
-    long average_start, floating* work, floating* c_rows, Counters* out
+    long average_start, floating* work, floating* c_rows, bitgen_t* rng,
+    Counters* out
 ) except -1 nogil:
     cdef Py_ssize_t hidden = cfg.shape.unit_offsets[cfg.shape.n_layers]
     cdef floating* Xb = work
@@ -252,6 +259,13 @@ cdef int _epoch(
     cdef Watch watch
     cdef floating* c_ptr
     cdef bint averaging = mean != NULL
+    # Poisson batches: the batch's size and weight are random (and, under
+    # noise, private), so the divisor of 'unbiased' and the penalty of 'sum'
+    # are their expectations, and every batch steps, empty ones included
+    # (reduction.py); except under 'mean', which has no value for them.
+    cdef bint poisson = cfg.expected_rows > 0
+    cdef double expected = cfg.expected_rows * cfg.weight_per_row
+    cdef bint every_batch = poisson and cfg.reduction != K.MEAN
     watch.work, watch.budget, watch.raised = 0, cfg.check_work, False
 
     # The optimizer's gradient scale (_optimizers: gradient_scale), folded
@@ -267,23 +281,23 @@ cdef int _epoch(
         # The batch's weight and reduction coefficients
         # (reduction.reduction_coefficients), with the gradient scale.
         c_ptr = NULL
-        if n == 0:
-            # An empty batch: no gradient to follow, under every reduction.
+        if n == 0 and not every_batch:
+            # An empty batch: no gradient to follow.
             continue
         if sw == NULL:
             weight = n
             if cfg.reduction == K.MEAN:
                 c_const, c_total = (1.0 / n) * scale, scale
             elif cfg.reduction == K.SUM:
-                c_const, c_total = scale, n * scale
+                c_const, c_total = scale, (expected if poisson else n) * scale
             elif cfg.reduction == K.UNBIASED:
-                c_const = (1.0 / (n * cfg.weight_per_row)) * scale
+                c_const = (1.0 / (expected if poisson else n * cfg.weight_per_row)) * scale
                 c_total = scale
         else:
             weight = 0
             for i in range(n):
                 weight += sw[order[start + i]]
-            if weight == 0 and cfg.reduction != K.UNBIASED:
+            if weight == 0 and cfg.reduction != K.UNBIASED and not every_batch:
                 # No weight, no gradient to follow; the rows still count.
                 # 'unbiased' steps on the penalty alone (reduction.py).
                 out.seen += n
@@ -296,9 +310,9 @@ cdef int _epoch(
             elif cfg.reduction == K.SUM:
                 for i in range(n):
                     c_rows[i] = <floating>(sw[order[start + i]] * scale)
-                c_total = weight * scale
+                c_total = (expected if poisson else weight) * scale
             elif cfg.reduction == K.UNBIASED:
-                inverse = 1.0 / (n * cfg.weight_per_row)
+                inverse = 1.0 / (expected if poisson else n * cfg.weight_per_row)
                 for i in range(n):
                     c_rows[i] = <floating>((sw[order[start + i]] * inverse) * scale)
                 c_total = scale
@@ -308,6 +322,8 @@ cdef int _epoch(
         # one (_workspace.chunks); their gradients add up.
         n_chunks = (n + cfg.chunk_rows - 1) // cfg.chunk_rows
         loss_sum = 0
+        if n == 0:  # a step of the penalty (and noise) alone
+            memset(grad, 0, cfg.shape.n_params * sizeof(floating))
         for chunk in range(n_chunks):
             lo = chunk * n // n_chunks
             hi = (chunk + 1) * n // n_chunks
@@ -326,6 +342,9 @@ cdef int _epoch(
             out.status = K.NONFINITE_LOSS
             out.batch = b + 1
             return 0
+        if rng != NULL:
+            # DP-SGD: noise on every coordinate, in the optimizer's scale.
+            N.add_noise(rng, grad, cfg.shape.n_params, cfg.noise_std * scale)
 
         out.steps += 1
         out.adam_t += 1
@@ -335,7 +354,7 @@ cdef int _epoch(
         norm = U.network_update(
             &cfg.shape, solver, cfg.alpha != 0, params, grad, decay, state1, state2,
             out.adam_t,
-            NULL if n > 1 else (
+            NULL if n != 1 or rng != NULL else (
                 Xb if sparse != NULL
                 else <floating*>X + order[start] * cfg.shape.n_features
             ),
@@ -366,7 +385,7 @@ cdef int _epoch(
 
 def run_epoch(
     EpochPlan plan not None, OptimizerState state not None, AverageState average,
-    order=None, bounds=None,
+    order=None, bounds=None, NoiseSource noise=None,
 ):
     """Run one epoch of minibatch steps, without the GIL.
 
@@ -382,7 +401,12 @@ def run_epoch(
         None visits the rows as stored.
     bounds : array of shape (n_batches, 2), optional
         This epoch's batches, if not the plan's; none may be wider than the
-        plan's ``max_rows``.
+        plan's ``max_rows``. With Poisson batches (the plan's
+        ``expected_rows``) they may be empty.
+    noise : NoiseSource, optional
+        The generator of the DP noise, required when the plan has
+        ``noise_std > 0`` and refused otherwise; its BitGenerator's lock is
+        held for the epoch, whose draws advance it in place.
 
     Returns
     -------
@@ -418,6 +442,12 @@ def run_epoch(
     cdef Sparse* sparse = &plan.csr if plan.sparse else NULL
     cdef char* mean = NULL
     cdef long start = 1
+    cdef const Py_ssize_t* row_ptr = NULL
+    cdef bitgen_t* rng = NULL
+    if (noise is not None) != (plan.cfg.noise_std > 0):
+        raise ValueError(
+            "A NoiseSource goes with a plan of noise_std > 0, and only with one."
+        )
     if state.dtype != plan.dtype or state.params.shape[0] != plan.cfg.shape.n_params:
         raise ValueError(
             f"The optimizer state holds {state.params.shape[0]} {state.dtype} "
@@ -428,6 +458,11 @@ def run_epoch(
             raise ValueError("The average must be shaped like the parameters.")
         mean, start = average.m, average.start
     rows, spans = plan.epoch_rows(order, bounds)
+    if rows.shape[0]:  # Poisson batches may all be empty
+        row_ptr = &rows[0]
+    lock = None
+    if noise is not None:
+        rng, lock = noise.rng, noise.bit_generator.lock
     out.status = K.OK
     out.batch = out.seen = out.steps = out.clipped = 0
     out.loss_sum = out.weight_sum = 0
@@ -436,27 +471,32 @@ def run_epoch(
     out.samples_seen = average.samples_seen if average is not None else 0
     n_batches = spans.shape[0]
     if n_batches:
+        if lock is not None:  # numpy's own draws hold it too
+            lock.acquire()
         try:
             if plan.dtype == np.float32:
                 with nogil:
                     _epoch(
                         &plan.cfg, &state.solver, <float*>state.p, <float*>plan.x,
-                        sparse, <float*>plan.y, <float*>plan.sw, &rows[0],
+                        sparse, <float*>plan.y, <float*>plan.sw, row_ptr,
                         &spans[0, 0], n_batches, <float*>state.s1, <float*>state.s2,
                         <float*>mean, start, <float*>plan.work, <float*>plan.c_rows,
-                        &out,
+                        rng, &out,
                     )
             else:
                 with nogil:
                     _epoch(
                         &plan.cfg, &state.solver, <double*>state.p, <double*>plan.x,
-                        sparse, <double*>plan.y, <double*>plan.sw, &rows[0],
+                        sparse, <double*>plan.y, <double*>plan.sw, row_ptr,
                         &spans[0, 0], n_batches, <double*>state.s1,
                         <double*>state.s2, <double*>mean, start,
-                        <double*>plan.work, <double*>plan.c_rows, &out,
+                        <double*>plan.work, <double*>plan.c_rows, rng, &out,
                     )
         except KeyboardInterrupt:
             out.status = K.INTERRUPTED
+        finally:
+            if lock is not None:
+                lock.release()
     state.t = out.adam_t
     if average is not None:
         average.n_averaged, average.samples_seen = out.n_averaged, out.samples_seen

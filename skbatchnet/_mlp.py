@@ -59,6 +59,24 @@ _SHARED_ATTRIBUTES = """\
     coefs_ : list of ndarray of shape (fan_in, fan_out)
         Weight matrix of each layer.
 
+    noise_multiplier_ : float
+        Under DP noise (``noise_multiplier > 0`` or ``target_epsilon``), the
+        noise multiplier of the last call: the parameter, or the one
+        calibrated to ``target_epsilon``. Absent for a model never trained
+        with noise.
+
+    privacy_ledger_ : skbatchnet.privacy.PrivacyLedger
+        Under DP noise, the noisy steps taken, ``(sigma, q, steps)`` per run,
+        over ``partial_fit`` calls and ``warm_start`` fits (empty Poisson
+        batches included); ``privacy_ledger_.epsilon(delta)`` is the epsilon
+        at any delta. Steps without noise that continue a private model are
+        recorded with ``sigma=0``, which makes epsilon infinite.
+
+    epsilon_ : float or None
+        The epsilon ``privacy_ledger_`` spends at ``target_delta``, by the RDP
+        accountant with add-or-remove adjacency; None without
+        ``target_delta``.
+
     intercepts_ : list of ndarray of shape (fan_out,)
         Bias vector of each layer.
 

@@ -14,6 +14,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 
 from ._activations import ACTIVATIONS
 from ._optimizers import SOLVERS
+from ._private import check_private_settings
 from .reduction import REDUCTIONS
 
 __all__ = [
@@ -64,6 +65,11 @@ class Parameters:
         "drop_last": ["boolean", StrOptions({"merge"})],
         "average": ["boolean", Interval(Integral, 1, None, closed="left")],
         "max_gradient_norm": [None, Interval(Real, 0, None, closed="neither")],
+        "batch_sampling": [StrOptions({"epoch", "poisson"})],
+        "noise_multiplier": [Interval(Real, 0, None, closed="left")],
+        "target_epsilon": [None, Interval(Real, 0, None, closed="neither")],
+        "target_delta": [None, Interval(Real, 0, 1, closed="neither")],
+        "unsafe_noise_seed": [None, Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(
@@ -96,6 +102,11 @@ class Parameters:
         drop_last=False,
         average=False,
         max_gradient_norm=None,
+        batch_sampling="epoch",
+        noise_multiplier=0.0,
+        target_epsilon=None,
+        target_delta=None,
+        unsafe_noise_seed=None,
     ):
         for name, value in locals().items():
             if name not in ("self", "__class__"):
@@ -141,6 +152,7 @@ def check_combinations(params):
             "step, and solver='lbfgs' takes none: it minimizes E on the whole "
             "set. Use solver='sgd' or 'adam', or set max_gradient_norm=None."
         )
+    check_private_settings(params)
 
 
 SHARED_PARAMETERS_DOC = """\
@@ -289,4 +301,55 @@ SHARED_PARAMETERS_DOC = """\
         ``'sgd'`` and ``'adam'``; refused with ``'lbfgs'``. The fraction of
         examples clipped in each epoch is reported in
         ``clip_fraction_curve_``, for tuning ``C``. None does not clip.
+
+    batch_sampling : {'epoch', 'poisson'}, default='epoch'
+        How batches are drawn. ``'epoch'``: each epoch visits every row once,
+        in batches of ``batch_size`` (shuffled if ``shuffle``; ``drop_last``
+        applies). ``'poisson'``: each step takes every row independently with
+        probability ``q = batch_size / n_samples`` (DP-SGD's sampling), for
+        ``ceil(n_samples / batch_size)`` steps an epoch; ``shuffle`` and
+        ``drop_last`` do not apply. A batch's size and weight are then
+        random: ``'unbiased'`` divides by the expected weight ``q S`` and
+        ``'sum'`` takes its penalty at that expectation, and under both every
+        step is taken, empty batches included (``'mean'`` skips them).
+        Without noise the batches follow ``random_state``.
+
+    noise_multiplier : float >= 0, default=0.0
+        DP-SGD (Abadi et al. 2016): Gaussian noise of standard deviation
+        ``noise_multiplier * max_gradient_norm`` added to each step's sum of
+        clipped gradients before the reduction's divisor. Needs
+        ``max_gradient_norm``, ``batch_sampling='poisson'`` and
+        ``gradient_reduction='unbiased'`` or ``'sum'``; under ``'unbiased'``
+        the step is ``(sum_B s_i clip(grad(loss_i)) + N(0, sigma^2 C^2 I)) /
+        batch_size`` plus the penalty. Under noise ``n_samples`` is treated
+        as public (as Opacus does) and takes the place of ``S`` in the step
+        and the objective (the same for unit weights); weights must be at
+        most 1; the noise and the batches come from fresh OS entropy (not
+        ``random_state``, which still draws the initial weights); and
+        training runs ``max_iter`` epochs, since the ``tol`` rule would stop
+        on the data. Early stopping, ``learning_rate='adaptive'`` and
+        ``class_weight='balanced'`` are refused. What the fitted model
+        reports from the data (``loss_curve_``, ``best_loss_``,
+        ``clip_fraction_curve_``, ``classes_``) and what a pipeline's
+        preprocessing learns are not covered by the guarantee. numpy's
+        generator is not a cryptographically secure source, and
+        floating-point Gaussian noise has known attacks; the guarantee is
+        that of the mathematics, not of this implementation against them.
+
+    target_epsilon : float > 0, default=None
+        Choose the noise multiplier so that ``max_iter`` epochs spend this
+        epsilon at ``target_delta`` (published as ``noise_multiplier_``; the
+        parameter is not changed). Refused with ``noise_multiplier > 0``,
+        ``warm_start`` and ``partial_fit``, which do not know the run's
+        steps. Needs the ``privacy`` extra (dp-accounting).
+
+    target_delta : float in (0, 1), default=None
+        The delta at which ``epsilon_`` is reported; it must be below ``1 /
+        n_samples``. Needs the ``privacy`` extra (dp-accounting).
+
+    unsafe_noise_seed : int >= 0, default=None
+        Seed the noise and the Poisson batches, which voids the privacy
+        guarantee (with a ``PrivacyWarning``): for tests and reproducible
+        comparisons only. Each call to ``fit`` or ``partial_fit`` starts the
+        generator from this seed.
 """

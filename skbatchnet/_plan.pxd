@@ -17,6 +17,8 @@ cdef struct Config:
     double total_weight
     double weight_per_row  # S / n: a batch's expected weight per row
     double max_norm  # per-example clipping to this norm; 0: none
+    double expected_rows  # Poisson batches: q n, their expected size; 0: none
+    double noise_std  # DP noise's std on the reduced gradient; 0: none
     long check_steps
     double check_work  # units of work (_codes.CHECK_WORK)
     Py_ssize_t tiny_product

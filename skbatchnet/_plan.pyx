@@ -9,23 +9,25 @@ objects whose C fields the epoch (_epoch.pyx) reads without the GIL:
   network's shape, the registry codes of its options, the chunking and
   thresholds, and the scratch memory, sized for the widest batch;
 - :class:`OptimizerState`: the parameters and the solver's buffers;
-- :class:`AverageState`: the running weight average.
+- :class:`AverageState`: the running weight average;
+- :class:`NoiseSource`: a numpy Generator the loop draws DP noise from.
 
 Each epoch then takes only its order of rows (and, if they change, its
 batches). What the loop assumes (shapes, dtypes, contiguity, index ranges,
 codes) is checked here, or per epoch for the order, before any loop runs.
 """
 
+import math
+
 import numpy as np
-
-from cpython.pycapsule cimport PyCapsule_GetPointer
-from numpy.random cimport bitgen_t
-
-cimport skbatchnet._noise as N
 import scipy.sparse
 
 cimport cython
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.limits cimport LONG_MAX
+from numpy.random cimport bitgen_t
+
+cimport skbatchnet._noise as N
 
 from ._codes import (
     CHECK_STEPS,
@@ -41,7 +43,9 @@ from ._codes import (
 )
 from ._validation import check_sparse_structure
 
-__all__ = ["AverageState", "EpochPlan", "OptimizerState", "check_bounds"]
+__all__ = [
+    "AverageState", "EpochPlan", "NoiseSource", "OptimizerState", "check_bounds"
+]
 
 
 cdef inline char* _address(object array):
@@ -130,6 +134,17 @@ cdef class EpochPlan:
     max_norm : float, optional
         Clip each example's loss gradient to this norm (``_clipping.py``);
         None does not clip.
+    expected_rows : float, optional
+        Batches drawn by Poisson sampling (``batching.PoissonBatcher``), of
+        this expected size ``q n``: the 'unbiased' reduction divides by the
+        expected weight ``q S``, 'sum' takes its penalty at that expectation,
+        and a batch without rows or weight still takes a step
+        (``reduction.reduction_coefficients``). None: an epoch's batches.
+    noise_std : float, optional
+        The standard deviation of the Gaussian noise added to each step's
+        reduced gradient before the optimizer's scale
+        (``training.Step.noise_std``); 0 adds none. Needs ``expected_rows``
+        and a reduction other than 'mean', and ``run_epoch`` a NoiseSource.
     tiny_product, split_rows, gemv_limit, gemm_limit, check_steps, check_work : int
         The thresholds of ``skbatchnet._codes`` (``TINY_PRODUCT``,
         ``SMALL_BATCH_ROWS``, ``ONE_THREAD_GEMV``, ``ONE_THREAD_GEMM``,
@@ -144,6 +159,7 @@ cdef class EpochPlan:
     def __init__(
         self, layer_units, X, Y, sample_weight, bounds, *, activation, loss,
         reduction, alpha, total_weight, chunk_rows, max_rows=None, max_norm=None,
+        expected_rows=None, noise_std=0.0,
         tiny_product=TINY_PRODUCT, split_rows=SMALL_BATCH_ROWS,
         gemv_limit=ONE_THREAD_GEMV, gemm_limit=ONE_THREAD_GEMM,
         check_steps=CHECK_STEPS, check_work=CHECK_WORK,
@@ -192,6 +208,17 @@ cdef class EpochPlan:
             raise ValueError(f"total_weight must be positive, got {total_weight}.")
         if max_norm is not None and not max_norm > 0:
             raise ValueError(f"max_norm must be positive or None, got {max_norm}.")
+        if expected_rows is not None and not 0 < expected_rows <= X.shape[0]:
+            raise ValueError(
+                f"expected_rows must be in (0, n_samples] or None, got {expected_rows}."
+            )
+        if not (noise_std >= 0 and math.isfinite(noise_std)):
+            raise ValueError(f"noise_std must be finite and >= 0, got {noise_std}.")
+        if noise_std > 0 and (expected_rows is None or reduction == ReductionCode.MEAN):
+            raise ValueError(
+                "Noise needs Poisson batches (expected_rows) and a reduction "
+                "other than 'mean', whose divisor is the batch's own weight."
+            )
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
         self.bounds = check_bounds(bounds, n)
@@ -226,6 +253,8 @@ cdef class EpochPlan:
         self.cfg.total_weight = total_weight
         self.cfg.weight_per_row = total_weight / n if n else 0.0
         self.cfg.max_norm = 0.0 if max_norm is None else max_norm
+        self.cfg.expected_rows = 0.0 if expected_rows is None else expected_rows
+        self.cfg.noise_std = noise_std
         self.cfg.check_steps = max(1, check_steps)
         self.cfg.check_work = max(1, check_work)
         self.cfg.tiny_product = tiny_product

@@ -20,7 +20,7 @@ compiled loop, which takes the same steps); :func:`epoch_runner` picks one.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -33,10 +33,11 @@ from ._optimizers import SGD
 from ._outcome import Diverged, EpochSums, Penalty, divergence_error
 from ._progress import update_stopping
 from ._rollback import Checkpoint
+from ._step import GaussianNoise, Step, penalty_step
 from ._validation import stratification
 from ._warn import warn
 from .batching import resolve_batch_size
-from .reduction import REDUCTIONS, reduction_coefficients
+from .reduction import reduction_coefficients
 
 __all__ = [
     "Diverged",
@@ -71,12 +72,23 @@ class TrainingData:
     def n_samples(self):
         return self.X.shape[0]
 
+    def with_total(self, total):
+        """The same rows, with ``S`` set to ``total`` (rows drawn at ``S / n``)."""
+        return replace(self, total=total, weight_per_row=None)
+
+    @property
+    def row_weight(self):
+        """The expected weight of a row drawn: ``weight_per_row``, or ``S / n``."""
+        if self.weight_per_row is None:
+            return self.total / self.n_samples
+        return self.weight_per_row
+
     def gradient(self, network, rows, *, scale, step, workspace):
         """One batch's rows, weight, loss, reduced gradient times ``scale``,
         and how many of its rows' gradients were clipped.
 
-        The loss and gradient are None for a batch without rows, or without
-        weight unless the reduction steps on the penalty alone.
+        The loss and gradient are None for a batch that takes no step
+        (:meth:`Step.takes_step`).
         """
         X_batch, Y_batch = rows_of(self.X, rows), rows_of(self.Y, rows)
         n = X_batch.shape[0]
@@ -87,16 +99,17 @@ class TrainingData:
             # In float64, as every weight total: float32 weights can sum past
             # float32's range.
             weight = float(np.sum(w_batch, dtype=np.float64))
-        if n == 0 or (
-            weight == 0 and not REDUCTIONS[step.reduction].steps_without_weight
-        ):
+        if not step.takes_step(n, weight):
             return n, 0.0, None, None, 0
-        # A batch of n rows drawn without replacement expects n S / N weight.
-        per_row = self.weight_per_row
-        expected = n * (self.total / self.n_samples if per_row is None else per_row)
         c = reduction_coefficients(
-            w_batch, n, step.reduction, expected_weight=expected
+            w_batch,
+            n,
+            step.reduction,
+            expected_weight=step.expected_weight(n, self.row_weight),
+            poisson=step.expected_rows is not None,
         ).scaled(scale)
+        if n == 0:  # a Poisson batch without rows: the penalty alone
+            return 0, 0.0, *penalty_step(network, c.total, step.alpha, self.total), 0
         loss, grad = network.gradient(
             X_batch,
             Y_batch,
@@ -114,16 +127,6 @@ class TrainingData:
     def objective(self, network, alpha):
         """``E`` on all of the training rows."""
         return network.objective(self.X, self.Y, self.sample_weight, alpha=alpha)
-
-
-@dataclass(frozen=True)
-class Step:
-    """What a step needs beyond the batch: the penalty, the reduction, and
-    the norm each example's gradient is clipped to (None: not clipped)."""
-
-    alpha: float
-    reduction: str
-    max_gradient_norm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -210,10 +213,13 @@ def split_validation(X, Y, y, sample_weight, *, fraction, rng, stratify_by=None)
     return train, val
 
 
-def run_epoch(network, data, batches, optimizer, *, step, workspace, averager):
+def run_epoch(
+    network, data, batches, optimizer, *, step, workspace, averager, noise=None
+):
     """One pass of minibatch steps; returns its :class:`EpochSums`.
 
-    A non-finite loss or weights raise :class:`Diverged`.
+    ``noise`` (a :class:`GaussianNoise`, or None) is added to every step's
+    gradient. A non-finite loss or weights raise :class:`Diverged`.
     """
     loss_sum, weight_sum, seen, steps, clipped = 0.0, 0.0, 0, 0, 0
     for number, rows in enumerate(batches, start=1):
@@ -233,6 +239,8 @@ def run_epoch(network, data, batches, optimizer, *, step, workspace, averager):
             continue
         if not math.isfinite(loss):
             raise Diverged("loss", number, steps, seen)
+        if noise is not None:
+            noise.add_to(grad, optimizer.gradient_scale)
         optimizer.step([network.parameters], [grad])
         if averager is not None:
             averager.update(network.parameters, n)
@@ -253,14 +261,18 @@ class NumpyEpochs:
 
     One workspace serves every batch (a shorter one uses its first rows).
     ``run(order, optimizer, averager)`` answers as
-    :meth:`skbatchnet._compiled.CompiledEpochs.run` does.
+    :meth:`skbatchnet._compiled.CompiledEpochs.run` does. ``noise`` is the
+    numpy Generator of DP noise, required when ``step`` has noise.
     """
 
-    def __init__(self, network, data, batcher, step):
+    def __init__(self, network, data, batcher, step, *, noise=None):
         self.network, self.data, self.batcher, self.step = network, data, batcher, step
         bounds = batcher.bounds(data.n_samples)
         widest = max(stop - start for start, stop in bounds)
         self.workspace = network.workspace(max(widest, 1))
+        self.noise = None
+        if step.noise_multiplier:
+            self.noise = GaussianNoise(noise, step.noise_std(data.row_weight))
 
     def run(self, order, optimizer, averager):
         """One epoch visiting the rows in ``order`` (None: stored order)."""
@@ -272,17 +284,19 @@ class NumpyEpochs:
             step=self.step,
             workspace=self.workspace,
             averager=averager,
+            noise=self.noise,
         )
 
 
-def epoch_runner(network, data, batcher, optimizer, step):
+def epoch_runner(network, data, batcher, optimizer, step, *, noise=None):
     """The runner of a fit's epochs: the compiled loop where it can train on
     the data (dense or CSR rows of the network's float type, every option
-    with a compiled kernel, the extension built), else :class:`NumpyEpochs`."""
+    with a compiled kernel, the extension built), else :class:`NumpyEpochs`.
+    ``noise`` is the Generator of DP noise, when ``step`` has noise."""
     X = getattr(data, "X", None)
     if CompiledEpochs.supports(network, X, optimizer, step):
-        return CompiledEpochs(network, data, batcher, step)
-    return NumpyEpochs(network, data, batcher, step)
+        return CompiledEpochs(network, data, batcher, step, noise=noise)
+    return NumpyEpochs(network, data, batcher, step, noise=noise)
 
 
 def epoch_loss(sums, data, network, alpha):

@@ -82,11 +82,21 @@ from numbers import Integral, Real
 __all__ = [
     "ACCOUNTANTS",
     "PrivacyLedger",
+    "PrivacyWarning",
     "calibrate_noise_multiplier",
     "dp_sgd_epsilon",
+    "require_dp_accounting",
 ]
 
 _INSTALL = 'pip install "skbatchnet[privacy]"'
+
+
+class PrivacyWarning(UserWarning):
+    """A private fit does something its guarantee does not cover.
+
+    Raised when a private classifier learns ``classes_`` from the data, and
+    when ``unsafe_noise_seed`` makes the noise reproducible.
+    """
 
 
 def _dp_accounting():
@@ -99,6 +109,11 @@ def _dp_accounting():
             f"not installed: {_INSTALL}"
         ) from exc
     return dp_accounting
+
+
+def require_dp_accounting():
+    """Raise the ImportError of a missing dp-accounting now, before training."""
+    _dp_accounting()
 
 
 def _rdp_accountant(dp_accounting):

@@ -21,6 +21,13 @@ random from a training set of ``n`` rows with weights ``s_i`` of total ``S``:
   weights, and under unequal weights its fixed point moves with the batch
   size (at batch 1 the weights cancel). For a whole-set batch ``'mean'`` and
   ``'unbiased'`` give ``grad E`` exactly, and ``'sum'`` gives ``S grad E``.
+
+Under Poisson sampling (:class:`~skbatchnet.batching.PoissonBatcher`) a
+batch's size and weight are random, and under DP noise they are private. The
+expected batch weight is then ``q S``; ``'unbiased'`` divides by it, ``'sum'``
+takes its penalty at it, and both step on every batch, empty ones included.
+Their divisors are public constants, which is what DP-SGD's noise needs
+(:func:`noise_std`); ``'mean'``'s is the batch's own weight.
 """
 
 from collections.abc import Callable
@@ -31,7 +38,13 @@ import numpy as np
 
 from ._codes import ReductionCode
 
-__all__ = ["REDUCTIONS", "Coefficients", "Reduction", "reduction_coefficients"]
+__all__ = [
+    "REDUCTIONS",
+    "Coefficients",
+    "Reduction",
+    "noise_std",
+    "reduction_coefficients",
+]
 
 
 class Coefficients(NamedTuple):
@@ -61,7 +74,7 @@ class Coefficients(NamedTuple):
         return Coefficients(self.c * factor, self.total * factor)
 
 
-def _mean_coefficients(sample_weight, n_samples, expected_weight):
+def _mean_coefficients(sample_weight, n_samples, expected_weight, poisson):
     if sample_weight is None:
         return 1.0 / n_samples, 1.0
     # The total in float64, which float32 weights cannot overflow; the
@@ -77,13 +90,16 @@ def _mean_coefficients(sample_weight, n_samples, expected_weight):
     return (sample_weight / total).astype(dtype, copy=False), 1.0
 
 
-def _sum_coefficients(sample_weight, n_samples, expected_weight):
+def _sum_coefficients(sample_weight, n_samples, expected_weight, poisson):
+    c = 1.0 if sample_weight is None else sample_weight
+    if poisson:  # the batch's weight is random: the penalty at its expectation
+        return c, float(expected_weight)
     if sample_weight is None:
-        return 1.0, float(n_samples)
-    return sample_weight, float(np.sum(sample_weight, dtype=np.float64))
+        return c, float(n_samples)
+    return c, float(np.sum(sample_weight, dtype=np.float64))
 
 
-def _unbiased_coefficients(sample_weight, n_samples, expected_weight):
+def _unbiased_coefficients(sample_weight, n_samples, expected_weight, poisson):
     if sample_weight is None and expected_weight is None:
         return 1.0 / n_samples, 1.0
     if expected_weight is None:
@@ -119,8 +135,9 @@ class Reduction:
     name : str
         The registry key, the estimators' ``gradient_reduction`` value.
     coefficients : callable
-        ``coefficients(sample_weight, n_samples, expected_weight)`` returns
-        ``(c, total)`` as :func:`reduction_coefficients` documents them.
+        ``coefficients(sample_weight, n_samples, expected_weight, poisson)``
+        returns ``(c, total)`` as :func:`reduction_coefficients` documents
+        them.
     code : ReductionCode or None
         The compiled loop's kernel for it; None trains on the numpy path only.
     steps_without_weight : bool
@@ -128,19 +145,25 @@ class Reduction:
         penalty alone. ``'unbiased'`` does, since that is its step's value
         for such a batch and skipping it would bias the penalty; ``'mean'``
         has no value there and ``'sum'``'s would be zero, so they skip it.
-        A batch without rows takes no step under any reduction.
+        A batch without rows takes no step, except under Poisson sampling.
+    public_divisor : bool
+        Whether the step divides the batch's sum by a constant rather than
+        by the batch's own weight. Such a reduction steps on every Poisson
+        batch, empty or weightless ones included (the step's expectation
+        counts them), and can carry DP noise (:func:`noise_std`).
     """
 
     name: str
     coefficients: Callable
     code: ReductionCode | None = None
     steps_without_weight: bool = False
+    public_divisor: bool = True
 
 
 REDUCTIONS = {
     r.name: r
     for r in (
-        Reduction("mean", _mean_coefficients, ReductionCode.MEAN),
+        Reduction("mean", _mean_coefficients, ReductionCode.MEAN, public_divisor=False),
         Reduction("sum", _sum_coefficients, ReductionCode.SUM),
         Reduction(
             "unbiased",
@@ -153,7 +176,7 @@ REDUCTIONS = {
 
 
 def reduction_coefficients(
-    sample_weight, n_samples, reduction="mean", *, expected_weight=None
+    sample_weight, n_samples, reduction="mean", *, expected_weight=None, poisson=False
 ):
     """Coefficients ``c_i`` such that the reduced gradient is ``sum_i c_i g_i``.
 
@@ -182,7 +205,9 @@ def reduction_coefficients(
       expectation of ``sum_i c_i``, 1, so the penalty ``(alpha / S) W``
       enters each step exactly.
 
-    Without sample weights ``s_i = 1``.
+    Without sample weights ``s_i = 1``. Under Poisson sampling
+    (``poisson=True``) the expected batch weight is ``q S``, and ``'sum'``'s
+    penalty factor is that expectation rather than the batch's own weight.
 
     Parameters
     ----------
@@ -199,6 +224,9 @@ def reduction_coefficients(
         replacement from ``n`` rows of total weight ``S``. None takes the
         batch as the whole set: its own total weight (``n_samples`` without
         weights).
+    poisson : bool, default=False
+        Whether the batch was drawn by Poisson sampling; ``expected_weight``
+        is then required by ``'sum'`` and ``'unbiased'``.
 
     Returns
     -------
@@ -229,4 +257,54 @@ def reduction_coefficients(
         raise ValueError(
             f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}."
         ) from None
-    return Coefficients(*entry.coefficients(sample_weight, n_samples, expected_weight))
+    if poisson and entry.public_divisor and expected_weight is None:
+        raise ValueError(
+            "Under Poisson sampling the reduction needs expected_weight, the "
+            "expected batch weight q S."
+        )
+    return Coefficients(
+        *entry.coefficients(sample_weight, n_samples, expected_weight, poisson)
+    )
+
+
+def noise_std(reduction, noise_multiplier, max_norm, expected_weight):
+    """The standard deviation of DP-SGD's noise on the reduced gradient.
+
+    DP-SGD adds ``N(0, sigma^2 C^2 I)`` to the batch's sum of clipped,
+    weighted gradients ``sum_B s_i clip_C(g_i)`` (whose sensitivity to one
+    example of weight at most 1 is ``C``), then applies the reduction's
+    divisor. The noise on the reduced gradient is therefore ``sigma C``
+    times the coefficient of one unit of weight: ``sigma C / (q S)`` for
+    ``'unbiased'``, ``sigma C`` for ``'sum'``. ``'mean'`` divides by the
+    batch's own weight, which the noise does not hide, and is refused.
+
+    Parameters
+    ----------
+    reduction : {'sum', 'unbiased'}
+    noise_multiplier : float
+        ``sigma``.
+    max_norm : float
+        ``C``, the clipping norm.
+    expected_weight : float
+        ``q S``, the expected weight of a Poisson batch.
+
+    Returns
+    -------
+    std : float
+
+    Examples
+    --------
+    >>> noise_std("unbiased", 1.0, 2.0, expected_weight=4.0)
+    0.5
+    >>> noise_std("sum", 1.0, 2.0, expected_weight=4.0)
+    2.0
+    """
+    entry = REDUCTIONS[reduction]
+    if not entry.public_divisor:
+        raise ValueError(
+            f"DP noise cannot be added under the {reduction!r} reduction, which "
+            "divides by the batch's own weight: the noise does not hide it. "
+            "Use gradient_reduction='unbiased' (or 'sum')."
+        )
+    unit = entry.coefficients(None, 1, expected_weight, True)[0]
+    return float(noise_multiplier) * float(max_norm) * float(unit)

@@ -46,6 +46,11 @@ NON_DEFAULT = {
     "drop_last": "merge",
     "average": 5,
     "max_gradient_norm": 2.5,
+    "batch_sampling": "poisson",
+    "noise_multiplier": 1.5,
+    "target_epsilon": 4.0,
+    "target_delta": 1e-6,
+    "unsafe_noise_seed": 11,
     "class_weight": "balanced",
     "loss": "poisson",
 }
@@ -91,8 +96,12 @@ def test_get_params_set_params_round_trip_every_parameter(cls, capsys):
         # Setting the default back restores the original parameters.
         assert single.set_params(**{name: defaults[name]}).get_params() == defaults
 
-    # All at once: accepted by the parameter validation of fit.
-    changed = {name: NON_DEFAULT[name] for name in defaults}
+    # All at once: accepted by the parameter validation of fit. DP noise
+    # refuses early stopping, the adaptive rate and balanced class weights,
+    # and target_epsilon an explicit noise multiplier (tests/test_dp_sgd.py).
+    private = {"noise_multiplier", "target_epsilon"}
+    changed = {name: NON_DEFAULT[name] for name in defaults if name not in private}
+    changed.update({name: defaults[name] for name in private})
     est = cls(**changed)
     assert est.get_params() == changed
     assert cls(**cls().set_params(**changed).get_params()).get_params() == changed

@@ -62,14 +62,23 @@ def test_the_generator_decides_the_batches():
         next(PoissonBatcher(8, 0).iter_orders(40))
 
 
+@pytest.mark.parametrize("poisson", [False, True])
 @pytest.mark.parametrize("csr", [False, True])
-@pytest.mark.parametrize("reduction", ["sum", "unbiased"])
-def test_both_tiers_take_the_same_poisson_steps(reduction, csr):
+@pytest.mark.parametrize("reduction", ["sum", "unbiased", "mean"])
+def test_both_tiers_take_the_same_poisson_steps(reduction, csr, poisson):
     rng = np.random.RandomState(0)
     X, Y = rng.randn(30, 4), rng.randn(30, 2)
     w = rng.uniform(0.2, 1.0, 30)
+    w[:10] = 0  # batches without weight too
     initial = Network.initialize([4, 6, 2], activation="tanh", random_state=0)
-    step = Step(alpha=0.1, reduction=reduction, max_gradient_norm=0.5)
+    # With expected_rows the step knows its batches are Poisson batches.
+    expected_rows = 1.0 if poisson else None
+    step = Step(
+        alpha=0.1,
+        reduction=reduction,
+        max_gradient_norm=0.5,
+        expected_rows=expected_rows,
+    )
     results = []
     for runner_class in (NumpyEpochs, CompiledEpochs):
         net = Network(
@@ -90,4 +99,8 @@ def test_both_tiers_take_the_same_poisson_steps(reduction, csr):
     np.testing.assert_allclose(p_compiled, p_numpy, rtol=1e-12, atol=1e-14)
     for a, b in zip(s_numpy, s_compiled):
         assert (a.seen, a.steps, a.clipped) == (b.seen, b.steps, b.clipped)
-        assert a.steps < 30  # empty batches took no step (no noise yet)
+        assert a.loss_sum == pytest.approx(b.loss_sum, rel=1e-12)
+        if poisson and reduction != "mean":
+            assert a.steps == 30  # every step, empty or weightless, is taken
+        else:
+            assert a.steps < 30  # empty batches took no step
