@@ -92,7 +92,9 @@ class CompiledEpochs:
         )
         self._plan_module = plan
         self._state = self._average = None
-        self.noise = plan.NoiseSource(noise) if step.noise_multiplier else None
+        self.noise = None
+        if step.noise_multiplier:
+            self.noise = plan.NoiseSource(noise, network.parameters.size)
 
     @staticmethod
     def supports(network, X, optimizer, step):

@@ -35,6 +35,7 @@ cimport skbatchnet._kernels as K
 cimport skbatchnet._noise as N
 cimport skbatchnet._products as P
 cimport skbatchnet._updates as U
+from libc.stdint cimport uint64_t
 from numpy.random cimport bitgen_t
 from ._plan cimport (
     AverageState, Config, Counters, EpochPlan, NoiseSource, OptimizerState,
@@ -244,6 +245,7 @@ cdef int _epoch(
     const floating* sw, const Py_ssize_t* order, const Py_ssize_t* bounds,
     Py_ssize_t n_batches, floating* state1, floating* state2, floating* mean,
     long average_start, floating* work, floating* c_rows, bitgen_t* rng,
+    const N.Ziggurat* noise_table, uint64_t* noise_block,
     Counters* out
 ) except -1 nogil:
     cdef Py_ssize_t hidden = cfg.shape.unit_offsets[cfg.shape.n_layers]
@@ -344,7 +346,10 @@ cdef int _epoch(
             return 0
         if rng != NULL:
             # DP-SGD: noise on every coordinate, in the optimizer's scale.
-            N.add_noise(rng, grad, cfg.shape.n_params, cfg.noise_std * scale)
+            N.add_noise(
+                rng, noise_table, noise_block, grad, cfg.shape.n_params,
+                cfg.noise_std * scale,
+            )
 
         out.steps += 1
         out.adam_t += 1
@@ -444,10 +449,9 @@ def run_epoch(
     cdef long start = 1
     cdef const Py_ssize_t* row_ptr = NULL
     cdef bitgen_t* rng = NULL
-    if (noise is not None) != (plan.cfg.noise_std > 0):
-        raise ValueError(
-            "A NoiseSource goes with a plan of noise_std > 0, and only with one."
-        )
+    cdef const N.Ziggurat* table = NULL
+    cdef uint64_t* block = NULL
+    plan.check_noise(noise)
     if state.dtype != plan.dtype or state.params.shape[0] != plan.cfg.shape.n_params:
         raise ValueError(
             f"The optimizer state holds {state.params.shape[0]} {state.dtype} "
@@ -463,6 +467,7 @@ def run_epoch(
     lock = None
     if noise is not None:
         rng, lock = noise.rng, noise.bit_generator.lock
+        table, block = &noise.table, noise.block
     out.status = K.OK
     out.batch = out.seen = out.steps = out.clipped = 0
     out.loss_sum = out.weight_sum = 0
@@ -481,7 +486,7 @@ def run_epoch(
                         sparse, <float*>plan.y, <float*>plan.sw, row_ptr,
                         &spans[0, 0], n_batches, <float*>state.s1, <float*>state.s2,
                         <float*>mean, start, <float*>plan.work, <float*>plan.c_rows,
-                        rng, &out,
+                        rng, table, block, &out,
                     )
             else:
                 with nogil:
@@ -490,7 +495,8 @@ def run_epoch(
                         sparse, <double*>plan.y, <double*>plan.sw, row_ptr,
                         &spans[0, 0], n_batches, <double*>state.s1,
                         <double*>state.s2, <double*>mean, start,
-                        <double*>plan.work, <double*>plan.c_rows, rng, &out,
+                        <double*>plan.work, <double*>plan.c_rows, rng, table,
+                        block, &out,
                     )
         except KeyboardInterrupt:
             out.status = K.INTERRUPTED

@@ -1,7 +1,10 @@
 # cython: language_level=3
 """The typed state of the compiled tier, built once per fit (see _plan.pyx)."""
 
+from libc.stdint cimport uint64_t
 from numpy.random cimport bitgen_t
+
+cimport skbatchnet._noise as N
 
 from ._products cimport Sparse
 from ._updates cimport Shape, Solver
@@ -79,3 +82,7 @@ cdef class AverageState:
 cdef class NoiseSource:
     cdef object bit_generator
     cdef bitgen_t* rng
+    cdef N.Ziggurat table
+    cdef uint64_t* block  # scratch for a step's raw draws
+    cdef readonly Py_ssize_t size
+    cdef object _keep

@@ -41,6 +41,7 @@ from ._codes import (
     ReductionCode,
     SolverCode,
 )
+from ._gaussian import TABLES, check_bit_generator
 from ._validation import check_sparse_structure
 
 __all__ = [
@@ -312,6 +313,19 @@ cdef class EpochPlan:
             )
         return rows, bounds
 
+    def check_noise(self, noise):
+        """Refuse a NoiseSource for a plan without noise, its absence for one
+        with noise, and one with fewer draws than a step takes."""
+        if (noise is not None) != (self.cfg.noise_std > 0):
+            raise ValueError(
+                "A NoiseSource goes with a plan of noise_std > 0, and only with one."
+            )
+        if noise is not None and noise.size < self.cfg.shape.n_params:
+            raise ValueError(
+                f"The NoiseSource holds {noise.size} draws; a step takes "
+                f"{self.cfg.shape.n_params}."
+            )
+
     def arrays(self):
         """The arrays the loop reads, as checked and converted.
 
@@ -424,35 +438,60 @@ cdef class AverageState:
 
 
 cdef class NoiseSource:
-    """A numpy Generator opened for the loop: its ``bitgen_t`` and its lock.
+    """A numpy Generator opened for the loop: its ``bitgen_t``, its lock, the
+    ziggurat's tables (``_gaussian.TABLES``) and scratch for ``size`` draws.
 
     Parameters
     ----------
     generator : numpy.random.Generator
-        Advanced in place by every draw, from the loop or from Python.
+        Of a PCG64 (numpy's default), PCG64DXSM, SFC64 or Philox; advanced in
+        place by every draw, from the loop or from Python.
+    size : int
+        The most draws a step takes: the network's parameter count.
     """
 
-    def __init__(self, generator):
+    def __init__(self, generator, size):
         if not isinstance(generator, np.random.Generator):
             raise TypeError(
                 f"The noise needs a numpy Generator, got {type(generator).__name__}."
             )
+        check_bit_generator(generator.bit_generator)
         self.bit_generator = generator.bit_generator
         self.rng = <bitgen_t*>PyCapsule_GetPointer(
             self.bit_generator.capsule, "BitGenerator"
         )
+        self.size = int(size)
+        if self.size < 1:
+            raise ValueError(f"size must be at least 1, got {size}.")
+        w = np.ascontiguousarray(TABLES.w, dtype=np.float64)
+        k = np.ascontiguousarray(TABLES.k, dtype=np.uint64)
+        y = np.ascontiguousarray(TABLES.y, dtype=np.float64)
+        block = np.empty(self.size, np.uint64)
+        self._keep = (w, k, y, block)
+        self.table.w = <const double*>_address(w)
+        self.table.k = <const uint64_t*>_address(k)
+        self.table.y = <const double*>_address(y)
+        self.table.r = TABLES.r
+        self.block = <uint64_t*>_address(block)
 
     def add_to(self, grad, double scale):
-        """``grad += scale * standard_normal(grad.size)``, drawn by the loop's
-        kernel (for tests: the numpy tier draws with the Generator itself)."""
+        """``grad += scale * z`` with ``z`` the sampler's draws
+        (``_gaussian.standard_normal``), drawn by the loop's kernel (for tests).
+        """
         cdef double[::1] g64
         cdef float[::1] g32
+        if not 0 < grad.shape[0] <= self.size:
+            raise ValueError(f"grad needs 1 to {self.size} entries, got {grad.shape}.")
         with self.bit_generator.lock:
             if grad.dtype == np.float32:
                 g32 = grad
                 with nogil:
-                    N.add_noise(self.rng, &g32[0], g32.shape[0], scale)
+                    N.add_noise(
+                        self.rng, &self.table, self.block, &g32[0], g32.shape[0], scale
+                    )
             else:
                 g64 = grad
                 with nogil:
-                    N.add_noise(self.rng, &g64[0], g64.shape[0], scale)
+                    N.add_noise(
+                        self.rng, &self.table, self.block, &g64[0], g64.shape[0], scale
+                    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._gaussian import standard_normal
 from .reduction import REDUCTIONS, noise_std, reduction_coefficients
 
 __all__ = ["GaussianNoise", "Step", "penalty_step"]
@@ -104,14 +105,14 @@ class Step:
 
 class GaussianNoise:
     """DP-SGD's noise as the numpy tier draws it: ``std`` times standard
-    normals from ``generator``, one per parameter, in the order and rounding
-    of the compiled loop's ``_noise.pxd``."""
+    normals from ``generator`` (``_gaussian.standard_normal``), one per
+    parameter, in the order and rounding of the compiled loop's
+    ``_noise.pxd``."""
 
     def __init__(self, generator, std):
         self.generator, self.std = generator, std
 
     def add_to(self, grad, scale):
         coef = self.std * scale  # as the loop multiplies, in float64
-        grad += (coef * self.generator.standard_normal(grad.size)).astype(
-            grad.dtype, copy=False
-        )
+        z = standard_normal(self.generator.bit_generator, grad.size)
+        grad += (coef * z).astype(grad.dtype, copy=False)

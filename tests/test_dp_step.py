@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from _reference import make_problem, ref_example_gradient
 
 from skbatchnet._compiled import CompiledEpochs
+from skbatchnet._gaussian import standard_normal
 from skbatchnet._optimizers import SGD, Adam
 from skbatchnet._training import NumpyEpochs, Step, TrainingData
 from skbatchnet.backprop import Network
@@ -76,7 +77,7 @@ def test_a_noisy_epoch_equals_the_slow_reference(
         for i in epoch.order[lo:hi]:
             g = _flat_example_gradient(ref, X[i], Y[i])
             total += sw[i] * min(1.0, C / np.linalg.norm(g)) * g
-        total += sigma * C * replay.standard_normal(theta.size)
+        total += sigma * C * standard_normal(replay.bit_generator, theta.size)
         if reduction == "unbiased":  # divided by q S; the penalty (alpha/S) W
             direction, mass = total / q_n, 1.0
         else:  # 'sum': the penalty at its expected weight q S
@@ -156,3 +157,20 @@ def test_a_noisy_plan_needs_poisson_batches_and_a_public_divisor():
         )  # fmt: skip
     with pytest.raises(ValueError, match="noise_std"):
         plan.EpochPlan([2, 1], X, Y, None, [[0, 4]], reduction=2, noise_std=-1, **kw)
+
+    from skbatchnet import _epoch
+
+    quiet = plan.EpochPlan([2, 1], X, Y, None, [[0, 4]], reduction=2, **kw)
+    noisy = plan.EpochPlan(
+        [2, 1], X, Y, None, [[0, 4]], reduction=2, noise_std=1.0,
+        expected_rows=2.0, **kw,
+    )  # fmt: skip
+    state = plan.OptimizerState(0, np.zeros(3), learning_rate=0.1, velocity=np.zeros(3))
+    source = plan.NoiseSource(np.random.default_rng(0), 3)
+    with pytest.raises(ValueError, match="only with one"):
+        _epoch.run_epoch(quiet, state, None, None, None, source)
+    with pytest.raises(ValueError, match="only with one"):
+        _epoch.run_epoch(noisy, state, None)
+    small = plan.NoiseSource(np.random.default_rng(0), 2)
+    with pytest.raises(ValueError, match="holds 2 draws"):
+        _epoch.run_epoch(noisy, state, None, None, None, small)
