@@ -115,7 +115,8 @@ _OBJECTIVE = """\
     biases not penalized. ``batch_size``, ``shuffle`` and ``solver`` change
     how ``E`` is minimized, not what, under ``gradient_reduction='unbiased'``
     or ``'sum'`` for any sample weights, and under ``'mean'`` (the default)
-    for equal weights. Under unequal weights ``'mean'`` (scikit-learn's
+    for equal weights (where a run ends at a constant learning rate still
+    depends on them). Under unequal weights ``'mean'`` (scikit-learn's
     reduction) converges to a point that depends on the batch size, and at
     ``batch_size=1`` ignores the weights. With
     ``alpha=0`` and the same ``random_state``, ``fit`` follows the same
