@@ -381,7 +381,7 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             "_raw_parameters",
             "noise_multiplier_",
             "privacy_ledger_",
-            "epsilon_",
+            "_privacy_delta",
         ):
             self.__dict__.pop(attr, None)
         self._progress = Progress()
@@ -430,7 +430,8 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
 
     def _record_privacy(self, sigma, sample_rate, steps):
         """Account for this call's ``steps`` noisy steps: ``noise_multiplier_``,
-        ``privacy_ledger_`` and ``epsilon_`` (at ``target_delta``, else None).
+        ``privacy_ledger_``, and the delta of ``epsilon_`` (``target_delta``
+        as this call saw it).
 
         Steps without noise that continue a private model make epsilon inf;
         a model never trained with noise gets none of these attributes.
@@ -440,8 +441,20 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             return
         self.noise_multiplier_ = sigma
         self.privacy_ledger_ = record_steps(ledger, sigma, sample_rate, steps)
-        delta = self.target_delta
-        self.epsilon_ = None if delta is None else self.privacy_ledger_.epsilon(delta)
+        self._privacy_delta = self.target_delta
+
+    @property
+    def epsilon_(self):
+        """The epsilon ``privacy_ledger_`` spends at the fit's ``target_delta``
+        (None without one), by dp-accounting's RDP accountant; computed when
+        first read, since an accountant call costs tens of milliseconds."""
+        if "privacy_ledger_" not in vars(self):
+            raise AttributeError(
+                f"{type(self).__name__} has no epsilon_: it was not trained with "
+                "DP noise (noise_multiplier > 0 or target_epsilon)."
+            )
+        delta = vars(self).get("_privacy_delta")
+        return None if delta is None else self.privacy_ledger_.epsilon(delta)
 
     def _check_finite_weights(self):
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):

@@ -73,9 +73,11 @@ _SHARED_ATTRIBUTES = """\
         recorded with ``sigma=0``, which makes epsilon infinite.
 
     epsilon_ : float or None
-        The epsilon ``privacy_ledger_`` spends at ``target_delta``, by the RDP
-        accountant with add-or-remove adjacency; None without
-        ``target_delta``.
+        The epsilon ``privacy_ledger_`` spends at ``target_delta`` (as the
+        last call saw it), by the RDP accountant with add-or-remove
+        adjacency; None without ``target_delta``. Computed when first read
+        (an accountant call costs tens of milliseconds, whatever the steps),
+        so a fit that nobody asks for its epsilon does not pay for it.
 
     intercepts_ : list of ndarray of shape (fan_out,)
         Bias vector of each layer.

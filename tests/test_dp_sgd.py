@@ -188,6 +188,30 @@ def test_target_epsilon_calibrates_the_noise_multiplier():
     )
 
 
+def test_epsilon_is_read_at_the_fits_delta_and_computed_once(monkeypatch):
+    X, y = regression_problem(n=40)
+    model = private(BatchMLPRegressor).fit(X, y)
+    assert "epsilon_" not in vars(model)  # computed when read
+    first = model.epsilon_
+    assert first == pytest.approx(
+        direct_epsilon(1.1, 16 / 40, model.privacy_ledger_.steps, 1e-5), rel=1e-12
+    )
+    # A later set_params does not change what the fit spent.
+    model.set_params(target_delta=1e-9)
+    assert model.epsilon_ == first
+
+    def no_accountant(*args):
+        raise AssertionError("the accountant ran again")
+
+    monkeypatch.setattr("skbatchnet.privacy._make_accountant", no_accountant)
+    assert model.epsilon_ == first
+    assert pickle.loads(pickle.dumps(model)).epsilon_ == first
+    with pytest.raises(AssertionError, match="ran again"):
+        model.privacy_ledger_.epsilon(1e-6)  # another delta: computed
+    with pytest.raises(AttributeError, match="not trained with DP noise"):
+        BatchMLPRegressor().epsilon_
+
+
 def test_epsilon_is_none_without_target_delta():
     X, y = regression_problem(n=40)
     model = private(BatchMLPRegressor, target_delta=None).fit(X, y)
