@@ -209,7 +209,7 @@ def test_epsilon_is_read_at_the_fits_delta_and_computed_once(monkeypatch):
     with pytest.raises(AssertionError, match="ran again"):
         model.privacy_ledger_.epsilon(1e-6)  # another delta: computed
     with pytest.raises(AttributeError, match="not trained with DP noise"):
-        BatchMLPRegressor().epsilon_
+        _ = BatchMLPRegressor().epsilon_
 
 
 def test_epsilon_is_none_without_target_delta():
