@@ -297,3 +297,33 @@ def test_a_non_positive_clipping_norm_is_refused(C):
     X, y = regression_problem(n=40)
     with pytest.raises(ValueError, match="max_gradient_norm"):
         private(BatchMLPRegressor, max_gradient_norm=C).fit(X, y)
+
+
+def test_target_delta_must_be_below_one_over_n():
+    X, y = regression_problem(n=40)
+    for delta in (1 / 40, 1.5 / 40):
+        with pytest.raises(ValueError, match="target_delta"):
+            private(BatchMLPRegressor, target_delta=delta).fit(X, y)
+    private(BatchMLPRegressor, target_delta=0.99 / 40).fit(X, y)
+
+
+def test_any_positive_noise_multiplier_is_private():
+    X, y = regression_problem(n=40)
+    model = private(BatchMLPRegressor, noise_multiplier=0.3).fit(X, y)
+    assert model.noise_multiplier_ == 0.3 and model.privacy_ledger_.steps == 9
+    with pytest.raises(ValueError, match="max_gradient_norm"):
+        private(BatchMLPRegressor, noise_multiplier=0.3, max_gradient_norm=None).fit(
+            X, y
+        )
+
+
+def test_recording_steps_leaves_the_earlier_ledger_as_it_was():
+    # A fit that fails after recording must be able to restore the ledger it
+    # started with: record_steps works on a copy.
+    from skbatchnet._private import record_steps
+    from skbatchnet.privacy import PrivacyLedger
+
+    ledger = PrivacyLedger().record(1.0, 0.1, 10)
+    longer = record_steps(ledger, 1.0, 0.1, 5)
+    assert ledger.records == [(1.0, 0.1, 10)]
+    assert longer.records == [(1.0, 0.1, 15)]
