@@ -22,7 +22,10 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+# -ffp-contract=off: no fused multiply-adds, which round once where the numpy
+# tier rounds twice (aarch64 compilers fuse by default); the DP noise and
+# its sampler's decisions must be the numpy tier's bits.
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
 
 
 def builds_avx2_twin():

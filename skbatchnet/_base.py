@@ -428,17 +428,22 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             tol=self.tol, n_iter_no_change=self.n_iter_no_change, verbose=self.verbose
         )
 
-    def _record_privacy(self, sigma, sample_rate, steps):
+    def _record_privacy(self, sigma, sample_rate, steps, *, trained_before):
         """Account for this call's ``steps`` noisy steps: ``noise_multiplier_``,
         ``privacy_ledger_``, and the delta of ``epsilon_`` (``target_delta``
         as this call saw it).
 
-        Steps without noise that continue a private model make epsilon inf;
-        a model never trained with noise gets none of these attributes.
+        Training without noise on a private model (steps with ``sigma=0``,
+        any solver), or before the first private call (``trained_before``
+        epochs, which no ledger accounted for), makes epsilon infinite: the
+        estimator cannot tell public pretraining from private data. A model
+        never trained with noise gets none of these attributes.
         """
         ledger = getattr(self, "privacy_ledger_", None)
         if not sigma and ledger is None:
             return
+        if ledger is None and trained_before:
+            ledger = record_steps(None, 0.0, 1.0, trained_before)
         self.noise_multiplier_ = sigma
         self.privacy_ledger_ = record_steps(ledger, sigma, sample_rate, steps)
         self._privacy_delta = self.target_delta

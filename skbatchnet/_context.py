@@ -214,6 +214,9 @@ class TrainingContext:
         """
         est = self.estimator
         report = report or (lambda loss: False)
+        # Epochs (iterations) recorded before this call: training the privacy
+        # ledger must know of, if it did not account for it.
+        epochs_before = len(self.progress.n_steps_per_epoch)
         if est.solver == "lbfgs":
             if isinstance(data, ObjectiveData):
                 data = data.training_data()
@@ -227,6 +230,8 @@ class TrainingContext:
                 verbose=est.verbose,
                 report=report,
             )
+            iterations = len(self.progress.n_steps_per_epoch) - epochs_before
+            est._record_privacy(0.0, 1.0, iterations, trained_before=epochs_before)
             self.publish(loss=loss)
             return
         net = self.training_network()
@@ -255,7 +260,6 @@ class TrainingContext:
             self.progress.n_iter = 0
         # Before any step: a schedule refused now costs no training.
         est._optimizer.check_schedule(self.progress.t + data.n_samples)
-        epochs_before = len(self.progress.n_steps_per_epoch)
         averager = est._train_epochs(
             net,
             data,
@@ -269,7 +273,9 @@ class TrainingContext:
             net.parameters[...] = self.progress._best_parameters
         est._publish_average(net, averager)
         steps = sum(self.progress.n_steps_per_epoch[epochs_before:])
-        est._record_privacy(sigma, est.batch_size_ / data.n_samples, steps)
+        est._record_privacy(
+            sigma, est.batch_size_ / data.n_samples, steps, trained_before=epochs_before
+        )
         self.publish()
 
     def _split(self, objective):

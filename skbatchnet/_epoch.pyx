@@ -254,7 +254,7 @@ cdef int _epoch(
         1 if sparse != NULL else cfg.chunk_rows) * cfg.shape.n_features
     cdef floating* deltas = acts + cfg.chunk_rows * hidden
     cdef floating* grad = deltas + cfg.chunk_rows * hidden
-    cdef Py_ssize_t b, i, n, start, stop, n_chunks, chunk, lo, hi
+    cdef Py_ssize_t b, i, n, start, stop, n_chunks, chunk, lo, hi, counted
     cdef double weight, scale = 0, c_total = 0, c_const = 0
     cdef double decay, loss_sum, loss, norm, inverse
     cdef long since_steps = 0
@@ -353,8 +353,10 @@ cdef int _epoch(
 
         out.steps += 1
         out.adam_t += 1
+        # Under noise a batch's size is private: rows count as expected.
+        counted = <Py_ssize_t>cfg.expected_rows if rng != NULL else n
         if averaging:
-            out.samples_seen += n
+            out.samples_seen += counted
         # ||W||^2 at the weights the next step starts from.
         norm = U.network_update(
             &cfg.shape, solver, cfg.alpha != 0, params, grad, decay, state1, state2,
@@ -370,7 +372,7 @@ cdef int _epoch(
             U.average_pass(mean, params, cfg.shape.n_params, <floating>out.n_averaged)
         out.loss_sum += weight * loss
         out.weight_sum += weight
-        out.seen += n
+        out.seen += counted
 
         since_steps += 1
         if since_steps >= cfg.check_steps:

@@ -327,7 +327,10 @@ SHARED_PARAMETERS_DOC = """\
         most 1; the noise and the batches come from fresh OS entropy (not
         ``random_state``, which still draws the initial weights); and
         training runs ``max_iter`` epochs, since the ``tol`` rule would stop
-        on the data. Early stopping, ``learning_rate='adaptive'`` and
+        on the data; ``t_``, ``n_samples_per_epoch_`` and an integer
+        ``average`` count each step's expected rows ``q n``, not the rows
+        drawn; training without noise before or after makes ``epsilon_``
+        infinite. Early stopping, ``learning_rate='adaptive'`` and
         ``class_weight='balanced'`` are refused. What the fitted model
         reports from the data (``loss_curve_``, ``best_loss_``,
         ``clip_fraction_curve_``, ``classes_``) and what a pipeline's

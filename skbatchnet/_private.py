@@ -8,7 +8,9 @@ fit decides depends on the data, so this module refuses, before any training,
 every setting that would make such a decision (early stopping, the adaptive
 rate, balanced class weights, weights above 1), and the estimators switch off
 what may run without deciding anything (the ``tol`` stopping rule, the
-divergence-by-growth stop: ``max_iter`` epochs are run).
+divergence-by-growth stop: ``max_iter`` epochs are run) and count a step's
+rows as expected (``q n``), since a Poisson batch's size would tell whether an
+example was drawn.
 
 The noise and the Poisson batches come from a Generator of fresh operating
 system entropy, made for each call and never stored: an int ``random_state``

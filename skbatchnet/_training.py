@@ -241,14 +241,17 @@ def run_epoch(
             continue
         if not math.isfinite(loss):
             raise Diverged("loss", number, steps, seen)
+        # Under noise a batch's size is private: rows count as expected.
+        counted = n
         if noise is not None:
             noise.add_to(grad, optimizer.gradient_scale)
+            counted = int(step.expected_rows)
         optimizer.step([network.parameters], [grad])
         if averager is not None:
-            averager.update(network.parameters, n)
+            averager.update(network.parameters, counted)
         loss_sum += weight * loss
         weight_sum += weight
-        seen += n
+        seen += counted
         steps += 1
         clipped += batch_clipped
     # The loss check above sees each step's result only at the next step;

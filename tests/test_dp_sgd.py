@@ -125,8 +125,16 @@ def test_poisson_batches_without_noise_follow_random_state():
 
 
 def test_poisson_batch_sizes_average_q_n():
+    # Without noise the rows drawn are counted (under noise, the expected).
     X, y = regression_problem(n=50)
-    model = private(BatchMLPRegressor, batch_size=10, max_iter=300)
+    model = private(
+        BatchMLPRegressor,
+        batch_size=10,
+        max_iter=300,
+        noise_multiplier=0.0,
+        target_delta=None,
+        n_iter_no_change=np.inf,
+    )
     model.fit(X, y)
     assert model.n_steps_per_epoch_ == [5] * 300
     sizes = np.asarray(model.n_samples_per_epoch_) / 5  # mean batch size per epoch
@@ -327,3 +335,40 @@ def test_recording_steps_leaves_the_earlier_ledger_as_it_was():
     longer = record_steps(ledger, 1.0, 0.1, 5)
     assert ledger.records == [(1.0, 0.1, 10)]
     assert longer.records == [(1.0, 0.1, 15)]
+
+
+def test_under_noise_rows_count_as_expected_not_as_drawn():
+    # A Poisson batch's size tells whether an example was drawn: t_, the
+    # epochs' row counts and the averaging start see q n per step instead.
+    X, y = regression_problem(n=50)
+    model = private(BatchMLPRegressor, batch_size=10, max_iter=4, average=25)
+    model.fit(X, y)
+    assert model.n_samples_per_epoch_ == [50] * 4
+    assert model.t_ == 200
+    # Averaging starts once 25 rows are counted: from the third step on, in
+    # both tiers alike (the numpy tier is the specification).
+    averages = model._weight_average.n_averaged
+    assert averages == 4 * 5 - 2
+
+
+def test_training_without_noise_around_private_training_makes_epsilon_inf():
+    X, y = regression_problem(n=40)
+    # Before: three epochs without noise, then a private warm start.
+    plain = dict(DP, noise_multiplier=0.0, target_delta=None)
+    model = BatchMLPRegressor(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    model.set_params(**plain).fit(X, y)
+    assert not hasattr(model, "epsilon_")
+    model.set_params(**DP, warm_start=True, max_iter=1).fit(X, y)
+    assert model.epsilon_ == math.inf
+    # After: a private fit continued by L-BFGS without noise.
+    model = private(BatchMLPRegressor).fit(X, y)
+    assert math.isfinite(model.epsilon_)
+    model.set_params(
+        solver="lbfgs",
+        warm_start=True,
+        noise_multiplier=0.0,
+        batch_sampling="epoch",
+        max_gradient_norm=None,
+        max_iter=2,
+    ).fit(X, y)
+    assert model.epsilon_ == math.inf

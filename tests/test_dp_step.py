@@ -129,6 +129,7 @@ def test_both_tiers_add_the_same_noise(dtype, solver, average):
         for _ in range(3):
             sums = runner.run(next(epochs), optimizer, averager)
             assert sums.steps == 14  # ceil(40 / 3), empty batches included
+            assert sums.seen == 14 * 3  # rows counted as expected, not drawn
         mean = None if averager is None else averager.mean.copy()
         results.append((net.parameters.copy(), mean, generator.bit_generator.state))
     (p_numpy, m_numpy, g_numpy), (p_compiled, m_compiled, g_compiled) = results
