@@ -17,6 +17,11 @@ twice, and the two builds compute the same bits.
 
 import os
 import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
 
 import numpy
 from Cython.Build import cythonize
@@ -43,11 +48,50 @@ NUMPY_RANDOM = dict(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 
+
+
+def openmp_flags():
+    """The compile and link flags of OpenMP, where the compiler has it.
+
+    The epoch's threads (_pass.pxd) are OpenMP's, as in scikit-learn's
+    compiled estimators. A compiler without it (Apple's clang without
+    libomp, for one), or SKBATCHNET_NO_OPENMP=1, builds a loop that runs on
+    the calling thread alone and computes the same bits.
+    """
+    if os.environ.get("SKBATCHNET_NO_OPENMP", "") not in ("", "0"):
+        return []
+    flag = "/openmp" if sys.platform == "win32" else "-fopenmp"
+    if sys.platform == "win32":
+        return [flag]  # MSVC has it; its runtime is vcomp
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
+    program = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+    folder = tempfile.mkdtemp()
+    try:
+        source = os.path.join(folder, "omp.c")
+        with open(source, "w") as f:
+            f.write(program)
+        built = subprocess.run(
+            [*compiler, flag, source, "-o", os.path.join(folder, "omp")],
+            capture_output=True,
+        )
+    except OSError:
+        return []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if built.returncode != 0:
+        print("skbatchnet: the C compiler has no OpenMP; the loop runs on one thread.")
+        return []
+    return [flag]
+
+
+OPENMP = openmp_flags()
+
 extensions = [
     Extension(
         f"skbatchnet.{name}",
         [f"skbatchnet/{name}.pyx"],
-        extra_compile_args=FLAGS,
+        extra_compile_args=FLAGS + (OPENMP if name == "_epoch" else []),
+        extra_link_args=OPENMP if name == "_epoch" else [],
         **(NUMPY_RANDOM if name in ("_plan", "_epoch") else {}),
     )
     for name in ("_products", "_plan", "_epoch")
@@ -57,7 +101,8 @@ if builds_avx2_twin():
         Extension(
             "skbatchnet._epoch_avx2",
             ["skbatchnet/_epoch_avx2.pyx"],
-            extra_compile_args=[*FLAGS, "-mavx2"],
+            extra_compile_args=[*FLAGS, "-mavx2", *OPENMP],
+            extra_link_args=OPENMP,
             **NUMPY_RANDOM,
         )
     )

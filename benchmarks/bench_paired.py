@@ -57,8 +57,11 @@ from bench_training import (
     QUICK,
     SMALL_BATCH_SIZES,
     choices,
+    flops_per_sample,
     make_data,
+    matmul_rate,
     model_params,
+    thread_speedup,
     timed_fit,
 )
 
@@ -112,6 +115,19 @@ def parse_args(argv=None):
         help="limit the workers' BLAS thread pools to this many threads",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="limit every thread pool of the workers (BLAS and OpenMP) to this "
+        "many threads, with threadpoolctl",
+    )
+    parser.add_argument(
+        "--thread-pairs",
+        action="store_true",
+        help="also time, per install, two fits in two Python threads against "
+        "the two in a row (bench_training.thread_speedup) at batch 1, 200, 1024",
+    )
+    parser.add_argument(
         "--loss-rtol",
         type=float,
         default=None,
@@ -130,7 +146,7 @@ def parse_args(argv=None):
 # The worker: one install's side of the measurement, in a process of its own.
 
 
-def worker(blas_threads):
+def worker(blas_threads, threads=None):
     """Answer the parent's JSON commands, one per line, until stdin closes.
 
     ``{"cmd": "hello"}`` gets the environment and where skbatchnet was
@@ -146,7 +162,8 @@ def worker(blas_threads):
 
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     replies, sys.stdout = sys.stdout, sys.stderr
-    with threadpool_limits(limits=blas_threads, user_api="blas"):
+    limits = threadpool_limits(limits=threads)
+    with limits, threadpool_limits(limits=blas_threads, user_api="blas"):
         for line in sys.stdin:
             command = json.loads(line)
             if command["cmd"] == "hello":
@@ -162,6 +179,12 @@ def worker(blas_threads):
                     params = model_params(solver, 2)
                     BatchMLPClassifier(batch_size=8, **params).fit(X, y)
                 reply = {}
+            elif command["cmd"] == "threads":
+                reply = {
+                    "speedup": thread_speedup(
+                        FULL, command["repeats"], command["batch_size"]
+                    )
+                }
             else:
                 X, y = make_data(command["n_samples"], command["dtype"])
                 model = BatchMLPClassifier(
@@ -180,7 +203,7 @@ def worker(blas_threads):
 class Worker:
     """The parent's handle on one worker process."""
 
-    def __init__(self, side, install, blas_threads):
+    def __init__(self, side, install, blas_threads, threads=None):
         self.side, self.install = side, install
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -189,6 +212,8 @@ class Worker:
         command = [sys.executable, os.path.abspath(__file__), "--worker"]
         if blas_threads is not None:
             command += ["--blas-threads", str(blas_threads)]
+        if threads is not None:
+            command += ["--threads", str(threads)]
         # stderr is the parent's, so that a worker's traceback is seen.
         self.process = subprocess.Popen(
             command,
@@ -374,6 +399,8 @@ HEADERS = [
     "epochs",
     "old us",
     "new us",
+    "old frac",
+    "new frac",
     "median new/old",
     "q1",
     "q3",
@@ -383,9 +410,12 @@ HEADERS = [
 ]
 
 
-def table_row(config, old, new):
-    """The cells of one configuration's row: times are medians, per sample per epoch."""
+def table_row(config, old, new, rate):
+    """The cells of one configuration's row: times are medians, per sample per
+    epoch; frac is the fraction of the matmul rate ``rate`` (FLOP/s) that the
+    fit's products would take, at the median time."""
     solver, dtype, batch_size, n_samples, epochs = config
+    floor = flops_per_sample() * n_samples * epochs / rate
     ratios = [b / a for a, b in zip(old, new)]
     median = statistics.median(ratios)
     if len(ratios) > 1:
@@ -401,6 +431,8 @@ def table_row(config, old, new):
         epochs,
         f"{statistics.median(old) * per_sample:.3f}",
         f"{statistics.median(new) * per_sample:.3f}",
+        f"{floor / statistics.median(old):.2f}",
+        f"{floor / statistics.median(new):.2f}",
         f"{median:.3f}",
         f"{q1:.3f}",
         f"{q3:.3f}",
@@ -410,12 +442,12 @@ def table_row(config, old, new):
     ]
 
 
-def start_workers(installs, blas_threads, stack):
+def start_workers(installs, blas_threads, stack, threads=None):
     """A fresh, warmed-up worker per install, closed by ``stack``; and their
     hello replies, checked to come from their own install."""
     workers = {}
     for side, install in installs.items():
-        workers[side] = Worker(side, install, blas_threads)
+        workers[side] = Worker(side, install, blas_threads, threads)
         stack.callback(workers[side].close)
     hello = {side: w.ask(cmd="hello") for side, w in workers.items()}
     for side, reply in hello.items():
@@ -449,7 +481,7 @@ def run(args, workdir):
     print(f"built in {time.perf_counter() - start:.0f} s\n", flush=True)
 
     with contextlib.ExitStack() as stack:
-        workers, hello = start_workers(installs, args.blas_threads, stack)
+        workers, hello = start_workers(installs, args.blas_threads, stack, args.threads)
         for line in hello["old"]["environment"]:
             print(f"- {line}")
         for side in ("old", "new"):
@@ -476,7 +508,7 @@ def run(args, workdir):
     references = {}
     warm = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        workers, _ = start_workers(installs, args.blas_threads, stack)
+        workers, _ = start_workers(installs, args.blas_threads, stack, args.threads)
         one_round(workers, configs, ("old", "new"), references, args.loss_rtol)
     per_round = time.perf_counter() - warm
     minutes = rounds * per_round / 60
@@ -486,22 +518,30 @@ def run(args, workdir):
         flush=True,
     )
     times = {config: {"old": [], "new": []} for config in configs}
+    rates = {dtype: [] for dtype in choices(args.dtype, DTYPES)}
     for round_ in range(rounds):
         order = ("old", "new") if round_ % 2 == 0 else ("new", "old")
+        for dtype in rates:  # in this process, between the workers' fits
+            rates[dtype].append(matmul_rate(dtype, 3 if args.quick else 20))
         with contextlib.ExitStack() as stack:
-            workers, _ = start_workers(installs, args.blas_threads, stack)
+            workers, _ = start_workers(installs, args.blas_threads, stack, args.threads)
             measured = one_round(workers, configs, order, references, args.loss_rtol)
         for config, by_side in measured.items():
             for side, seconds in by_side.items():
                 times[config][side].append(seconds)
         print(f"round {round_ + 1} of {rounds} done", flush=True)
 
-    rows = [table_row(c, times[c]["old"], times[c]["new"]) for c in configs]
+    rate = {dtype: statistics.median(r) for dtype, r in rates.items()}
+    rows = [table_row(c, times[c]["old"], times[c]["new"], rate[c[1]]) for c in configs]
     print("\n## Results\n")
     print(
         "Times in microseconds per sample per epoch, medians over the rounds; "
         "the ratio new/old is taken per round, of two adjacent fits, and "
-        "summarized by its median, quartiles and extremes.\n"
+        "summarized by its median, quartiles and extremes. frac: the fraction "
+        "of the matmul rate (bench_training.matmul_rate, measured before each "
+        "round; medians "
+        + ", ".join(f"{d} {r / 1e9:.1f} GFLOP/s" for d, r in rate.items())
+        + ") that the fits' products would take at the median time.\n"
     )
     print(markdown_table(HEADERS, rows))
     failed = [row for row in rows if row[-1] == "FAIL"]
@@ -515,13 +555,39 @@ def run(args, workdir):
             else ""
         )
     )
+    if args.thread_pairs:
+        thread_pairs(installs, args, min(rounds, 3))
     print(f"total wall time: {time.perf_counter() - start:.1f} s")
+
+
+def thread_pairs(installs, args, repeats):
+    """Per install, two fits in two Python threads against the two in a row."""
+    print("\n## Two fits in two threads\n")
+    print(
+        "Throughput of two fits in two Python threads over the same two fits one "
+        "after the other (bench_training.thread_speedup; the median of "
+        f"{repeats} pairs), each install in a fresh worker, alternating.\n"
+    )
+    rows = []
+    for batch_size in (1, 200, 1024):
+        row = [batch_size]
+        for side in ("old", "new"):
+            with contextlib.ExitStack() as stack:
+                workers, _ = start_workers(
+                    {side: installs[side]}, args.blas_threads, stack, args.threads
+                )
+                reply = workers[side].ask(
+                    cmd="threads", repeats=repeats, batch_size=batch_size
+                )
+            row.append(f"{reply['speedup']:.2f}")
+        rows.append(row)
+    print(markdown_table(["batch", "old", "new"], rows))
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        worker(args.blas_threads)
+        worker(args.blas_threads, args.threads)
         return
     try:
         with tempfile.TemporaryDirectory(prefix="bench_paired-") as workdir:

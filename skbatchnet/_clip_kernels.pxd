@@ -38,13 +38,15 @@ cdef inline double _sparse_row_squares(
 
 
 cdef inline long clip_rows(
-    const Shape* shape, Py_ssize_t n, const floating* inputs, const Sparse* sparse,
+    const Shape* shape, Py_ssize_t n, Py_ssize_t lo, Py_ssize_t hi,
+    const floating* inputs, const Sparse* sparse,
     const Py_ssize_t* rows, const floating* values, floating* scratch,
     const floating* acts, floating* deltas, const floating* c_rows,
     floating c_const, double max_norm
 ) noexcept nogil:
-    """Scale row i of every layer's error by ``c_i min(1, C / ||g_i||)``;
-    returns how many rows were shrunk.
+    """Scale row i (``lo <= i < hi`` of a chunk of ``n`` rows) of every
+    layer's error by ``c_i min(1, C / ||g_i||)``; returns how many rows were
+    shrunk.
 
     The input rows are ``inputs`` (dense, ``n_features`` apart), or with
     ``inputs`` NULL the CSR rows ``rows`` of ``sparse`` and ``values``, whose
@@ -59,7 +61,7 @@ cdef inline long clip_rows(
     cdef long clipped = 0
     if inputs == NULL:
         memset(scratch, 0, d * sizeof(floating))
-    for i in range(n):
+    for i in range(lo, hi):
         squared = 0
         for l in range(L):
             fan_in, fan_out = units[l], units[l + 1]

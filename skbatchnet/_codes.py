@@ -16,12 +16,16 @@ build.
 from enum import IntEnum
 
 __all__ = [
+    "BLOCK_ROWS",
     "CHECK_STEPS",
     "CHECK_WORK",
     "ONE_THREAD_GEMM",
     "ONE_THREAD_GEMV",
     "SMALL_BATCH_ROWS",
+    "SPLIT_WORK",
+    "THREAD_WORK",
     "TINY_PRODUCT",
+    "UPDATE_PIECE",
     "ActivationCode",
     "LossCode",
     "ReductionCode",
@@ -81,6 +85,22 @@ class Status(IntEnum):
 SMALL_BATCH_ROWS = 64
 ONE_THREAD_GEMV = 2304 * 4 - 1
 ONE_THREAD_GEMM = 65536 * 4
+
+# Row blocks and tiles (_tiles.pxd): the compiled loop's unit of work for
+# its threads. Where scipy's BLAS is OpenBLAS, every batch is cut (the
+# loop's split_rows has no bound) into row blocks of at most BLOCK_ROWS rows
+# and column tiles below ONE_THREAD_GEMM, which the loop's threads share;
+# a product of SPLIT_WORK multiply-adds or more gets two tiles at least, so
+# that a small batch shares too. The update runs in pieces of UPDATE_PIECE
+# parameters. None depends on the thread count, so neither do the results.
+BLOCK_ROWS = 64
+SPLIT_WORK = 65536
+UPDATE_PIECE = 16384
+# Threads share a step of at least THREAD_WORK multiply-adds (its products,
+# as the Ctrl-C watch counts them); below it, waking them and meeting at the
+# end of each phase costs more than the second core saves (the Performance
+# page, "Threads").
+THREAD_WORK = 2_000_000
 
 # Products of at most this many multiply-adds skip BLAS, whose call costs
 # more than they compute. The bound is low: BLAS picks kernels for the CPU it

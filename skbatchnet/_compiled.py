@@ -18,6 +18,7 @@ from ._activations import ACTIVATIONS
 from ._codes import Status
 from ._losses import LOSSES
 from ._outcome import Diverged, EpochSums
+from ._threads import loop_threads, splits_products
 from ._warn import warn
 from .batching import PoissonEpoch
 from .reduction import REDUCTIONS
@@ -64,10 +65,22 @@ class CompiledEpochs:
     noise : numpy.random.Generator, optional
         The source of the DP noise, required when ``step`` has noise; the loop
         draws from it in place.
+    n_threads : int, optional
+        The loop's threads, for tests; by default as :mod:`skbatchnet._threads`
+        counts them at each epoch.
     """
 
     def __init__(
-        self, network, data, batcher, step, *, thresholds=None, module=None, noise=None
+        self,
+        network,
+        data,
+        batcher,
+        step,
+        *,
+        thresholds=None,
+        module=None,
+        noise=None,
+        n_threads=None,
     ):
         self.epoch, plan = module or _extension.epoch_module()
         self.network = network
@@ -88,13 +101,24 @@ class CompiledEpochs:
             expected_rows=step.expected_rows,
             noise_std=step.noise_std(data.row_weight),
             chunk_rows=network.chunk_rows(),
-            **(thresholds or {}),
+            **{**self.default_thresholds(), **(thresholds or {})},
         )
+        self._split = self.plan.thresholds["split_rows"] > 0
+        epoch = self.epoch
+        self._openmp = epoch.openmp_max_threads if epoch.with_openmp() else None
+        self._n_threads = n_threads
         self._plan_module = plan
         self._state = self._average = None
         self.noise = None
         if step.noise_multiplier:
             self.noise = plan.NoiseSource(noise, network.parameters.size)
+
+    @staticmethod
+    def default_thresholds():
+        """Where scipy's BLAS is OpenBLAS, every batch is cut into tiles that
+        the loop's threads share (_tiles.pxd); with another BLAS, products
+        go to it whole, on one thread of the loop (_threads.py)."""
+        return {"split_rows": np.iinfo(np.intp).max if splits_products() else 0}
 
     @staticmethod
     def supports(network, X, optimizer, step):
@@ -179,9 +203,16 @@ class CompiledEpochs:
         if isinstance(order, PoissonEpoch):  # batches of their own sizes
             order, bounds = order
         state = self._optimizer_state(optimizer)
-        result = self.epoch.run_epoch(
-            self.plan, state, average, order, bounds, self.noise
-        )
+        with loop_threads(self._openmp, self._split) as n_threads:
+            result = self.epoch.run_epoch(
+                self.plan,
+                state,
+                average,
+                order,
+                bounds,
+                self.noise,
+                self._n_threads or n_threads,
+            )
         optimizer.advance(result.steps)
         if averager is not None:
             averager.n_averaged = average.n_averaged

@@ -27,12 +27,13 @@ from collections import namedtuple
 import numpy as np
 
 from cython cimport floating
-from libc.math cimport isfinite, sqrt
-from libc.string cimport memcpy, memset
+from libc.math cimport isfinite
+from libc.string cimport memset
 
-cimport skbatchnet._clip_kernels as C
+cimport skbatchnet._choice as CH
 cimport skbatchnet._kernels as K
 cimport skbatchnet._noise as N
+cimport skbatchnet._pass as S
 cimport skbatchnet._products as P
 cimport skbatchnet._updates as U
 from libc.stdint cimport uint64_t
@@ -60,7 +61,35 @@ cdef extern from *:
     """
     int skbatchnet_cpu_has_avx2() noexcept nogil
 
-__all__ = ["EpochResult", "cpu_has_avx2", "run_epoch"]
+# OpenMP's thread count where the build has OpenMP (setup.py), else one.
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int skbatchnet_openmp(void) { return 1; }
+    static int skbatchnet_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int skbatchnet_openmp(void) { return 0; }
+    static int skbatchnet_max_threads(void) { return 1; }
+    #endif
+    """
+    int skbatchnet_openmp() noexcept nogil
+    int skbatchnet_max_threads() noexcept nogil
+
+__all__ = [
+    "EpochResult", "cpu_has_avx2", "openmp_max_threads", "run_epoch", "with_openmp"
+]
+
+
+def with_openmp():
+    """Whether this module was built with OpenMP (its loop can use threads)."""
+    return bool(skbatchnet_openmp())
+
+
+def openmp_max_threads():
+    """``omp_get_max_threads()`` in the calling thread (1 without OpenMP): it
+    reads OMP_NUM_THREADS and the limit threadpoolctl sets for this thread."""
+    return skbatchnet_max_threads()
 
 
 def cpu_has_avx2():
@@ -97,156 +126,14 @@ clipped : int
 """
 
 
-cdef double _chunk(
-    const Config* cfg, floating* params, const floating* X, const Sparse* sparse,
-    const floating* Y, const floating* sw, const Py_ssize_t* rows, Py_ssize_t n,
-    floating* c_rows,
-    floating c_const, floating* Xb, floating* acts, floating* deltas,
-    floating* grad, bint first, Watch* watch, long* clipped
-) noexcept nogil:
-    """Forward and backward pass of ``n`` rows; returns sum_i s_i loss_i.
-
-    Fills ``grad`` with sum_i c_i grad(loss_i) (adds to it unless ``first``),
-    each example's gradient clipped to ``cfg.max_norm`` when it is positive
-    (adding the rows clipped to ``clipped``);
-    the weight decay is added later, in the update. With ``sparse``, ``X``
-    holds the values of a CSR matrix of that structure. A batch of one row
-    leaves its weight gradients out, unless the step adds noise: the update
-    forms them (``U.network_update``).
-    Counts its products' work in ``watch`` and stops, with an unfinished
-    gradient, when a signal handler raises there.
-    """
-    cdef const Py_ssize_t* units = cfg.shape.units
-    cdef const Py_ssize_t* coef_offsets = cfg.shape.coef_offsets
-    cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
-    cdef Py_ssize_t L = cfg.shape.n_layers, l, i, fan_in, fan_out
-    cdef Py_ssize_t k = cfg.shape.n_outputs, d = cfg.shape.n_features
-    cdef floating* A
-    cdef floating* inputs
-    cdef floating* Z
-    cdef floating* delta
-    cdef floating* below
-    cdef floating* biases = params + cfg.shape.n_coefs
-    cdef floating* gbiases = grad + cfg.shape.n_coefs
-    cdef floating ci
-    cdef double loss_sum = 0
-    cdef floating row_loss
-    cdef Py_ssize_t p
-    cdef bint by_entries = sparse != NULL and n > 1
-    cdef bint clip = cfg.max_norm > 0
-    # Multiply-adds of a layer's product (of the first layer's by entries).
-    cdef double work, first_work = 0
-    # A small batch's products go to BLAS in calls small enough to run on one
-    # thread (SMALL_BATCH_ROWS in _codes.py).
-    cdef Py_ssize_t limit = 0
-    if n < cfg.split_rows:
-        limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
-
-    # Gather the rows: one dense row is read where it is; one sparse row is
-    # written out dense, as the update reads its every entry;
-    # more sparse rows are read where they are, entry by entry (by_entries).
-    if sparse != NULL:
-        inputs = Xb
-        if n == 1:
-            memset(Xb, 0, d * sizeof(floating))
-            for p in range(sparse.indptr[rows[0]], sparse.indptr[rows[0] + 1]):
-                Xb[sparse.indices[p]] += X[p]
-        elif by_entries:
-            for i in range(n):
-                first_work += sparse.indptr[rows[i] + 1] - sparse.indptr[rows[i]]
-            first_work *= units[1]
-    elif n == 1:
-        inputs = <floating*>X + rows[0] * d
-    else:
-        for i in range(n):
-            memcpy(Xb + i * d, X + rows[i] * d, d * sizeof(floating))
-        inputs = Xb
-
-    # Forward: each hidden buffer holds f(Z), the last one the logits Z.
-    A = inputs
-    for l in range(L):
-        fan_in, fan_out = units[l], units[l + 1]
-        if l == 0 and by_entries:
-            P.sparse_forward_product(n, fan_out, sparse, rows, X, params, acts)
-        else:
-            P.forward_product(
-                n, fan_in, fan_out, A, params + coef_offsets[l],
-                acts + n * unit_offsets[l], n * fan_in * fan_out <= cfg.tiny_product,
-                limit,
-            )
-        A = acts + n * unit_offsets[l]
-        K.bias_activation(
-            cfg.activation if l < L - 1 else K.IDENTITY,
-            n, fan_out, A, biases + unit_offsets[l],
-        )
-        work = first_work if l == 0 and by_entries else <double>n * fan_in * fan_out
-        if worked(watch, work):
-            return 0
-
-    # Output error (f(Z) - Y) scaled by c_i, and the losses, row by row.
-    # Clipping needs each example's own error first; c_i joins after.
-    Z = A
-    delta = deltas + n * unit_offsets[L - 1]
-    for i in range(n):
-        ci = 1 if clip else (c_rows[i] if c_rows != NULL else c_const)
-        row_loss = K.output_row(
-            cfg.loss, Z + i * k, Y + rows[i] * k, delta + i * k, ci, k
-        )
-        if sw != NULL:
-            loss_sum += <double>sw[rows[i]] * row_loss
-        else:
-            loss_sum += row_loss
-
-    # Backward: every layer's error.
-    for l in range(L - 1, 0, -1):
-        fan_in, fan_out = units[l], units[l + 1]
-        delta = deltas + n * unit_offsets[l]
-        below = deltas + n * unit_offsets[l - 1]
-        P.backward_product(
-            n, fan_in, fan_out, delta, params + coef_offsets[l], below,
-            n * fan_in * fan_out <= cfg.tiny_product, limit,
-        )
-        K.derivative(cfg.activation, n * fan_in, acts + n * unit_offsets[l - 1], below)
-        if worked(watch, <double>n * fan_in * fan_out):
-            return 0
-    if clip:
-        clipped[0] += C.clip_rows(
-            &cfg.shape, n, NULL if by_entries else inputs, sparse, rows, X, Xb,
-            acts, deltas, c_rows, c_const, cfg.max_norm,
-        )
-
-    # The parameters' gradients.
-    for l in range(L - 1, -1, -1):
-        fan_in, fan_out = units[l], units[l + 1]
-        delta = deltas + n * unit_offsets[l]
-        A = inputs if l == 0 else acts + n * unit_offsets[l - 1]
-        if l == 0 and by_entries:
-            P.sparse_weight_gradient(
-                n, fan_in, fan_out, sparse, rows, X, delta, grad, not first
-            )
-        elif n > 1 or cfg.noise_std > 0:
-            # One row's weight gradient, the outer product A.T delta, is left
-            # to the update, which forms it as it reads it; noise needs it
-            # written out, to be added to.
-            P.weight_gradient(
-                n, fan_in, fan_out, A, delta, grad + coef_offsets[l], not first,
-                n * fan_in * fan_out <= cfg.tiny_product, limit,
-            )
-        work = first_work if l == 0 and by_entries else <double>n * fan_in * fan_out
-        if worked(watch, work * (n > 1 or cfg.noise_std > 0)):
-            return 0
-        P.column_sums(n, fan_out, delta, gbiases + unit_offsets[l], not first)
-    return loss_sum
-
-
 cdef int _epoch(
     const Config* cfg, const Solver* solver, floating* params,
     const floating* X, const Sparse* sparse, const floating* Y,
     const floating* sw, const Py_ssize_t* order, const Py_ssize_t* bounds,
     Py_ssize_t n_batches, floating* state1, floating* state2, floating* mean,
     long average_start, floating* work, floating* c_rows, bitgen_t* rng,
-    const N.Ziggurat* noise_table, uint64_t* noise_block,
-    Counters* out
+    const N.Ziggurat* noise_table, uint64_t* noise_block, double* parts,
+    floating* scratch, int n_threads, CH.Choice* choice, Counters* out
 ) except -1 nogil:
     cdef Py_ssize_t hidden = cfg.shape.unit_offsets[cfg.shape.n_layers]
     cdef floating* Xb = work
@@ -257,6 +144,12 @@ cdef int _epoch(
     cdef Py_ssize_t b, i, n, start, stop, n_chunks, chunk, lo, hi, counted
     cdef double weight, scale = 0, c_total = 0, c_const = 0
     cdef double decay, loss_sum, loss, norm, inverse
+    # Per row block of a chunk (loss, clipped rows), per piece of the update.
+    cdef double* clip_parts = parts + cfg.chunk_rows
+    cdef double* norm_parts = clip_parts + cfg.chunk_rows
+    cdef bint one_row, average_now
+    cdef int threads, mode
+    cdef double step_work, began = 0
     cdef long since_steps = 0
     cdef Watch watch
     cdef floating* c_ptr
@@ -326,15 +219,25 @@ cdef int _epoch(
         loss_sum = 0
         if n == 0:  # a step of the penalty (and noise) alone
             memset(grad, 0, cfg.shape.n_params * sizeof(floating))
+        one_row = n == 1 and rng == NULL
+        # Threads share a step worth sharing (_codes.THREAD_WORK) when they
+        # have been the faster (_choice.pxd); the same bits either way.
+        step_work = S.chunk_work(cfg, n, not one_row)
+        mode = -1
+        if n_threads > 1 and step_work >= cfg.thread_work:
+            mode = CH.pick(choice) if cfg.choose_threads else 1
+            began = CH.wtime()
+        threads = n_threads if mode == 1 else 1
         for chunk in range(n_chunks):
             lo = chunk * n // n_chunks
             hi = (chunk + 1) * n // n_chunks
-            loss_sum += _chunk(
+            loss_sum += S.chunk_pass(
                 cfg, params, X, sparse, Y, sw, order + start + lo, hi - lo,
                 c_ptr + lo if c_ptr != NULL else NULL, <floating>c_const,
-                Xb, acts, deltas, grad, chunk == 0, &watch, &out.clipped,
+                Xb, acts, deltas, grad, chunk == 0, not one_row, parts, clip_parts,
+                scratch, threads, &out.clipped,
             )
-            if watch.raised:
+            if worked(&watch, S.chunk_work(cfg, hi - lo, not one_row)):
                 return -1  # the handler's exception, set: Cython raises it
 
         loss = loss_sum / weight if weight != 0 else 0.0
@@ -357,19 +260,28 @@ cdef int _epoch(
         counted = <Py_ssize_t>cfg.expected_rows if rng != NULL else n
         if averaging:
             out.samples_seen += counted
+        average_now = averaging and out.samples_seen >= average_start
+        out.n_averaged += average_now
         # ||W||^2 at the weights the next step starts from.
-        norm = U.network_update(
-            &cfg.shape, solver, cfg.alpha != 0, params, grad, decay, state1, state2,
-            out.adam_t,
-            NULL if n != 1 or rng != NULL else (
+        if one_row:
+            norm = U.network_update(
+                &cfg.shape, solver, cfg.alpha != 0, params, grad, decay, state1,
+                state2, out.adam_t,
                 Xb if sparse != NULL
-                else <floating*>X + order[start] * cfg.shape.n_features
-            ),
-            acts, deltas,
-        )
-        if averaging and out.samples_seen >= average_start:
-            out.n_averaged += 1
-            U.average_pass(mean, params, cfg.shape.n_params, <floating>out.n_averaged)
+                else <floating*>X + order[start] * cfg.shape.n_features,
+                acts, deltas,
+            )
+            if average_now:
+                U.average_pass(
+                    mean, params, cfg.shape.n_params, <floating>out.n_averaged)
+        else:
+            norm = U.update_on_threads(
+                &cfg.shape, solver, cfg.alpha != 0, params, grad, decay, state1,
+                state2, out.adam_t, mean if average_now else NULL,
+                <floating>out.n_averaged, norm_parts, cfg.update_piece, threads,
+            )
+        if mode >= 0:
+            CH.record(choice, mode, CH.wtime() - began, step_work)
         out.loss_sum += weight * loss
         out.weight_sum += weight
         out.seen += counted
@@ -390,9 +302,13 @@ cdef int _epoch(
     return 0
 
 
+cdef inline char* np_data(object array):
+    return <char*><size_t>array.__array_interface__["data"][0]
+
+
 def run_epoch(
     EpochPlan plan not None, OptimizerState state not None, AverageState average,
-    order=None, bounds=None, NoiseSource noise=None,
+    order=None, bounds=None, NoiseSource noise=None, int n_threads=1,
 ):
     """Run one epoch of minibatch steps, without the GIL.
 
@@ -414,6 +330,10 @@ def run_epoch(
         The generator of the DP noise, required when the plan has
         ``noise_std > 0`` and refused otherwise; its BitGenerator's lock is
         held for the epoch, whose draws advance it in place.
+    n_threads : int, default=1
+        Threads that share each batch's tiles and the update (_pass.pxd);
+        the results are the same bits for any number. Without OpenMP in the
+        build, one.
 
     Returns
     -------
@@ -453,7 +373,10 @@ def run_epoch(
     cdef bitgen_t* rng = NULL
     cdef const N.Ziggurat* table = NULL
     cdef uint64_t* block = NULL
+    cdef Config* cfg
     plan.check_noise(noise)
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}.")
     if state.dtype != plan.dtype or state.params.shape[0] != plan.cfg.shape.n_params:
         raise ValueError(
             f"The optimizer state holds {state.params.shape[0]} {state.dtype} "
@@ -464,6 +387,17 @@ def run_epoch(
             raise ValueError("The average must be shaped like the parameters.")
         mean, start = average.m, average.start
     rows, spans = plan.epoch_rows(order, bounds)
+    cfg = &plan.cfg
+    # Sums per row block and per piece of the update (added in order), and
+    # each thread's zeros for the norms of CSR rows under clipping.
+    parts = np.empty(
+        2 * cfg.chunk_rows + cfg.shape.n_coefs // cfg.update_piece + 2, np.float64)
+    scratch = np.zeros(
+        n_threads * cfg.shape.n_features if plan.sparse and cfg.max_norm > 0 else 1,
+        plan.dtype,
+    )
+    cdef double* part_sums = <double*>np_data(parts)
+    cdef char* scratch_ptr = np_data(scratch)
     if rows.shape[0]:  # Poisson batches may all be empty
         row_ptr = &rows[0]
     lock = None
@@ -488,7 +422,8 @@ def run_epoch(
                         sparse, <float*>plan.y, <float*>plan.sw, row_ptr,
                         &spans[0, 0], n_batches, <float*>state.s1, <float*>state.s2,
                         <float*>mean, start, <float*>plan.work, <float*>plan.c_rows,
-                        rng, table, block, &out,
+                        rng, table, block, part_sums, <float*>scratch_ptr,
+                        n_threads, &plan.choice, &out,
                     )
             else:
                 with nogil:
@@ -498,7 +433,8 @@ def run_epoch(
                         &spans[0, 0], n_batches, <double*>state.s1,
                         <double*>state.s2, <double*>mean, start,
                         <double*>plan.work, <double*>plan.c_rows, rng, table,
-                        block, &out,
+                        block, part_sums, <double*>scratch_ptr, n_threads,
+                        &plan.choice, &out,
                     )
         except KeyboardInterrupt:
             out.status = K.INTERRUPTED

@@ -6,6 +6,8 @@ from numpy.random cimport bitgen_t
 
 cimport skbatchnet._noise as N
 
+from ._choice cimport Choice
+
 from ._products cimport Sparse
 from ._updates cimport Shape, Solver
 
@@ -28,6 +30,11 @@ cdef struct Config:
     Py_ssize_t split_rows
     Py_ssize_t gemv_limit
     Py_ssize_t gemm_limit
+    Py_ssize_t block_rows  # rows per row block of a chunk (_tiles.pxd); 0: one
+    Py_ssize_t split_work  # a product this large gets two tiles at least
+    Py_ssize_t update_piece  # parameters per piece of the update
+    double thread_work  # a step of fewer multiply-adds runs on one thread
+    bint choose_threads  # the team only where faster (_choice.pxd); else always
 
 
 cdef struct Counters:
@@ -47,6 +54,7 @@ cdef struct Counters:
 
 cdef class EpochPlan:
     cdef Config cfg
+    cdef Choice choice  # one thread or the team, from the fit's steps so far
     cdef Sparse csr
     cdef readonly bint sparse
     cdef readonly object dtype

@@ -27,15 +27,20 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.limits cimport LONG_MAX
 from numpy.random cimport bitgen_t
 
+cimport skbatchnet._choice as CH
 cimport skbatchnet._noise as N
 
 from ._codes import (
+    BLOCK_ROWS,
     CHECK_STEPS,
     CHECK_WORK,
     ONE_THREAD_GEMM,
     ONE_THREAD_GEMV,
     SMALL_BATCH_ROWS,
+    SPLIT_WORK,
+    THREAD_WORK,
     TINY_PRODUCT,
+    UPDATE_PIECE,
     ActivationCode,
     LossCode,
     ReductionCode,
@@ -146,15 +151,26 @@ cdef class EpochPlan:
         reduced gradient before the optimizer's scale
         (``training.Step.noise_std``); 0 adds none. Needs ``expected_rows``
         and a reduction other than 'mean', and ``run_epoch`` a NoiseSource.
-    tiny_product, split_rows, gemv_limit, gemm_limit, check_steps, check_work : int
+    tiny_product, split_rows, gemv_limit, gemm_limit : int
+    block_rows, split_work, update_piece, thread_work : int
+    choose_threads : bool
+    check_steps, check_work : int
         The thresholds of ``skbatchnet._codes`` (``TINY_PRODUCT``,
         ``SMALL_BATCH_ROWS``, ``ONE_THREAD_GEMV``, ``ONE_THREAD_GEMM``,
-        ``CHECK_STEPS``, ``CHECK_WORK``), which tests vary: products of at most
+        ``BLOCK_ROWS``, ``SPLIT_WORK``, ``UPDATE_PIECE``, ``THREAD_WORK``,
+        ``CHECK_STEPS``,
+        ``CHECK_WORK``), which tests vary: products of at most
         ``tiny_product`` multiply-adds are the loop's own (0: none); batches
-        of fewer than ``split_rows`` rows call BLAS in pieces of at most
-        ``gemv_limit`` or ``gemm_limit`` multiply-adds (0: whole); the loop
-        looks for Ctrl-C after ``check_steps`` steps or ``check_work``
-        multiply-adds and parameter updates, whichever comes first.
+        of fewer than ``split_rows`` rows are cut into row blocks of at most
+        ``block_rows`` rows (0: one block) and call BLAS in tiles of at most
+        ``gemv_limit`` or ``gemm_limit`` multiply-adds, at least two for a
+        product of ``split_work`` or more (_tiles.pxd); larger batches call
+        it whole; the update runs in pieces of ``update_piece`` parameters;
+        threads share only steps of ``thread_work`` multiply-adds or more,
+        and with ``choose_threads`` only where they have been faster than
+        one thread (_choice.pxd); the loop looks for Ctrl-C after ``check_steps`` steps or
+        ``check_work`` multiply-adds and parameter updates, whichever comes
+        first. None of them depends on the number of threads.
     """
 
     def __init__(
@@ -163,7 +179,8 @@ cdef class EpochPlan:
         expected_rows=None, noise_std=0.0,
         tiny_product=TINY_PRODUCT, split_rows=SMALL_BATCH_ROWS,
         gemv_limit=ONE_THREAD_GEMV, gemm_limit=ONE_THREAD_GEMM,
-        check_steps=CHECK_STEPS, check_work=CHECK_WORK,
+        block_rows=BLOCK_ROWS, split_work=SPLIT_WORK, update_piece=UPDATE_PIECE,
+        thread_work=THREAD_WORK, choose_threads=True, check_steps=CHECK_STEPS, check_work=CHECK_WORK,
     ):
         units = np.asarray([int(u) for u in layer_units], dtype=np.intp)
         if units.size < 2 or (units < 1).any():
@@ -262,6 +279,12 @@ cdef class EpochPlan:
         self.cfg.split_rows = split_rows
         self.cfg.gemv_limit = gemv_limit
         self.cfg.gemm_limit = gemm_limit
+        self.cfg.block_rows = max(0, block_rows)
+        self.cfg.split_work = max(0, split_work)
+        self.cfg.update_piece = max(1, update_piece)
+        self.cfg.thread_work = thread_work
+        self.cfg.choose_threads = bool(choose_threads)
+        CH.start(&self.choice)
         self.x = _address(values)
         self.y = _address(Y)
         self.sw = _address(sample_weight)
@@ -276,6 +299,11 @@ cdef class EpochPlan:
             "split_rows": self.cfg.split_rows,
             "gemv_limit": self.cfg.gemv_limit,
             "gemm_limit": self.cfg.gemm_limit,
+            "block_rows": self.cfg.block_rows,
+            "split_work": self.cfg.split_work,
+            "update_piece": self.cfg.update_piece,
+            "thread_work": int(self.cfg.thread_work),
+            "choose_threads": bool(self.cfg.choose_threads),
             "check_steps": self.cfg.check_steps,
             "check_work": int(self.cfg.check_work),
         }

@@ -11,9 +11,11 @@ they are written.
 """
 
 from cython cimport floating
+from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
 
 cimport skbatchnet._kernels as K
+from skbatchnet._tiles cimport cut, parts
 
 
 cdef struct Shape:
@@ -131,18 +133,88 @@ cdef inline void average_pass(
         K.average_update(mean + j, p[j], count)
 
 
+cdef inline void adam_factors(
+    const Solver* solver, long t, floating* neg_lr, floating* eps
+) noexcept nogil:
+    """Adam's step ``t``: the bias correction folded into the rate, with
+    u = v / k (_optimizers.Adam.step)."""
+    cdef double root_k = sqrt((1 - solver.beta_2) / (1 - solver.beta_1) ** 2)
+    neg_lr[0] = <floating>(
+        -(K.adam_rate(solver.learning_rate, solver.beta_1, solver.beta_2, t) / root_k)
+    )
+    eps[0] = <floating>(solver.epsilon / root_k)
+
+
+cdef inline double solver_pass(
+    const Solver* solver, floating* p, floating* s1, floating* s2,
+    const floating* g, Py_ssize_t size, floating decay, floating neg_lr,
+    floating eps, bint penalized
+) noexcept nogil:
+    """The solver's pass (sgd_pass or adam_pass) over ``size`` parameters."""
+    if solver.code == K.SGD:
+        return sgd_pass(p, s1, g, 1, size, decay, <floating>solver.momentum,
+                        solver.nesterov, penalized)
+    elif solver.code == K.ADAM:
+        return adam_pass(p, s1, s2, g, 1, size, decay, <floating>solver.beta_1,
+                         <floating>solver.beta_2, neg_lr, eps, penalized)
+    return 0
+
+
+cdef inline double update_on_threads(
+    const Shape* shape, const Solver* solver, bint penalized, floating* params,
+    floating* grad, double decay, floating* state1, floating* state2, long t,
+    floating* mean, floating count, double* norm_parts, Py_ssize_t piece,
+    int n_threads
+) noexcept nogil:
+    """One optimizer step over the whole gradient, the weights in pieces of
+    at most ``piece`` parameters and the biases in one, shared by threads;
+    returns ||W||^2 after it when ``penalized``, else 0. With ``mean``, the
+    average takes the new parameters as its ``count``-th point.
+
+    The pieces depend on the network alone and their sums of squares are
+    added in order (``norm_parts``): the same bits on any number of threads.
+    """
+    cdef Py_ssize_t nc = shape.n_coefs, it, lo, hi
+    cdef Py_ssize_t pieces = parts(nc, piece) if nc > 0 else 0
+    cdef floating neg_lr = 0, eps = 0
+    cdef double norm = 0
+    if solver.code == K.ADAM:
+        adam_factors(solver, t, &neg_lr, &eps)
+    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        for it in prange(pieces + 1, schedule="static"):
+            if it < pieces:
+                lo, hi = cut(it, nc, pieces), cut(it + 1, nc, pieces)
+                norm_parts[it] = solver_pass(
+                    solver, params + lo, state1 + lo,
+                    state2 + lo if state2 != NULL else NULL, grad + lo, hi - lo,
+                    <floating>decay, neg_lr, eps, penalized,
+                )
+            else:  # the biases, not decayed
+                lo, hi = nc, shape.n_params
+                solver_pass(
+                    solver, params + lo, state1 + lo,
+                    state2 + lo if state2 != NULL else NULL, grad + lo, hi - lo,
+                    0, neg_lr, eps, False,
+                )
+            if mean != NULL:
+                average_pass(mean + lo, params + lo, hi - lo, count)
+    for it in range(pieces):
+        norm += norm_parts[it]
+    return norm if penalized else 0
+
+
 cdef inline double network_update(
     const Shape* shape, const Solver* solver, bint penalized, floating* params,
     floating* grad, double decay, floating* state1, floating* state2, long t,
     floating* x_row, floating* acts, floating* deltas
 ) noexcept nogil:
-    """One optimizer step; returns ||W||^2 after it when ``penalized`` (the
-    next step's penalty), else 0.
+    """One optimizer step after a batch of one row ``x_row``; returns
+    ||W||^2 after it when ``penalized`` (the next step's penalty), else 0.
 
-    ``grad`` holds the scaled data gradient; the weights' share of the
-    penalty, ``decay * W``, joins it here (biases are not decayed). With
-    ``x_row`` (a batch of one row) the weight gradients are not in ``grad``:
-    ``_epoch.pyx``'s ``_chunk`` leaves them out, and row i of
+    ``grad`` holds the scaled bias gradient; the weights' share of the
+    penalty, ``decay * W``, joins it here (biases are not decayed). The
+    weight gradients are not in ``grad``: ``_pass.pxd`` leaves them out
+    (without noise to add to them), and row i of
     layer l's is ``a_i * delta`` (the layer's input times its delta), formed
     here as the update reads it, which saves writing and reading back a
     gradient as large as the network. The squares of the new weights are
@@ -153,46 +225,31 @@ cdef inline double network_update(
     cdef bint sgd = solver.code == K.SGD, adam = solver.code == K.ADAM
     cdef bint nesterov = solver.nesterov
     cdef double norm = 0
-    cdef double root_k
     cdef floating neg_lr = 0, eps = 0, dec = <floating>decay
     cdef floating mu = <floating>solver.momentum
     cdef floating b1 = <floating>solver.beta_1, b2 = <floating>solver.beta_2
     cdef floating* A
     cdef floating* delta
     if adam:
-        # The bias correction folded into the rate, with u = v / k
-        # (_optimizers.Adam.step).
-        root_k = sqrt((1 - solver.beta_2) / (1 - solver.beta_1) ** 2)
-        neg_lr = <floating>(
-            -(K.adam_rate(solver.learning_rate, solver.beta_1, solver.beta_2, t)
-              / root_k)
-        )
-        eps = <floating>(solver.epsilon / root_k)
+        adam_factors(solver, t, &neg_lr, &eps)
 
-    if x_row == NULL:
+    # The solver's branch stays outside the loops over rows of weights.
+    for l in range(shape.n_layers):
+        fan_in, fan_out = shape.units[l], shape.units[l + 1]
+        A = x_row if l == 0 else acts + shape.unit_offsets[l - 1]
+        delta = deltas + shape.unit_offsets[l]
+        off = shape.coef_offsets[l]
         if sgd:
-            norm = sgd_pass(params, state1, grad, 1, nc, dec, mu, nesterov, penalized)
+            for i in range(fan_in):
+                norm += sgd_pass(params + off, state1 + off, delta, A[i],
+                                 fan_out, dec, mu, nesterov, penalized)
+                off += fan_out
         elif adam:
-            norm = adam_pass(params, state1, state2, grad, 1, nc, dec, b1, b2,
-                             neg_lr, eps, penalized)
-    else:
-        # The solver's branch stays outside the loops over rows of weights.
-        for l in range(shape.n_layers):
-            fan_in, fan_out = shape.units[l], shape.units[l + 1]
-            A = x_row if l == 0 else acts + shape.unit_offsets[l - 1]
-            delta = deltas + shape.unit_offsets[l]
-            off = shape.coef_offsets[l]
-            if sgd:
-                for i in range(fan_in):
-                    norm += sgd_pass(params + off, state1 + off, delta, A[i],
-                                     fan_out, dec, mu, nesterov, penalized)
-                    off += fan_out
-            elif adam:
-                for i in range(fan_in):
-                    norm += adam_pass(params + off, state1 + off, state2 + off,
-                                      delta, A[i], fan_out, dec, b1, b2, neg_lr,
-                                      eps, penalized)
-                    off += fan_out
+            for i in range(fan_in):
+                norm += adam_pass(params + off, state1 + off, state2 + off,
+                                  delta, A[i], fan_out, dec, b1, b2, neg_lr,
+                                  eps, penalized)
+                off += fan_out
     # The biases.
     if sgd:
         sgd_pass(params + nc, state1 + nc, grad + nc, 1, nb, 0, mu, nesterov, False)

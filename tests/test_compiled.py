@@ -283,6 +283,7 @@ def test_supports_admits_dense_or_csr_rows_of_the_network_dtype(case, expected):
 
 def test_the_plan_reads_the_thresholds_of_codes_unless_given():
     from skbatchnet import _codes
+    from skbatchnet._threads import splits_products
     from skbatchnet.batching import Minibatcher
 
     net, data = _runner_parts()
@@ -290,9 +291,16 @@ def test_the_plan_reads_the_thresholds_of_codes_unless_given():
     default = CompiledEpochs(net, data, Minibatcher(8), step).plan.thresholds
     assert default == {
         "tiny_product": _codes.TINY_PRODUCT,
-        "split_rows": _codes.SMALL_BATCH_ROWS,
+        # Every batch cut into tiles with OpenBLAS, none with another BLAS
+        # (_threads.py).
+        "split_rows": np.iinfo(np.intp).max if splits_products() else 0,
         "gemv_limit": _codes.ONE_THREAD_GEMV,
         "gemm_limit": _codes.ONE_THREAD_GEMM,
+        "block_rows": _codes.BLOCK_ROWS,
+        "split_work": _codes.SPLIT_WORK,
+        "update_piece": _codes.UPDATE_PIECE,
+        "thread_work": _codes.THREAD_WORK,
+        "choose_threads": True,
         "check_steps": _codes.CHECK_STEPS,
         "check_work": _codes.CHECK_WORK,
     }

@@ -57,10 +57,21 @@ AXES = {
     # CSR rows: a batch of one is written out dense, larger ones are read
     # entry by entry.
     "input": ["dense", "csr"],
+    # The loop's threads, sharing every step (thread_work=0 below).
+    "threads": [1, 3],
 }
 PRODUCTS = {
     "blas": dict(tiny_product=0, gemv_limit=0, gemm_limit=0),
-    "split": dict(tiny_product=0, gemv_limit=7, gemm_limit=40),
+    # Row blocks of two rows, tiles of a few multiply-adds, two tiles for
+    # any product of 20 or more, the update in pieces of 7 parameters.
+    "split": dict(
+        tiny_product=0,
+        gemv_limit=7,
+        gemm_limit=40,
+        block_rows=2,
+        split_work=20,
+        update_piece=7,
+    ),
     "own": dict(tiny_product=10**9),
 }
 PORTABLE = (_epoch, _plan)
@@ -222,8 +233,13 @@ def _runs(config, module=PORTABLE, n=N_SAMPLES, n_features=N_FEATURES, hidden=HI
             data,
             batcher,
             step,
-            thresholds=PRODUCTS[config["products"]],
+            thresholds={
+                **PRODUCTS[config["products"]],
+                "thread_work": 0,
+                "choose_threads": False,
+            },
             module=module,
+            n_threads=config["threads"],
         )
     return numpy_path, compiled, runner, data, batcher, step
 
@@ -369,6 +385,7 @@ def _setup(solver="sgd", lr=None, batch_size=1, config=None):
         "alpha": 0.0,
         "products": "blas",
         "chunk_rows": 64,
+        "threads": 1,
         **(config or {}),
     }
     numpy_path, compiled, runner, data, batcher, step = _runs(config)

@@ -1,0 +1,273 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: cdivision=True, initializedcheck=False, nonecheck=False
+"""A chunk's forward and backward pass, its row blocks and tiles shared by
+threads.
+
+One parallel region per chunk runs two phases, each a list of items that any
+thread may take (``prange``; its end is the only wait): each row block's
+whole pass (gathered, forward, output error and loss, backward, clipped),
+then the weight-gradient tiles and the bias gradients. Threads wait for each
+other once per phase, not once per layer, which matters when another
+process takes a core for a while. The cuts are _tiles.pxd's, fixed by the
+batch and the network alone, and the sums that cross items (the loss, the
+clipped count) are kept per row block and added in block order after the
+region: the same bits on any number of threads. With one thread the region
+runs on the calling thread without starting the OpenMP team, which also
+keeps a forked child of a threaded process safe (_threads.py).
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memcpy, memset
+
+cimport skbatchnet._clip_kernels as C
+cimport skbatchnet._kernels as K
+cimport skbatchnet._products as P
+cimport skbatchnet._tiles as T
+from ._plan cimport Config
+from ._products cimport Sparse
+
+
+cdef inline double chunk_work(const Config* cfg, Py_ssize_t n, bint weights) noexcept nogil:
+    """The multiply-adds of a chunk's products, as the Ctrl-C watch counts
+    them (_codes.CHECK_WORK): forward, backward below the first layer, and
+    the weight gradients unless a one-row batch leaves them to the update."""
+    cdef Py_ssize_t l
+    cdef double work = 0, layer
+    for l in range(cfg.shape.n_layers):
+        layer = <double>n * cfg.shape.units[l] * cfg.shape.units[l + 1]
+        work += layer * (1 + (l > 0) + weights)
+    return work
+
+
+cdef inline double chunk_pass(
+    const Config* cfg, floating* params, const floating* X, const Sparse* sparse,
+    const floating* Y, const floating* sw, const Py_ssize_t* rows, Py_ssize_t n,
+    floating* c_rows, floating c_const, floating* Xb, floating* acts,
+    floating* deltas, floating* grad, bint first, bint weights, double* loss_parts,
+    double* clip_parts, floating* scratch, int n_threads, long* clipped
+) noexcept nogil:
+    """Forward and backward pass of ``n`` rows; returns sum_i s_i loss_i.
+
+    Fills ``grad`` with sum_i c_i grad(loss_i), adding to it unless
+    ``first``, and the weight gradients only if ``weights`` (a one-row
+    batch leaves them to the update); each example's gradient clipped to
+    ``cfg.max_norm`` when positive, the rows clipped added to ``clipped``.
+    Row block b's loss and clipped rows pass through ``loss_parts[b]`` and
+    ``clip_parts[b]``. ``scratch`` holds ``n_features`` zeros per thread
+    (CSR norms under clipping).
+    """
+    cdef const Py_ssize_t* units = cfg.shape.units
+    cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
+    cdef Py_ssize_t L = cfg.shape.n_layers, d = cfg.shape.n_features
+    cdef floating* gbiases = grad + cfg.shape.n_coefs
+    cdef bint by_entries = sparse != NULL and n > 1
+    cdef Py_ssize_t limit = 0, blocks = 1, it, b, l, p, rows_b, gitems, m
+    cdef floating* inputs
+    cdef double loss_sum = 0
+    if n < cfg.split_rows:
+        limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
+        if cfg.block_rows > 0:
+            blocks = T.parts(n, cfg.block_rows)
+    rows_b = (n + blocks - 1) // blocks  # the tallest block
+
+    # One sparse row is written out dense, as the update reads its every
+    # entry; one dense row is read where it is; more rows are gathered (CSR
+    # ones are read where they are, entry by entry).
+    if sparse != NULL:
+        inputs = Xb
+        if n == 1:
+            memset(Xb, 0, d * sizeof(floating))
+            for p in range(sparse.indptr[rows[0]], sparse.indptr[rows[0] + 1]):
+                Xb[sparse.indices[p]] += X[p]
+    elif n == 1:
+        inputs = <floating*>X + rows[0] * d
+    else:
+        inputs = Xb
+    gitems = 0
+    if weights:
+        for l in range(L):
+            gitems += _gradient_tiles(cfg, l, n, limit, by_entries)
+
+    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        # Each row block's whole forward and backward pass: no thread waits
+        # for another until the gradients.
+        for b in prange(blocks, schedule="dynamic"):
+            loss_parts[b] = _block_pass(
+                cfg, params, X, sparse, Y, sw, rows, n, T.cut(b, n, blocks),
+                T.cut(b + 1, n, blocks), rows_b, limit, c_rows, c_const, inputs,
+                acts, deltas, &clip_parts[b], scratch + threadid() * d, by_entries,
+            )
+        # The parameters' gradients: weight tiles, each adding its slices of
+        # rows in order, then one item per layer's biases.
+        for it in prange(gitems + L, schedule="dynamic"):
+            if it >= gitems:
+                m = it - gitems
+                P.column_sums(
+                    n, units[m + 1], deltas + n * unit_offsets[m],
+                    gbiases + unit_offsets[m], not first,
+                )
+            else:
+                _gradient_item(
+                    cfg, it, n, limit, inputs, sparse, rows, X, acts, deltas, grad,
+                    first, by_entries,
+                )
+    for b in range(blocks):
+        loss_sum += loss_parts[b]
+        if cfg.max_norm > 0:
+            clipped[0] += <long>clip_parts[b]
+    return loss_sum
+
+
+cdef inline double _block_pass(
+    const Config* cfg, floating* params, const floating* X, const Sparse* sparse,
+    const floating* Y, const floating* sw, const Py_ssize_t* rows, Py_ssize_t n,
+    Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t rows_b, Py_ssize_t limit,
+    const floating* c_rows, floating c_const, floating* inputs, floating* acts,
+    floating* deltas, double* clipped, floating* scratch, bint by_entries
+) noexcept nogil:
+    """Rows r0 to r1 (of the chunk's n): gathered, forward, output error and
+    loss, backward, clipped; returns their sum_i s_i loss_i. Each layer's
+    product runs in column tiles, one BLAS call each."""
+    cdef const Py_ssize_t* units = cfg.shape.units
+    cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
+    cdef Py_ssize_t L = cfg.shape.n_layers, d = cfg.shape.n_features
+    cdef Py_ssize_t l, t, r, count, c0, c1, fan_in, fan_out, m = r1 - r0
+    cdef floating* biases = params + cfg.shape.n_coefs
+    cdef floating* W
+    cdef floating* A
+    cdef floating* Z
+    cdef floating* D
+    cdef bint own
+    cdef double loss
+    if sparse == NULL and n > 1:
+        for r in range(r0, r1):
+            memcpy(inputs + r * d, X + rows[r] * d, d * sizeof(floating))
+
+    # Forward: each hidden buffer holds f(Z), the last one the logits Z.
+    for l in range(L):
+        fan_in, fan_out = units[l], units[l + 1]
+        A = inputs if l == 0 else acts + n * unit_offsets[l - 1]
+        Z = acts + n * unit_offsets[l] + r0 * fan_out
+        W = params + cfg.shape.coef_offsets[l]
+        own = n * fan_in * fan_out <= cfg.tiny_product
+        if l == 0 and by_entries:
+            P.sparse_forward_product(m, fan_out, sparse, rows + r0, X, params, Z)
+        else:
+            count = 1 if own else T.tiles(fan_out, rows_b * fan_in, limit, 0, 0)
+            for t in range(count):
+                c0, c1 = T.cut(t, fan_out, count), T.cut(t + 1, fan_out, count)
+                T.forward_tile(m, fan_in, fan_out, c0, c1, A + r0 * fan_in, W, Z, own)
+        K.bias_activation(
+            cfg.activation if l < L - 1 else K.IDENTITY, m, fan_out, Z,
+            biases + unit_offsets[l],
+        )
+
+    # Output error (f(Z) - Y) scaled by c_i, and the losses, row by row.
+    # Clipping needs each example's own error first; c_i joins after.
+    loss = _output_rows(
+        cfg, r0, r1, acts + n * unit_offsets[L - 1], deltas + n * unit_offsets[L - 1],
+        Y, sw, rows, c_rows, c_const,
+    )
+
+    # Backward: every layer's error.
+    for l in range(L - 1, 0, -1):
+        fan_in, fan_out = units[l], units[l + 1]
+        D = deltas + n * unit_offsets[l - 1] + r0 * fan_in
+        own = n * fan_in * fan_out <= cfg.tiny_product
+        count = 1 if own else T.tiles(fan_in, rows_b * fan_out, limit, 0, 0)
+        for t in range(count):
+            c0, c1 = T.cut(t, fan_in, count), T.cut(t + 1, fan_in, count)
+            T.backward_tile(
+                m, fan_in, fan_out, c0, c1,
+                deltas + n * unit_offsets[l] + r0 * fan_out,
+                params + cfg.shape.coef_offsets[l], D, own,
+            )
+        K.derivative(
+            cfg.activation, m * fan_in, acts + n * unit_offsets[l - 1] + r0 * fan_in, D)
+    if cfg.max_norm > 0:
+        clipped[0] = C.clip_rows(
+            &cfg.shape, n, r0, r1, NULL if by_entries else inputs, sparse, rows, X,
+            scratch, acts, deltas, c_rows, c_const, cfg.max_norm,
+        )
+    return loss
+
+
+cdef inline double _output_rows(
+    const Config* cfg, Py_ssize_t r0, Py_ssize_t r1, floating* Z, floating* delta,
+    const floating* Y, const floating* sw, const Py_ssize_t* rows,
+    const floating* c_rows, floating c_const
+) noexcept nogil:
+    """Rows r0 to r1's output error (f(Z) - Y) c_i and sum_i s_i loss_i;
+    under clipping c_i joins later (C.clip_rows), after each row's norm."""
+    cdef Py_ssize_t r, k = cfg.shape.n_outputs
+    cdef double loss = 0
+    cdef floating row_loss
+    cdef bint clip = cfg.max_norm > 0
+    for r in range(r0, r1):
+        row_loss = K.output_row(
+            cfg.loss, Z + r * k, Y + rows[r] * k, delta + r * k,
+            1 if clip else (c_rows[r] if c_rows != NULL else c_const), k,
+        )
+        loss += <double>sw[rows[r]] * row_loss if sw != NULL else row_loss
+    return loss
+
+
+cdef inline Py_ssize_t _gradient_tiles(
+    const Config* cfg, Py_ssize_t l, Py_ssize_t n, Py_ssize_t limit, bint by_entries
+) noexcept nogil:
+    """Tiles of layer l's weight gradient: ranges of its rows, each summing
+    slices of ``cfg.block_rows`` rows or more (ranges of its columns for a
+    CSR input, whose products are the loop's own); two at least for a
+    gradient of ``cfg.split_work`` multiply-adds or more."""
+    cdef Py_ssize_t fan_in = cfg.shape.units[l], fan_out = cfg.shape.units[l + 1]
+    cdef Py_ssize_t work = n * fan_in * fan_out
+    # Without a limit (products left whole to BLAS), one tile.
+    cdef Py_ssize_t split = cfg.split_work if limit > 0 else 0
+    if l == 0 and by_entries:
+        return T.tiles(fan_out, 0, 0, split, work)
+    if work <= cfg.tiny_product:
+        return 1
+    return T.tiles(fan_in, min(n, max(1, cfg.block_rows)) * fan_out, limit, split, work)
+
+
+cdef inline void _gradient_item(
+    const Config* cfg, Py_ssize_t it, Py_ssize_t n, Py_ssize_t limit,
+    floating* inputs, const Sparse* sparse, const Py_ssize_t* rows,
+    const floating* X, floating* acts, floating* deltas, floating* grad, bint first,
+    bint by_entries
+) noexcept nogil:
+    """Weight-gradient tile ``it``, counting the layers' tiles in order; its
+    rows of the chunk in slices as tall as ``limit`` allows, added in order."""
+    cdef const Py_ssize_t* units = cfg.shape.units
+    cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
+    cdef Py_ssize_t l, count, s, r0, r1, c0, c1, fan_in, fan_out
+    cdef floating* A
+    cdef floating* D
+    cdef floating* G
+    cdef bint own
+    for l in range(cfg.shape.n_layers):
+        fan_in, fan_out = units[l], units[l + 1]
+        count = _gradient_tiles(cfg, l, n, limit, by_entries)
+        if it >= count:
+            it -= count
+            continue
+        D = deltas + n * unit_offsets[l]
+        G = grad + cfg.shape.coef_offsets[l]
+        if l == 0 and by_entries:
+            T.sparse_gradient_tile(
+                n, fan_out, T.cut(it, fan_out, count), T.cut(it + 1, fan_out, count),
+                fan_in, sparse, rows, X, D, G, not first,
+            )
+            return
+        A = inputs if l == 0 else acts + n * unit_offsets[l - 1]
+        own = n * fan_in * fan_out <= cfg.tiny_product
+        c0, c1 = T.cut(it, fan_in, count), T.cut(it + 1, fan_in, count)
+        count = 1 if own else T.slices(n, (c1 - c0) * fan_out, limit)
+        for s in range(count):
+            r0, r1 = T.cut(s, n, count), T.cut(s + 1, n, count)
+            T.gradient_tile(
+                r1 - r0, fan_in, fan_out, c0, c1, A + r0 * fan_in, D + r0 * fan_out,
+                G, not first or s > 0, own,
+            )
+        return
