@@ -1,0 +1,156 @@
+"""The batch size of each epoch of a call, and what follows from it.
+
+``batch_size`` is a fixed size (an int, ``'auto'``, ``'full'``) or a
+:class:`~skbatchnet.schedules.BatchSizeSchedule`. :func:`epoch_batch_sizes`
+resolves the size of every epoch a call may run before any training, so a
+schedule that gives an impossible size costs no training. :class:`Epochs`
+hands the epoch loop (:func:`skbatchnet._training.train_epochs`), one epoch
+at a time, what that epoch's size decides: its batcher, its step, its runner
+(the compiled loop's plan is made for one set of batch bounds, so a new size
+gets a new runner; the weights, the optimizer's buffers and the weight
+average are updated in place, so runners can take turns) and the learning
+rate's factor (:func:`~skbatchnet.schedules.learning_rate_factor`). The loop
+still leaves the compiled tier once per epoch, as with a fixed size.
+
+A fixed size is the schedule of one size: one runner, one batcher, factor 1,
+the same steps as before schedules existed.
+"""
+
+from numbers import Integral
+from typing import NamedTuple
+
+from .batching import resolve_batch_size
+from .schedules import BatchSizeSchedule
+
+__all__ = ["Epoch", "Epochs", "check_schedule_type", "epoch_batch_sizes"]
+
+
+def check_schedule_type(batch_size):
+    """Refuse a plain callable as ``batch_size``, saying why and what works."""
+    if callable(batch_size) and not isinstance(batch_size, BatchSizeSchedule):
+        raise TypeError(
+            f"batch_size={batch_size!r} is a plain callable; a batch-size "
+            "schedule must be a skbatchnet.schedules.BatchSizeSchedule. A lambda "
+            "or a function defined inside another cannot be pickled, so neither "
+            "could the fitted estimator, and functions never compare equal, "
+            "which clone and GridSearchCV rely on. Use StepBatchSize or "
+            "GeometricBatchSize from skbatchnet.schedules, or subclass "
+            "BatchSizeSchedule at module level."
+        )
+
+
+def _scheduled_size(schedule, epoch, n_samples, held_out):
+    """The batch size ``schedule`` gives epoch ``epoch``, checked, as an int."""
+    size = schedule(epoch)
+    said = f"batch_size={schedule!r} gives {size!r} for epoch {epoch}"
+    if isinstance(size, str) and size == "full":
+        return n_samples
+    if not isinstance(size, Integral) or isinstance(size, bool):
+        raise TypeError(
+            f"{said}: a schedule must give a positive integer or 'full'. Make "
+            "its __call__ return an int (e.g. int(round(size)))."
+        )
+    if size < 1:
+        raise ValueError(
+            f"{said}: a batch needs at least one row. Make the schedule give "
+            "sizes >= 1."
+        )
+    if size > n_samples:
+        rows = (
+            "training rows, the early-stopping hold-out excluded"
+            if held_out
+            else ("training rows")
+        )
+        raise ValueError(
+            f"{said}, more than the {n_samples} {rows} (n_samples={n_samples}). "
+            f"Cap the schedule at {n_samples}, or give 'full' for the whole set."
+        )
+    return int(size)
+
+
+def epoch_batch_sizes(batch_size, n_samples, *, first_epoch, n_epochs, held_out=False):
+    """The batch sizes of epochs ``first_epoch, ..., first_epoch + n_epochs - 1``,
+    and the batch size of epoch 0 (the reference of the rate rules).
+
+    Parameters
+    ----------
+    batch_size : int, 'auto', 'full' or BatchSizeSchedule
+    n_samples : int
+        The rows the epochs train on.
+    first_epoch, n_epochs : int
+    held_out : bool, default=False
+        Whether rows were held out for early stopping (said in the errors).
+
+    Returns
+    -------
+    sizes : list of int
+    first : int
+
+    Raises
+    ------
+    TypeError, ValueError
+        When the schedule gives, for any of these epochs or epoch 0, a size
+        that is not an int or ``'full'``, below 1, or above ``n_samples``.
+    """
+    if not isinstance(batch_size, BatchSizeSchedule):
+        size = resolve_batch_size(batch_size, n_samples)
+        return [size] * n_epochs, size
+    epochs = range(first_epoch, first_epoch + n_epochs)
+    sizes = [_scheduled_size(batch_size, e, n_samples, held_out) for e in epochs]
+    return sizes, _scheduled_size(batch_size, 0, n_samples, held_out)
+
+
+class Epoch(NamedTuple):
+    """One epoch as its batch size decides it: the size, the batcher, the
+    :class:`~skbatchnet._step.Step`, the runner, the rows' order (or the
+    Poisson epoch) and the learning rate's factor."""
+
+    batch_size: int
+    batcher: object
+    step: object
+    runner: object
+    order: object
+    rate_factor: float
+
+
+class Epochs:
+    """The epochs of one call, each with what its batch size decides.
+
+    Parameters
+    ----------
+    sizes : list of int
+        The batch size of each epoch (:func:`epoch_batch_sizes`).
+    make : callable
+        ``make(batch_size)`` returns that size's ``(batcher, step, runner)``.
+    rate_factor : callable
+        ``rate_factor(batch_size)``: the learning rate's factor.
+    orders : iterator or None
+        The rows' order of each epoch, one chain of permutations whatever
+        the batch size (a Minibatcher's ``iter_orders``, of a size that
+        splits the data whenever any epoch's does, so that its order is
+        kept), so that each epoch visits the rows as a fixed-size run would
+        at that epoch. None: each size's batcher draws its own epochs
+        (Poisson batches, whose draws depend on the size).
+    n_samples : int
+    """
+
+    def __init__(self, sizes, make, rate_factor, *, orders, n_samples):
+        self.sizes, self.n_samples = list(sizes), n_samples
+        self._make, self._rate_factor, self._orders = make, rate_factor, orders
+        self._current = None
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def epoch(self, index):
+        """Epoch ``index`` of the call; draws its order (call it once per epoch)."""
+        size = self.sizes[index]
+        if self._current is None or self._current[0] != size:
+            batcher, step, runner = self._make(size)
+            orders = self._orders
+            if orders is None:
+                orders = batcher.iter_orders(self.n_samples)
+            factor = self._rate_factor(size)
+            self._current = (size, batcher, step, runner, orders, factor)
+        size, batcher, step, runner, orders, factor = self._current
+        return Epoch(size, batcher, step, runner, next(orders), factor)
