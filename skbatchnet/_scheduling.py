@@ -27,6 +27,11 @@ __all__ = ["Epoch", "Epochs", "check_schedule_type", "epoch_batch_sizes"]
 
 def check_schedule_type(batch_size):
     """Refuse a plain callable as ``batch_size``, saying why and what works."""
+    if isinstance(batch_size, type) and issubclass(batch_size, BatchSizeSchedule):
+        raise TypeError(
+            f"batch_size={batch_size.__name__} is a schedule class; pass an "
+            f"instance of it, e.g. {batch_size.__name__}(...) with its settings."
+        )
     if callable(batch_size) and not isinstance(batch_size, BatchSizeSchedule):
         raise TypeError(
             f"batch_size={batch_size!r} is a plain callable; a batch-size "

@@ -386,6 +386,9 @@ def test_a_plain_callable_is_refused_with_the_reason_and_the_fix():
         ):
             est.fit(X, y)
         snapshot.assert_matches(est.set_params(batch_size="auto"))
+    est.set_params(batch_size=StepBatchSize)
+    with pytest.raises(TypeError, match="schedule class; pass an instance"):
+        est.fit(X, y)
     # Anything else that is no schedule gets scikit-learn's parameter error.
     with pytest.raises(ValueError, match="BatchSizeSchedule"):
         est.set_params(batch_size=[8, 16]).fit(X, y)
