@@ -38,7 +38,7 @@ from ._private import (
     is_private,
     noise_multiplier,
 )
-from ._scheduling import Epochs, epoch_batch_sizes
+from ._scheduling import BatchSizes, Epochs
 from ._training import TrainingData, epoch_runner, split_validation
 from .schedules import learning_rate_factor
 
@@ -259,7 +259,7 @@ class TrainingContext:
         if not incremental:
             self.progress.n_iter = 0
         # Before any step: a schedule refused now costs no training.
-        sizes, first = epoch_batch_sizes(
+        sizes = BatchSizes(
             est.batch_size,
             data.n_samples,
             first_epoch=self.progress.n_iter,
@@ -270,7 +270,7 @@ class TrainingContext:
         self.data = data
         est._optimizer.check_schedule(self.progress.t + data.n_samples)
         epochs = self._epochs(
-            data, sizes, first, generator=generator, sigma=sigma, private=private
+            data, sizes, generator=generator, sigma=sigma, private=private
         )
         averager = est._train_epochs(
             net, data, epochs, private=private, incremental=incremental, report=report
@@ -284,10 +284,11 @@ class TrainingContext:
         self._record_privacy(sigma, data.n_samples, epochs_before, sizes[0])
         self.publish()
 
-    def _epochs(self, data, sizes, first, *, generator, sigma, private):
-        """The :class:`~skbatchnet._scheduling.Epochs` of a stochastic call:
-        each batch size's batcher, step and runner, and the rate rule's
-        factor relative to ``first``, the size of epoch 0."""
+    def _epochs(self, data, sizes, *, generator, sigma, private):
+        """The :class:`~skbatchnet._scheduling.Epochs` of a stochastic call
+        of :class:`~skbatchnet._scheduling.BatchSizes` ``sizes``: each batch
+        size's batcher, step and runner, and the rate rule's factor relative
+        to ``sizes.first``, the size of epoch 0."""
         est, net = self.estimator, self.network
         noise = generator if private else None
 
@@ -304,16 +305,16 @@ class TrainingContext:
             return learning_rate_factor(
                 est.learning_rate_scaling,
                 size,
-                first,
+                sizes.first,
                 solver=est.solver,
                 gradient_reduction=est.gradient_reduction,
             )
 
         orders = None
         if est.batch_sampling != "poisson":
-            # One chain of orders whatever the size: that of the smallest,
-            # which tracks the order whenever any epoch splits the data.
-            orders = est._batcher(min(sizes), generator).iter_orders(data.n_samples)
+            # One chain of orders whatever the size.
+            orders = est._batcher(sizes.order_size, generator)
+            orders = orders.iter_orders(data.n_samples)
         return Epochs(sizes, make, rate_factor, orders=orders, n_samples=data.n_samples)
 
     def _record_privacy(self, sigma, n_samples, epochs_before, planned):

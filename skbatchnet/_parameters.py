@@ -192,8 +192,9 @@ SHARED_PARAMETERS_DOC = """\
         ``StepBatchSize({0: 8, 10: 32})``) gives each epoch its own batch
         size, from the epoch number ``n_iter_`` at its start: ``fit`` counts
         from 0, ``partial_fit`` adds one per call. A size the schedule gives
-        for any epoch of a call that is not a positive int or ``'full'``, or
-        exceeds the training rows, raises before training; plain callables
+        that is not a positive int or ``'full'``, or exceeds the training
+        rows, raises before training (for a call's first 10^5 epochs; a
+        later one's as it starts, rolling the fit back); plain callables
         are refused (they do not pickle). Ignored by ``'lbfgs'``; refused
         with ``target_epsilon``, whose calibration assumes one sampling
         rate (with ``noise_multiplier`` each epoch's rate is accounted for).

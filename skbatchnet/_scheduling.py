@@ -1,9 +1,10 @@
 """The batch size of each epoch of a call, and what follows from it.
 
 ``batch_size`` is a fixed size (an int, ``'auto'``, ``'full'``) or a
-:class:`~skbatchnet.schedules.BatchSizeSchedule`. :func:`epoch_batch_sizes`
-resolves the size of every epoch a call may run before any training, so a
-schedule that gives an impossible size costs no training. :class:`Epochs`
+:class:`~skbatchnet.schedules.BatchSizeSchedule`. :class:`BatchSizes`
+resolves the size of every epoch a call may run, checking them before any
+training (up to :data:`CHECKED_AHEAD` epochs), so a schedule that gives an
+impossible size costs no training. :class:`Epochs`
 hands the epoch loop (:func:`skbatchnet._training.train_epochs`), one epoch
 at a time, what that epoch's size decides: its batcher, its step, its runner
 (the compiled loop's plan is made for one set of batch bounds, so a new size
@@ -22,7 +23,7 @@ from typing import NamedTuple
 from .batching import resolve_batch_size
 from .schedules import BatchSizeSchedule
 
-__all__ = ["Epoch", "Epochs", "check_schedule_type", "epoch_batch_sizes"]
+__all__ = ["CHECKED_AHEAD", "BatchSizes", "Epoch", "Epochs", "check_schedule_type"]
 
 
 def check_schedule_type(batch_size):
@@ -73,9 +74,20 @@ def _scheduled_size(schedule, epoch, n_samples, held_out):
     return int(size)
 
 
-def epoch_batch_sizes(batch_size, n_samples, *, first_epoch, n_epochs, held_out=False):
-    """The batch sizes of epochs ``first_epoch, ..., first_epoch + n_epochs - 1``,
-    and the batch size of epoch 0 (the reference of the rate rules).
+# Epochs whose sizes are checked before training: every epoch of any run
+# that could end (10^5 calls of a schedule take a fraction of a second);
+# the sizes of later epochs are checked as they start.
+CHECKED_AHEAD = 100_000
+
+
+class BatchSizes:
+    """The batch sizes of epochs ``first_epoch, ..., first_epoch + n_epochs - 1``.
+
+    ``sizes[i]`` is the size of the call's epoch ``i``, an int. The sizes of
+    the first :data:`CHECKED_AHEAD` epochs, and of epoch 0 (the reference
+    of the rate rules, :attr:`first`), are checked when the object is made,
+    before any training; ``n_epochs`` may be far larger (``max_iter`` is any
+    int), so the sizes are computed, not stored.
 
     Parameters
     ----------
@@ -86,23 +98,41 @@ def epoch_batch_sizes(batch_size, n_samples, *, first_epoch, n_epochs, held_out=
     held_out : bool, default=False
         Whether rows were held out for early stopping (said in the errors).
 
-    Returns
-    -------
-    sizes : list of int
-    first : int
-
     Raises
     ------
     TypeError, ValueError
-        When the schedule gives, for any of these epochs or epoch 0, a size
-        that is not an int or ``'full'``, below 1, or above ``n_samples``.
+        When the schedule gives a size that is not an int or ``'full'``,
+        below 1, or above ``n_samples``.
     """
-    if not isinstance(batch_size, BatchSizeSchedule):
-        size = resolve_batch_size(batch_size, n_samples)
-        return [size] * n_epochs, size
-    epochs = range(first_epoch, first_epoch + n_epochs)
-    sizes = [_scheduled_size(batch_size, e, n_samples, held_out) for e in epochs]
-    return sizes, _scheduled_size(batch_size, 0, n_samples, held_out)
+
+    def __init__(self, batch_size, n_samples, *, first_epoch, n_epochs, held_out=False):
+        self.batch_size, self.n_samples = batch_size, n_samples
+        self.first_epoch, self.n_epochs = first_epoch, n_epochs
+        self.held_out = held_out
+        self.scheduled = isinstance(batch_size, BatchSizeSchedule)
+        if not self.scheduled:
+            self.first = resolve_batch_size(batch_size, n_samples)
+            self._smallest = self.first
+            return
+        self.first = self._scheduled(0)
+        ahead = [self[i] for i in range(min(n_epochs, CHECKED_AHEAD))]
+        # Unknown sizes ahead could split the data: 1 always does.
+        self._smallest = min(ahead) if n_epochs <= CHECKED_AHEAD else 1
+
+    def _scheduled(self, epoch):
+        return _scheduled_size(self.batch_size, epoch, self.n_samples, self.held_out)
+
+    def __getitem__(self, index):
+        if not self.scheduled:
+            return self.first
+        return self._scheduled(self.first_epoch + index)
+
+    @property
+    def order_size(self):
+        """The size whose Minibatcher draws every epoch's order: the
+        smallest of the call, so that the order is kept (not None) whenever
+        any epoch splits the data."""
+        return self._smallest
 
 
 class Epoch(NamedTuple):
@@ -123,8 +153,8 @@ class Epochs:
 
     Parameters
     ----------
-    sizes : list of int
-        The batch size of each epoch (:func:`epoch_batch_sizes`).
+    sizes : BatchSizes
+        The batch size of each epoch.
     make : callable
         ``make(batch_size)`` returns that size's ``(batcher, step, runner)``.
     rate_factor : callable
@@ -140,12 +170,14 @@ class Epochs:
     """
 
     def __init__(self, sizes, make, rate_factor, *, orders, n_samples):
-        self.sizes, self.n_samples = list(sizes), n_samples
+        self.sizes, self.n_samples = sizes, n_samples
         self._make, self._rate_factor, self._orders = make, rate_factor, orders
         self._current = None
 
-    def __len__(self):
-        return len(self.sizes)
+    @property
+    def n_epochs(self):
+        """The epochs of the call, at most (any int)."""
+        return self.sizes.n_epochs
 
     def epoch(self, index):
         """Epoch ``index`` of the call; draws its order (call it once per epoch)."""

@@ -424,7 +424,7 @@ def train_epochs(
 ):
     """The epoch loop: steps, bookkeeping, stopping rules.
 
-    Runs at most ``len(epochs)`` epochs, each as ``epochs`` (an
+    Runs at most ``epochs.n_epochs`` epochs, each as ``epochs`` (an
     :class:`~skbatchnet._scheduling.Epochs`) gives it: the batch size, the
     rows' order its batcher draws, the runner (:func:`epoch_runner`) and
     the learning rate's factor. ``report(loss)`` is called after each epoch and
@@ -449,7 +449,7 @@ def train_epochs(
     # (partial_fit, warm_start=True) may have seen other data, so then it warns.
     growth = stopping.growth
     stops = growth.stops and not progress.loss_curve
-    for index in range(len(epochs)):
+    for index in range(epochs.n_epochs):
         checkpoint = Checkpoint(network.parameters, optimizer, averager, rng)
         epoch = epochs.epoch(index)  # after the checkpoint: it draws the order
         step, batcher = epoch.step, epoch.batcher

@@ -359,6 +359,26 @@ def test_a_schedule_giving_a_bad_size_is_refused_before_training(
     assert est.batch_size_curve_[-1] == 4
 
 
+def test_sizes_beyond_the_epochs_checked_ahead_are_checked_as_they_start(
+    monkeypatch,
+):
+    import skbatchnet._scheduling
+
+    X, y = _data()
+    # max_iter may be any int: the first epochs are checked ahead, the
+    # others when they start (here the tol rule stops the run after 4).
+    est = _sgd(batch_size=GeometricBatchSize(2, 8), max_iter=2**63, tol=1e9)
+    est.set_params(n_iter_no_change=2).fit(X, y)
+    assert est.batch_size_curve_ == [2, 4, 8, 8]
+    monkeypatch.setattr(skbatchnet._scheduling, "CHECKED_AHEAD", 2)
+    est = _sgd(max_iter=1).fit(X, y)
+    est.set_params(batch_size=Returns(0, at=3), warm_start=True, max_iter=5)
+    snapshot = Snapshot(est)
+    with pytest.raises(ValueError, match="gives 0 for epoch 3"):
+        est.fit(X, y)  # three epochs trained, then rolled back
+    snapshot.assert_matches(est)
+
+
 def test_the_early_stopping_hold_out_counts_and_is_named():
     X, y = _data(n=40)
     # 36 rows train once 10% are held out: 38 is too many for them.
