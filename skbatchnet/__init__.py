@@ -11,16 +11,19 @@ from .batching import Minibatcher
 from .diagnostics import NoiseScale, gradient_noise_scale
 from .per_example import per_example_input_gradients
 from .plotting import LossCurveDisplay
+from .schedules import GeometricBatchSize, StepBatchSize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchMLPClassifier",
     "BatchMLPRegressor",
+    "GeometricBatchSize",
     "LossCurveDisplay",
     "Minibatcher",
     "Network",
     "NoiseScale",
+    "StepBatchSize",
     "gradient_noise_scale",
     "per_example_input_gradients",
     "reduction_coefficients",

@@ -38,7 +38,6 @@ from ._targets import LEARNING_MODES, TargetEncoding, check_encoding_mode
 from ._training import (
     Step,
     Stopping,
-    epoch_runner,
     train_epochs,
     weight_average,
 )
@@ -50,7 +49,7 @@ from ._validation import (
     merge_class_weight,
 )
 from .backprop import Network
-from .batching import Minibatcher, PoissonBatcher, resolve_batch_size
+from .batching import Minibatcher, PoissonBatcher
 
 
 def _beyond_range(X, dtype):
@@ -401,11 +400,12 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         self.__dict__.pop("validation_loss_curve_", None)
         vars(self).update(self._progress.attributes())
 
-    def _step(self, n_samples=None, noise_multiplier=0.0):
-        """The Step; with ``n_samples``, of this estimator's batch sampling."""
+    def _step(self, batch_size=None, noise_multiplier=0.0):
+        """The Step; with ``batch_size`` (an int), of this estimator's batch
+        sampling at that size."""
         expected_rows = None
-        if n_samples is not None and self.batch_sampling == "poisson":
-            expected_rows = float(resolve_batch_size(self.batch_size, n_samples))
+        if batch_size is not None and self.batch_sampling == "poisson":
+            expected_rows = float(batch_size)
         return Step(
             alpha=self.alpha,
             reduction=self.gradient_reduction,
@@ -474,27 +474,27 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
                 reduction=self.gradient_reduction,
             )
 
-    def _batcher(self, n_samples, generator=None):
-        """The batcher of this estimator's settings: Poisson batches drawn
-        from ``generator``, or a Minibatcher on the random stream."""
-        self.batch_size_ = resolve_batch_size(self.batch_size, n_samples)
+    def _batcher(self, batch_size, generator=None):
+        """The batcher of this estimator's settings at ``batch_size`` (an
+        int): Poisson batches drawn from ``generator``, or a Minibatcher on
+        the random stream."""
         if self.batch_sampling == "poisson":
-            return PoissonBatcher(self.batch_size, generator)
+            return PoissonBatcher(batch_size, generator)
         return Minibatcher(
-            self.batch_size,
+            batch_size,
             shuffle=self.shuffle,
             drop_last=self.drop_last,
             random_state=self._rng,
         )
 
-    def _train_epochs(self, net, data, batcher, *, step, noise, incremental, report):
-        """Run :func:`train_epochs` with this estimator's settings and state.
+    def _train_epochs(self, net, data, epochs, *, private, incremental, report):
+        """Run :func:`train_epochs` over ``epochs`` (an
+        :class:`~skbatchnet._scheduling.Epochs`) with this estimator's
+        settings and state; ``private``: under DP noise.
 
-        ``noise`` is the Generator of DP noise when ``step`` has noise.
         ``report(loss)`` sees each epoch after the fitted attributes are
         updated. Returns the weight average in force at the end.
         """
-        runner = epoch_runner(net, data, batcher, self._optimizer, step, noise=noise)
         averager = weight_average(
             self.average, getattr(self, "_weight_average", None), net
         )
@@ -508,19 +508,16 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
         self._optimizer, averager = train_epochs(
             net,
             data,
-            batcher,
+            epochs,
             self._optimizer,
             self._progress,
-            n_epochs=1 if incremental else self.max_iter,
-            runner=runner,
-            step=step,
             stopping=self._stopping(),
             averager=averager,
             rng=self._rng,
             score=self._score_output,
             report=epoch_report,
             # Under noise max_iter epochs are the plan, not a failure to converge.
-            max_iter=None if incremental or noise is not None else self.max_iter,
+            max_iter=None if incremental or private else self.max_iter,
         )
         self._set_or_drop("_weight_average", averager)
         self._publish_progress()

@@ -38,7 +38,9 @@ from ._private import (
     is_private,
     noise_multiplier,
 )
-from ._training import TrainingData, split_validation
+from ._scheduling import BatchSizes, Epochs
+from ._training import TrainingData, epoch_runner, split_validation
+from .schedules import learning_rate_factor
 
 
 @dataclass
@@ -93,8 +95,9 @@ class TrainingContext:
         parameters.
     data : TrainingData-like or None
         What :meth:`train` trains on (without the held-out part's rows).
-    batcher : Minibatcher or None
-        The batches of :meth:`train`'s stochastic run.
+    batcher : Minibatcher, PoissonBatcher or None
+        The batches of :meth:`train`'s stochastic run (of its latest batch
+        size, under a batch-size schedule).
     """
 
     def __init__(self, estimator):
@@ -253,30 +256,79 @@ class TrainingContext:
         generator = None
         if est.batch_sampling == "poisson":
             generator = batch_generator(params, self.rng)
-        sigma = noise_multiplier(params, data.n_samples) if private else 0.0
-        self.data = data
-        self.batcher = est._batcher(data.n_samples, generator)
         if not incremental:
             self.progress.n_iter = 0
         # Before any step: a schedule refused now costs no training.
+        sizes = BatchSizes(
+            est.batch_size,
+            data.n_samples,
+            first_epoch=self.progress.n_iter,
+            n_epochs=1 if incremental else est.max_iter,
+            held_out=data.validation is not None,
+        )
+        sigma = noise_multiplier(params, data.n_samples) if private else 0.0
+        self.data = data
         est._optimizer.check_schedule(self.progress.t + data.n_samples)
+        epochs = self._epochs(
+            data, sizes, generator=generator, sigma=sigma, private=private
+        )
         averager = est._train_epochs(
-            net,
-            data,
-            self.batcher,
-            step=est._step(data.n_samples, sigma),
-            noise=generator if private else None,
-            incremental=incremental,
-            report=report,
+            net, data, epochs, private=private, incremental=incremental, report=report
         )
         if data.validation is not None and self.progress._best_parameters is not None:
             net.parameters[...] = self.progress._best_parameters
         est._publish_average(net, averager)
-        steps = sum(self.progress.n_steps_per_epoch[epochs_before:])
-        est._record_privacy(
-            sigma, est.batch_size_ / data.n_samples, steps, trained_before=epochs_before
-        )
+        # The size of the last epoch run (of the first planned, if none ran).
+        trained = self.progress.batch_size_curve[epochs_before:]
+        est.batch_size_ = trained[-1] if trained else sizes[0]
+        self._record_privacy(sigma, data.n_samples, epochs_before, sizes[0])
         self.publish()
+
+    def _epochs(self, data, sizes, *, generator, sigma, private):
+        """The :class:`~skbatchnet._scheduling.Epochs` of a stochastic call
+        of :class:`~skbatchnet._scheduling.BatchSizes` ``sizes``: each batch
+        size's batcher, step and runner, and the rate rule's factor relative
+        to ``sizes.first``, the size of epoch 0."""
+        est, net = self.estimator, self.network
+        noise = generator if private else None
+
+        def make(size):
+            est.batch_size_ = size  # the size in force, while training too
+            self.batcher = est._batcher(size, generator)
+            step = est._step(size, sigma)
+            runner = epoch_runner(
+                net, data, self.batcher, est._optimizer, step, noise=noise
+            )
+            return self.batcher, step, runner
+
+        def rate_factor(size):
+            return learning_rate_factor(
+                est.learning_rate_scaling,
+                size,
+                sizes.first,
+                solver=est.solver,
+                gradient_reduction=est.gradient_reduction,
+            )
+
+        orders = None
+        if est.batch_sampling != "poisson":
+            # One chain of orders whatever the size.
+            orders = est._batcher(sizes.order_size, generator)
+            orders = orders.iter_orders(data.n_samples)
+        return Epochs(sizes, make, rate_factor, orders=orders, n_samples=data.n_samples)
+
+    def _record_privacy(self, sigma, n_samples, epochs_before, planned):
+        """Account for this call's steps, one run per sampling rate ``q = b / n``."""
+        progress = self.progress
+        runs = zip(
+            progress.batch_size_curve[epochs_before:],
+            progress.n_steps_per_epoch[epochs_before:],
+        )
+        runs = list(runs) or [(planned, 0)]  # no epoch: the ledger still starts
+        for size, steps in runs:
+            self.estimator._record_privacy(
+                sigma, size / n_samples, steps, trained_before=epochs_before
+            )
 
     def _split(self, objective):
         """The training data, with the held-out set of ``early_stopping``."""

@@ -63,7 +63,7 @@ def train_lbfgs(network, data, driver, progress, *, alpha, verbose, report):
     def callback(xk):
         loss = last["evaluated"]
         last.update(x=xk.copy(), loss=loss, iterations=last["iterations"] + 1)
-        progress.record(loss, 1, last["evaluations"] * n)
+        progress.record(loss, 1, last["evaluations"] * n, batch_size=n)
         last["evaluations"] = 0
         if verbose:
             print(f"Iteration {len(progress.loss_curve)}, loss = {loss:.8f}")

@@ -102,7 +102,12 @@ _SHARED_ATTRIBUTES = """\
         Name of the output activation.
 
     batch_size_ : int
-        The resolved number of rows per batch (stochastic solvers).
+        The resolved number of rows per batch (stochastic solvers); under a
+        batch-size schedule, that of the last epoch trained.
+
+    batch_size_curve_ : list of int
+        The batch size of each epoch of ``loss_curve_`` (the training rows,
+        for an L-BFGS iteration, which evaluates the whole set).
 """
 
 _OBJECTIVE = """\

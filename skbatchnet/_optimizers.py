@@ -55,6 +55,10 @@ class _Optimizer:
     # The estimator parameters the constructor takes after the parameter list,
     # in its order.
     estimator_params = ()
+    # The factor a batch-size schedule's rate rule puts on the learning rate
+    # for the epoch under way (skbatchnet.schedules.learning_rate_factor);
+    # the rate's own schedule ('invscaling', 'adaptive') runs beneath it.
+    rate_factor = 1.0
 
     @classmethod
     def from_params(cls, params, parameters):
@@ -145,11 +149,11 @@ class SGD(_Optimizer):
 
     @property
     def gradient_scale(self):
-        return self.learning_rate
+        return self.learning_rate * self.rate_factor
 
     def loop_state(self):
         return dict(
-            learning_rate=self.learning_rate,
+            learning_rate=self.learning_rate * self.rate_factor,
             velocity=self.velocities[0],
             momentum=self.momentum,
             nesterov=self.nesterov,
@@ -247,7 +251,7 @@ class Adam(_Optimizer):
 
     def loop_state(self):
         return dict(
-            learning_rate=self.learning_rate_init,
+            learning_rate=self.learning_rate_init * self.rate_factor,
             adam_m=self.ms[0],
             adam_u=self.us[0],
             t=self.t,
@@ -268,7 +272,8 @@ class Adam(_Optimizer):
             return
         self.t += steps
         b1, b2, t = self.beta_1, self.beta_2, self.t
-        rate = self.learning_rate_init * math.sqrt(1 - b2**t) / (1 - b1**t)
+        base = self.learning_rate_init * self.rate_factor
+        rate = base * math.sqrt(1 - b2**t) / (1 - b1**t)
         self.learning_rate = rate
 
     def step(self, params, scaled_grads):

@@ -15,7 +15,9 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from ._activations import ACTIVATIONS
 from ._optimizers import SOLVERS
 from ._private import check_private_settings
+from ._scheduling import check_schedule_type
 from .reduction import REDUCTIONS
+from .schedules import BatchSizeSchedule
 
 __all__ = [
     "SHARED_PARAMETERS_DOC",
@@ -39,7 +41,9 @@ class Parameters:
         "batch_size": [
             StrOptions({"auto", "full"}),
             Interval(Integral, 1, None, closed="left"),
+            BatchSizeSchedule,
         ],
+        "learning_rate_scaling": [StrOptions({"auto", "linear", "sqrt"}), None],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "power_t": [Interval(Real, 0, None, closed="left")],
@@ -80,6 +84,7 @@ class Parameters:
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
+        learning_rate_scaling="auto",
         learning_rate="constant",
         learning_rate_init=0.001,
         power_t=0.5,
@@ -111,6 +116,12 @@ class Parameters:
         for name, value in locals().items():
             if name not in ("self", "__class__"):
                 setattr(self, name, value)
+
+    def _validate_params(self):
+        # Before scikit-learn's checks, whose message for a lambda would list
+        # the valid types but not why a plain callable is refused.
+        check_schedule_type(self.batch_size)
+        super()._validate_params()
 
 
 def extend_signature(init):
@@ -173,11 +184,35 @@ SHARED_PARAMETERS_DOC = """\
         scikit-learn's MLP, whose penalty is divided by the batch size,
         ``alpha`` means the same at every ``batch_size``.
 
-    batch_size : int, 'auto' or 'full', default='auto'
+    batch_size : int, 'auto', 'full' or BatchSizeSchedule, default='auto'
         Rows per step: 1 is stochastic gradient descent, an int is a
         minibatch, ``'auto'`` is ``min(200, n_samples)``, ``'full'`` is
         gradient descent on the whole set. A batch larger than the data set is
-        the whole set.
+        the whole set. A schedule from :mod:`skbatchnet.schedules` (such as
+        ``StepBatchSize({0: 8, 10: 32})``) gives each epoch its own batch
+        size, from the epoch number ``n_iter_`` at its start: ``fit`` counts
+        from 0, ``partial_fit`` adds one per call. A size the schedule gives
+        that is not a positive int or ``'full'``, or exceeds the training
+        rows, raises before training (for a call's first 10^5 epochs; a
+        later one's as it starts, rolling the fit back); plain callables
+        are refused (they do not pickle). Ignored by ``'lbfgs'``; refused
+        with ``target_epsilon``, whose calibration assumes one sampling
+        rate (with ``noise_multiplier`` each epoch's rate is accounted for).
+
+    learning_rate_scaling : {'auto', 'linear', 'sqrt'} or None, default='auto'
+        How the learning rate follows a batch-size schedule (no effect at a
+        fixed ``batch_size``): each epoch's rate is multiplied by ``r ** (p -
+        c)``, ``r`` being its batch size over the schedule's at epoch 0,
+        ``p`` 1 for ``'linear'`` and 1/2 for ``'sqrt'``, and ``c`` 1 for
+        ``'sgd'`` under ``gradient_reduction='sum'`` (whose step already
+        grows with the batch) and 0 otherwise (Adam divides the gradient's
+        scale out under any reduction). None keeps the rate as given.
+        ``'auto'`` is None for ``'sgd'`` (under ``'sum'`` the step then
+        grows linearly with the batch, under ``'mean'`` the growing batch
+        anneals the noise at a fixed rate) and ``'sqrt'`` for ``'adam'``.
+        Exact for plain SGD in the small-step limit; approximate with
+        momentum and for Adam. See
+        :func:`skbatchnet.schedules.learning_rate_factor`.
 
     learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
         Learning rate schedule of ``solver='sgd'``: constant; divided by

@@ -32,6 +32,7 @@ from .privacy import (
     calibrate_noise_multiplier,
     require_dp_accounting,
 )
+from .schedules import BatchSizeSchedule
 
 __all__ = [
     "batch_generator",
@@ -78,6 +79,14 @@ def check_private_settings(params):
                 "target_epsilon without target_delta",
                 "epsilon is defined at a delta.",
                 "Set target_delta, well below 1 / n_samples (e.g. 1e-5).",
+            )
+        if isinstance(params["batch_size"], BatchSizeSchedule):
+            _refuse(
+                f"target_epsilon with batch_size={params['batch_size']!r}",
+                "the calibration assumes one sampling rate q for the whole run, "
+                "and a schedule changes it every time the batch size changes.",
+                "Set noise_multiplier instead: each epoch's q is accounted for "
+                "in privacy_ledger_, and epsilon_ reports what the run spent.",
             )
         if params["warm_start"]:
             _refuse(

@@ -32,11 +32,15 @@ class Progress:
     n_steps_per_epoch: list = field(default_factory=list)
     n_samples_per_epoch: list = field(default_factory=list)
     clip_fraction_curve: list | None = None
+    batch_size_curve: list = field(default_factory=list)
     _no_improvement_count: int = 0
     _best_parameters: np.ndarray | None = None
 
-    def record(self, loss, steps, samples, clip_fraction=None):
+    def record(self, loss, steps, samples, clip_fraction=None, batch_size=None):
         """Append an epoch (or L-BFGS iteration) to the curves.
+
+        ``batch_size`` is the epoch's batch size (an L-BFGS iteration's is
+        the whole training set).
 
         ``clip_fraction`` is the fraction of the epoch's rows whose gradient
         was clipped (None: trained without clipping). The clipping curve
@@ -52,6 +56,7 @@ class Progress:
         self.loss_curve.append(loss)
         self.n_steps_per_epoch.append(steps)
         self.n_samples_per_epoch.append(samples)
+        self.batch_size_curve.append(batch_size)
 
     def reset_stopping(self, early_stopping):
         """Start the bookkeeping of the stopping rule afresh."""

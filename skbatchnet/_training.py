@@ -331,10 +331,11 @@ def _penalty(network, data, step, optimizer, batcher):
     if step.reduction == "sum":
         mass = total * resolve_batch_size(batcher.batch_size, n) / n
     limit = 2 * (1 + mu) / (1 + 2 * mu) if optimizer.nesterov else 2 * (1 + mu)
-    return penalty._replace(rate=optimizer.learning_rate, mass=mass, limit=limit)
+    rate = optimizer.gradient_scale  # the rate rule's factor included
+    return penalty._replace(rate=rate, mass=mass, limit=limit)
 
 
-def _stop_at_best(progress, data, where, advice, *, loss, steps, seen):
+def _stop_at_best(progress, data, where, advice, *, loss, steps, seen, batch_size):
     """Stop a diverged run at its best validated weights, if it has them.
 
     With a held-out set and a best model already seen, the epoch is recorded
@@ -345,7 +346,7 @@ def _stop_at_best(progress, data, where, advice, *, loss, steps, seen):
         return False
     progress.n_iter += 1
     progress.t += seen
-    progress.record(loss, steps, seen)
+    progress.record(loss, steps, seen, batch_size=batch_size)
     progress.validation_scores.append(np.nan)
     progress.validation_loss_curve.append(np.nan)
     warn(
@@ -356,16 +357,17 @@ def _stop_at_best(progress, data, where, advice, *, loss, steps, seen):
     return True
 
 
-def _diverged(progress, error, data, *, step, optimizer, stepped, penalty=None):
+def _diverged(
+    progress, error, data, *, step, optimizer, stepped, batch_size, penalty=None
+):
     """Handle a non-finite epoch: raise, or stop at the best validated weights."""
     where = (
         f"the {error.what} became non-finite in epoch {progress.n_iter + 1}, "
         f"batch {error.batch}"
     )
     advice = "lower learning_rate_init or scale the inputs to train further."
-    kept = _stop_at_best(
-        progress, data, where, advice, loss=np.nan, steps=error.steps, seen=error.seen
-    )
+    epoch = dict(loss=np.nan, steps=error.steps, seen=error.seen, batch_size=batch_size)
+    kept = _stop_at_best(progress, data, where, advice, **epoch)
     if not kept:
         raise divergence_error(
             where,
@@ -376,7 +378,9 @@ def _diverged(progress, error, data, *, step, optimizer, stepped, penalty=None):
         ) from None
 
 
-def _grew(progress, data, sums, loss, *, growth, step, optimizer, stops, penalty):
+def _grew(
+    progress, data, sums, loss, *, growth, step, optimizer, stops, penalty, batch_size
+):
     """Apply the divergence-by-growth rule to an epoch whose ``loss`` broke it.
 
     With ``stops``, returns True when training stops at the best validated
@@ -390,7 +394,7 @@ def _grew(progress, data, sums, loss, *, growth, step, optimizer, stops, penalty
         warn(growth.warning(*args, **kw), RuntimeWarning)
         return False
     where, remedy = growth.diagnosis(*args, **kw)
-    epoch = dict(loss=loss, steps=sums.steps, seen=sums.seen)
+    epoch = dict(loss=loss, steps=sums.steps, seen=sums.seen, batch_size=batch_size)
     if not _stop_at_best(progress, data, where, remedy + ".", **epoch):
         raise growth.error(*args, **kw)
     return True
@@ -407,13 +411,10 @@ def interrupted(progress):
 def train_epochs(
     network,
     data,
-    batcher,
+    epochs,
     optimizer,
     progress,
     *,
-    runner,
-    n_epochs,
-    step,
     stopping,
     averager,
     rng,
@@ -423,9 +424,10 @@ def train_epochs(
 ):
     """The epoch loop: steps, bookkeeping, stopping rules.
 
-    Runs at most ``n_epochs`` epochs of the row orders ``batcher`` (a
-    :class:`~skbatchnet.batching.Minibatcher`) draws, each by ``runner``
-    (:func:`epoch_runner`). ``report(loss)`` is called after each epoch and
+    Runs at most ``epochs.n_epochs`` epochs, each as ``epochs`` (an
+    :class:`~skbatchnet._scheduling.Epochs`) gives it: the batch size, the
+    rows' order its batcher draws, the runner (:func:`epoch_runner`) and
+    the learning rate's factor. ``report(loss)`` is called after each epoch and
     returns True to stop. With ``max_iter``, reaching
     ``progress.n_iter == max_iter`` warns that training has not converged. A
     KeyboardInterrupt, in an epoch or in ``report``, ends training at the
@@ -442,16 +444,18 @@ def train_epochs(
         Those in force at the end (an interruption or a divergence restores
         the ones of the last completed epoch).
     """
-    orders = batcher.iter_orders(data.n_samples)
     # The growth rule stops training only if the first epoch it compares with
     # ran in this call, on this call's data; one run by an earlier call
     # (partial_fit, warm_start=True) may have seen other data, so then it warns.
     growth = stopping.growth
     stops = growth.stops and not progress.loss_curve
-    for epoch in range(n_epochs):
+    for index in range(epochs.n_epochs):
         checkpoint = Checkpoint(network.parameters, optimizer, averager, rng)
+        epoch = epochs.epoch(index)  # after the checkpoint: it draws the order
+        step, batcher = epoch.step, epoch.batcher
+        optimizer.rate_factor = epoch.rate_factor
         try:
-            sums = runner.run(next(orders), optimizer, averager)
+            sums = epoch.runner.run(epoch.order, optimizer, averager)
         except KeyboardInterrupt:
             # Back to the end of the last completed epoch, so the weights
             # agree with n_iter_ and loss_curve_.
@@ -459,9 +463,10 @@ def train_epochs(
             interrupted(progress)
             break
         except Diverged as error:
-            stepped = epoch > 0 or progress.t > 0
+            stepped = index > 0 or progress.t > 0
             penalty = _penalty(network, data, step, optimizer, batcher)
             kw = dict(step=step, optimizer=optimizer, stepped=stepped)
+            kw.update(batch_size=epoch.batch_size)
             _diverged(progress, error, data, penalty=penalty, **kw)
             # The optimizer and average of the last finite epoch go on.
             optimizer, averager = checkpoint.restore(network.parameters)
@@ -470,6 +475,7 @@ def train_epochs(
         if growth.broken(progress.loss_curve, loss):
             penalty = _penalty(network, data, step, optimizer, batcher)
             kw = dict(growth=growth, step=step, optimizer=optimizer, stops=stops)
+            kw.update(batch_size=epoch.batch_size)
             if _grew(progress, data, sums, loss, penalty=penalty, **kw):
                 optimizer, averager = checkpoint.restore(network.parameters)
                 break
@@ -478,7 +484,7 @@ def train_epochs(
         clip_fraction = None
         if step.max_gradient_norm is not None:
             clip_fraction = sums.clipped / sums.seen if sums.seen else 0.0
-        progress.record(loss, sums.steps, sums.seen, clip_fraction)
+        progress.record(loss, sums.steps, sums.seen, clip_fraction, epoch.batch_size)
         if stopping.verbose:
             print(f"Iteration {progress.n_iter}, loss = {loss:.8f}")
         update_stopping(

@@ -29,6 +29,7 @@ from ._dask_average import train_local_sgd
 from ._dask_data import distribute
 from ._private import is_private, warn_if_classes_inferred
 from ._validation import check_hidden_layer_sizes
+from .schedules import BatchSizeSchedule
 
 __all__ = ["DataParallel"]
 
@@ -99,8 +100,9 @@ class DataParallel(MetaEstimatorMixin, BaseEstimator):
     ``early_stopping=True``, ``warm_start=True``, ``class_weight``,
     ``verbose``, ``partial_fit``, multilabel targets, and sparse blocks. With
     ``strategy='average'`` also ``solver='lbfgs'``, the ``'invscaling'`` and
-    ``'adaptive'`` learning rates, ``average``, and Poisson batches and DP
-    noise (local steps on a block are not DP-SGD's steps).
+    ``'adaptive'`` learning rates, ``average``, batch-size schedules, and
+    Poisson batches and DP noise (local steps on a block are not DP-SGD's
+    steps).
 
     Examples
     --------
@@ -319,6 +321,13 @@ def _check_average_settings(estimator, local_steps):
             "strategy='average' supports learning_rate='constant' only, got "
             f"learning_rate={estimator.learning_rate!r}: the schedule would have to "
             "follow the averaged model. Use strategy='gradient'."
+        )
+    if isinstance(estimator.batch_size, BatchSizeSchedule):
+        raise ValueError(
+            f"strategy='average' takes a fixed batch_size, not "
+            f"batch_size={estimator.batch_size!r}: each block's copy takes its "
+            "own local steps. Use strategy='gradient', which follows the "
+            "schedule as the in-memory fit does."
         )
     if estimator.average is not False:
         raise ValueError(

@@ -26,6 +26,7 @@ NON_DEFAULT = {
     "batch_size": "full",
     "learning_rate": "adaptive",
     "learning_rate_init": 0.005,
+    "learning_rate_scaling": "sqrt",
     "power_t": 0.25,
     "max_iter": 7,
     "shuffle": False,

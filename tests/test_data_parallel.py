@@ -31,7 +31,7 @@ from dask.sizeof import sizeof  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 
-from skbatchnet import BatchMLPClassifier, BatchMLPRegressor  # noqa: E402
+from skbatchnet import BatchMLPClassifier, BatchMLPRegressor, StepBatchSize  # noqa: E402
 from skbatchnet._dask_data import ClusterData  # noqa: E402
 from skbatchnet.dask import DataParallel  # noqa: E402
 
@@ -78,6 +78,8 @@ GRADIENT_CASES = [
     ("adam", 32, "unbiased", True, {"average": True}),
     ("sgd", 16, "sum", True, {"max_gradient_norm": 0.5, "learning_rate_init": 1e-3}),
     ("adam", 7, "unbiased", False, {"max_gradient_norm": 0.1}),
+    ("sgd", StepBatchSize({0: 7, 2: 32}), "sum", True, {"learning_rate_init": 1e-3}),
+    ("adam", StepBatchSize({0: 7, 1: 32, 3: "full"}), "mean", False, {"average": True}),
     ("lbfgs", "auto", "mean", True, {"max_iter": 15}),
     ("lbfgs", "auto", "mean", False, {"max_iter": 15}),
 ]
@@ -398,6 +400,7 @@ def test_warnings_name_the_line_that_called_fit(client, strategy):
         ({"solver": "lbfgs"}, "average", "lbfgs"),
         ({"learning_rate": "invscaling", "solver": "sgd"}, "average", "invscaling"),
         ({"average": True}, "average", "average=True"),
+        ({"batch_size": StepBatchSize({0: 8})}, "average", "fixed batch_size"),
         ({}, "bogus", "strategy"),
     ],
 )

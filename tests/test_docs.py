@@ -15,6 +15,7 @@ MODULES = [
     "skbatchnet.diagnostics",
     "skbatchnet.per_example",
     "skbatchnet.reduction",
+    "skbatchnet.schedules",
 ]
 
 

@@ -747,6 +747,7 @@ def test_only_the_public_progress_fields_are_published():
         "n_steps_per_epoch_",
         "n_samples_per_epoch_",
         "clip_fraction_curve_",
+        "batch_size_curve_",
     }
     assert progress._no_improvement_count == 0
     assert progress._best_parameters is None
