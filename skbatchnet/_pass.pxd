@@ -62,13 +62,18 @@ cdef inline double chunk_pass(
     cdef Py_ssize_t L = cfg.shape.n_layers, d = cfg.shape.n_features
     cdef floating* gbiases = grad + cfg.shape.n_coefs
     cdef bint by_entries = sparse != NULL and n > 1
-    cdef Py_ssize_t limit = 0, blocks = 1, it, b, l, p, rows_b, gitems, m
+    cdef Py_ssize_t limit = 0, blocks = 1, it, b, l, p, rows_b, gitems, m, widest
     cdef floating* inputs
     cdef double loss_sum = 0
     if n < cfg.split_rows:
         limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
         if cfg.block_rows > 0:
-            blocks = T.parts(n, cfg.block_rows)
+            # Blocks short enough that one column of any product's output
+            # fits in a call (a CSR input's product is the loop's own).
+            widest = 1
+            for l in range(1 if by_entries else 0, L + 1):
+                widest = max(widest, units[l])
+            blocks = T.parts(n, min(cfg.block_rows, max(1, limit // widest)))
     rows_b = (n + blocks - 1) // blocks  # the tallest block
 
     # One sparse row is written out dense, as the update reads its every
@@ -87,7 +92,10 @@ cdef inline double chunk_pass(
     gitems = 0
     if weights:
         for l in range(L):
-            gitems += _gradient_tiles(cfg, l, n, limit, by_entries)
+            gitems += T.tile_count(
+                units[l + 1] if l == 0 and by_entries else units[l],
+                _gradient_tile_width(cfg, l, n, limit, by_entries),
+            )
 
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         # Each row block's whole forward and backward pass: no thread waits
@@ -132,7 +140,7 @@ cdef inline double _block_pass(
     cdef const Py_ssize_t* units = cfg.shape.units
     cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
     cdef Py_ssize_t L = cfg.shape.n_layers, d = cfg.shape.n_features
-    cdef Py_ssize_t l, t, r, count, c0, c1, fan_in, fan_out, m = r1 - r0
+    cdef Py_ssize_t l, t, r, w, c0, c1, fan_in, fan_out, m = r1 - r0
     cdef floating* biases = params + cfg.shape.n_coefs
     cdef floating* W
     cdef floating* A
@@ -154,9 +162,9 @@ cdef inline double _block_pass(
         if l == 0 and by_entries:
             P.sparse_forward_product(m, fan_out, sparse, rows + r0, X, params, Z)
         else:
-            count = 1 if own else T.tiles(fan_out, rows_b * fan_in, limit, 0, 0)
-            for t in range(count):
-                c0, c1 = T.cut(t, fan_out, count), T.cut(t + 1, fan_out, count)
+            w = fan_out if own else T.tile_width(fan_out, rows_b * fan_in, limit, 0, 0)
+            for t in range(T.tile_count(fan_out, w)):
+                c0, c1 = T.tile_start(t, fan_out, w), T.tile_start(t + 1, fan_out, w)
                 T.forward_tile(m, fan_in, fan_out, c0, c1, A + r0 * fan_in, W, Z, own)
         K.bias_activation(
             cfg.activation if l < L - 1 else K.IDENTITY, m, fan_out, Z,
@@ -175,9 +183,9 @@ cdef inline double _block_pass(
         fan_in, fan_out = units[l], units[l + 1]
         D = deltas + n * unit_offsets[l - 1] + r0 * fan_in
         own = n * fan_in * fan_out <= cfg.tiny_product
-        count = 1 if own else T.tiles(fan_in, rows_b * fan_out, limit, 0, 0)
-        for t in range(count):
-            c0, c1 = T.cut(t, fan_in, count), T.cut(t + 1, fan_in, count)
+        w = fan_in if own else T.tile_width(fan_in, rows_b * fan_out, limit, 0, 0)
+        for t in range(T.tile_count(fan_in, w)):
+            c0, c1 = T.tile_start(t, fan_in, w), T.tile_start(t + 1, fan_in, w)
             T.backward_tile(
                 m, fan_in, fan_out, c0, c1,
                 deltas + n * unit_offsets[l] + r0 * fan_out,
@@ -213,10 +221,10 @@ cdef inline double _output_rows(
     return loss
 
 
-cdef inline Py_ssize_t _gradient_tiles(
+cdef inline Py_ssize_t _gradient_tile_width(
     const Config* cfg, Py_ssize_t l, Py_ssize_t n, Py_ssize_t limit, bint by_entries
 ) noexcept nogil:
-    """Tiles of layer l's weight gradient: ranges of its rows, each summing
+    """Tile width of layer l's weight gradient: ranges of its rows, each summing
     slices of ``cfg.block_rows`` rows or more (ranges of its columns for a
     CSR input, whose products are the loop's own); two at least for a
     gradient of ``cfg.split_work`` multiply-adds or more."""
@@ -225,10 +233,11 @@ cdef inline Py_ssize_t _gradient_tiles(
     # Without a limit (products left whole to BLAS), one tile.
     cdef Py_ssize_t split = cfg.split_work if limit > 0 else 0
     if l == 0 and by_entries:
-        return T.tiles(fan_out, 0, 0, split, work)
+        return T.tile_width(fan_out, 0, 0, split, work)
     if work <= cfg.tiny_product:
-        return 1
-    return T.tiles(fan_in, min(n, max(1, cfg.block_rows)) * fan_out, limit, split, work)
+        return fan_in
+    return T.tile_width(
+        fan_in, min(n, max(1, cfg.block_rows)) * fan_out, limit, split, work)
 
 
 cdef inline void _gradient_item(
@@ -241,14 +250,15 @@ cdef inline void _gradient_item(
     rows of the chunk in slices as tall as ``limit`` allows, added in order."""
     cdef const Py_ssize_t* units = cfg.shape.units
     cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
-    cdef Py_ssize_t l, count, s, r0, r1, c0, c1, fan_in, fan_out
+    cdef Py_ssize_t l, w, count, s, r0, r1, c0, c1, fan_in, fan_out
     cdef floating* A
     cdef floating* D
     cdef floating* G
     cdef bint own
     for l in range(cfg.shape.n_layers):
         fan_in, fan_out = units[l], units[l + 1]
-        count = _gradient_tiles(cfg, l, n, limit, by_entries)
+        w = _gradient_tile_width(cfg, l, n, limit, by_entries)
+        count = T.tile_count(fan_out if l == 0 and by_entries else fan_in, w)
         if it >= count:
             it -= count
             continue
@@ -256,13 +266,14 @@ cdef inline void _gradient_item(
         G = grad + cfg.shape.coef_offsets[l]
         if l == 0 and by_entries:
             T.sparse_gradient_tile(
-                n, fan_out, T.cut(it, fan_out, count), T.cut(it + 1, fan_out, count),
-                fan_in, sparse, rows, X, D, G, not first,
+                n, fan_out, T.tile_start(it, fan_out, w),
+                T.tile_start(it + 1, fan_out, w), fan_in, sparse, rows, X, D, G,
+                not first,
             )
             return
         A = inputs if l == 0 else acts + n * unit_offsets[l - 1]
         own = n * fan_in * fan_out <= cfg.tiny_product
-        c0, c1 = T.cut(it, fan_in, count), T.cut(it + 1, fan_in, count)
+        c0, c1 = T.tile_start(it, fan_in, w), T.tile_start(it + 1, fan_in, w)
         count = 1 if own else T.slices(n, (c1 - c0) * fan_out, limit)
         for s in range(count):
             r0, r1 = T.cut(s, n, count), T.cut(s + 1, n, count)

@@ -33,21 +33,33 @@ cdef inline Py_ssize_t cut(Py_ssize_t i, Py_ssize_t total, Py_ssize_t count) noe
     return i * total // count
 
 
-cdef inline Py_ssize_t tiles(
+cdef inline Py_ssize_t tile_width(
     Py_ssize_t width, Py_ssize_t per_column, Py_ssize_t limit, Py_ssize_t split_work,
     Py_ssize_t whole_work
 ) noexcept nogil:
-    """Column tiles of a product of ``width`` output columns, each column
-    costing ``per_column`` multiply-adds per call: enough that no call
-    exceeds ``limit`` (0: no limit), and at least two when the whole
-    product (``whole_work``) reaches ``split_work`` (0: never), so that a
-    small batch still gives a second thread work."""
-    cdef Py_ssize_t count = 1
-    if limit > 0:
-        count = parts(width, max(1, limit // max(1, per_column)))
-    if count == 1 and 0 < split_work <= whole_work and width >= 16:
-        count = 2
-    return count
+    """Columns per tile of a product of ``width`` output columns, each
+    column costing ``per_column`` multiply-adds per call: as many as fit in
+    ``limit`` (0: no limit), and half of them when the whole product
+    (``whole_work``) reaches ``split_work`` (0: never) and would otherwise
+    be one tile, so that a small batch still gives a second thread work.
+    Tiles are this wide but the last (``_products.block``'s rule, so a
+    one-row batch is cut as before the threads)."""
+    cdef Py_ssize_t w = width
+    if limit > 0 and per_column * width > limit:
+        w = max(1, limit // max(1, per_column))
+    if w == width and 0 < split_work <= whole_work and width >= 16:
+        w = (width + 1) // 2
+    return w
+
+
+cdef inline Py_ssize_t tile_count(Py_ssize_t width, Py_ssize_t w) noexcept nogil:
+    return (width + w - 1) // w
+
+
+cdef inline Py_ssize_t tile_start(
+    Py_ssize_t t, Py_ssize_t width, Py_ssize_t w
+) noexcept nogil:
+    return min(t * w, width)
 
 
 cdef inline Py_ssize_t slices(
