@@ -34,6 +34,7 @@ from ._parameters import Parameters
 from ._private import is_private, record_steps, warn_if_classes_inferred
 from ._progress import Progress
 from ._rollback import one_fit_at_a_time, restore, snapshot
+from ._scheduling import is_adaptive
 from ._targets import LEARNING_MODES, TargetEncoding, check_encoding_mode
 from ._training import (
     Step,
@@ -412,6 +413,9 @@ class BaseBatchMLP(CallbackSupportMixin, Parameters, BaseEstimator, metaclass=AB
             max_gradient_norm=self.max_gradient_norm,
             noise_multiplier=noise_multiplier,
             expected_rows=expected_rows,
+            # Stochastic steps only: L-BFGS's step (no batch_size) never.
+            track_noise=(self.track_noise_scale or is_adaptive(self.batch_size))
+            and batch_size is not None,
         )
 
     def _stopping(self):

@@ -37,6 +37,51 @@ cdef inline double _sparse_row_squares(
     return total
 
 
+cdef inline double row_squares(
+    const Shape* shape, Py_ssize_t n, Py_ssize_t i, const floating* inputs,
+    const Sparse* sparse, const Py_ssize_t* rows, const floating* values,
+    floating* scratch, const floating* acts, const floating* deltas
+) noexcept nogil:
+    """||g_i||^2 of row i of a chunk of ``n`` rows, from its buffers.
+
+    The input rows are ``inputs`` (dense, ``n_features`` apart), or with
+    ``inputs`` NULL the CSR rows ``rows`` of ``sparse`` and ``values``, whose
+    norms use ``scratch`` (``n_features`` zeros, left zeros).
+    """
+    cdef Py_ssize_t l, fan_in, fan_out, d = shape.n_features
+    cdef const Py_ssize_t* offsets = shape.unit_offsets
+    cdef double squared = 0, a2
+    for l in range(shape.n_layers):
+        fan_in, fan_out = shape.units[l], shape.units[l + 1]
+        if l > 0:
+            a2 = P.squared_norm_of(acts + n * offsets[l - 1] + i * fan_in, fan_in)
+        elif inputs != NULL:
+            a2 = P.squared_norm_of(inputs + i * d, d)
+        else:
+            a2 = _sparse_row_squares(sparse, values, rows[i], scratch)
+        squared += P.squared_norm_of(deltas + n * offsets[l] + i * fan_out, fan_out) * (
+            a2 + 1)
+    return squared
+
+
+cdef inline double sum_of_row_squares(
+    const Shape* shape, Py_ssize_t n, Py_ssize_t lo, Py_ssize_t hi,
+    const floating* inputs, const Sparse* sparse, const Py_ssize_t* rows,
+    const floating* values, floating* scratch, const floating* acts,
+    const floating* deltas
+) noexcept nogil:
+    """sum_i ||g_i||^2 over rows ``lo <= i < hi`` (as row_squares): the
+    gradient noise scale's second moment (_epoch.pyx)."""
+    cdef Py_ssize_t i
+    cdef double total = 0
+    if inputs == NULL:
+        memset(scratch, 0, shape.n_features * sizeof(floating))
+    for i in range(lo, hi):
+        total += row_squares(
+            shape, n, i, inputs, sparse, rows, values, scratch, acts, deltas)
+    return total
+
+
 cdef inline long clip_rows(
     const Shape* shape, Py_ssize_t n, Py_ssize_t lo, Py_ssize_t hi,
     const floating* inputs, const Sparse* sparse,
@@ -46,34 +91,19 @@ cdef inline long clip_rows(
 ) noexcept nogil:
     """Scale row i (``lo <= i < hi`` of a chunk of ``n`` rows) of every
     layer's error by ``c_i min(1, C / ||g_i||)``; returns how many rows were
-    shrunk.
-
-    The input rows are ``inputs`` (dense, ``n_features`` apart), or with
-    ``inputs`` NULL the CSR rows ``rows`` of ``sparse`` and ``values``, whose
-    norms use ``scratch`` (``n_features`` zeros).
+    shrunk. The rows' inputs as in row_squares.
     """
-    cdef Py_ssize_t L = shape.n_layers, d = shape.n_features, l, i, j, fan_in, fan_out
-    cdef const Py_ssize_t* units = shape.units
+    cdef Py_ssize_t L = shape.n_layers, l, i, j, fan_out
     cdef const Py_ssize_t* offsets = shape.unit_offsets
-    cdef double squared, a2, norm, factor
+    cdef double norm, factor
     cdef floating* row
     cdef floating f
     cdef long clipped = 0
     if inputs == NULL:
-        memset(scratch, 0, d * sizeof(floating))
+        memset(scratch, 0, shape.n_features * sizeof(floating))
     for i in range(lo, hi):
-        squared = 0
-        for l in range(L):
-            fan_in, fan_out = units[l], units[l + 1]
-            if l > 0:
-                a2 = P.squared_norm_of(acts + n * offsets[l - 1] + i * fan_in, fan_in)
-            elif inputs != NULL:
-                a2 = P.squared_norm_of(inputs + i * d, d)
-            else:
-                a2 = _sparse_row_squares(sparse, values, rows[i], scratch)
-            squared += P.squared_norm_of(deltas + n * offsets[l] + i * fan_out, fan_out) * (
-                a2 + 1)
-        norm = sqrt(squared)
+        norm = sqrt(row_squares(
+            shape, n, i, inputs, sparse, rows, values, scratch, acts, deltas))
         factor = c_rows[i] if c_rows != NULL else c_const
         if norm > max_norm:
             factor = factor * (max_norm / norm)
@@ -81,7 +111,7 @@ cdef inline long clip_rows(
         # In the network's type, as the numpy tier scales: a vectorizable pass.
         f = <floating>factor
         for l in range(L):
-            fan_out = units[l + 1]
+            fan_out = shape.units[l + 1]
             row = deltas + n * offsets[l] + i * fan_out
             for j in range(fan_out):
                 row[j] = row[j] * f

@@ -100,6 +100,7 @@ class CompiledEpochs:
             max_norm=step.max_gradient_norm,
             expected_rows=step.expected_rows,
             noise_std=step.noise_std(data.row_weight),
+            track_noise=step.track_noise,
             chunk_rows=network.chunk_rows(),
             **{**self.default_thresholds(), **(thresholds or {})},
         )
@@ -229,4 +230,7 @@ class CompiledEpochs:
             result.seen,
             result.steps,
             result.clipped,
+            result.noise_g2,
+            result.noise_trace,
+            result.noise_steps,
         )

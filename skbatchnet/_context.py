@@ -42,6 +42,8 @@ from ._scheduling import BatchSizes, Epochs
 from ._training import TrainingData, epoch_runner, split_validation
 from .schedules import learning_rate_factor
 
+# Epochs whose noise-scale terms an adaptive batch size smooths over.
+NOISE_WINDOW = 3
 
 @dataclass
 class ObjectiveData:
@@ -265,6 +267,7 @@ class TrainingContext:
             first_epoch=self.progress.n_iter,
             n_epochs=1 if incremental else est.max_iter,
             held_out=data.validation is not None,
+            history=self._history(0 if incremental else epochs_before),
         )
         sigma = noise_multiplier(params, data.n_samples) if private else 0.0
         self.data = data
@@ -283,6 +286,31 @@ class TrainingContext:
         est.batch_size_ = trained[-1] if trained else sizes[0]
         self._record_privacy(sigma, data.n_samples, epochs_before, sizes[0])
         self.publish()
+
+    def _history(self, since):
+        """The last epoch recorded from epoch ``since`` on, as an adaptive
+        batch size reads it: ``(batch_size, noise_scale)``, or None. The
+        noise scale is smoothed over the last ``NOISE_WINDOW`` epochs
+        recorded, numerator and denominator apart: the sums of their
+        ``tr(Sigma)`` and of their ``|G|^2`` estimates, divided."""
+        progress = self.progress
+
+        def last():
+            if progress.noise_scale_curve is None:
+                return None
+            if len(progress.batch_size_curve) <= since:
+                return None
+            window = slice(max(since, len(progress.batch_size_curve) - NOISE_WINDOW), None)
+            g2 = np.asarray(progress.squared_gradient_curve[window], dtype=float)
+            trace = np.asarray(progress.gradient_variance_curve[window], dtype=float)
+            known = np.isfinite(g2) & np.isfinite(trace)
+            scale = np.nan
+            if known.any():
+                g2, trace = g2[known].sum(), trace[known].sum()
+                scale = trace / g2 if g2 > 0 else np.inf
+            return progress.batch_size_curve[-1], scale
+
+        return last
 
     def _epochs(self, data, sizes, *, generator, sigma, private):
         """The :class:`~skbatchnet._scheduling.Epochs` of a stochastic call

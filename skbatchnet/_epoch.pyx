@@ -33,6 +33,7 @@ from libc.string cimport memset
 cimport skbatchnet._choice as CH
 cimport skbatchnet._kernels as K
 cimport skbatchnet._noise as N
+cimport skbatchnet._noise_scale as G
 cimport skbatchnet._pass as S
 cimport skbatchnet._products as P
 cimport skbatchnet._updates as U
@@ -103,7 +104,10 @@ def cpu_has_avx2():
 
 EpochResult = namedtuple(
     "EpochResult",
-    ["status", "batch", "loss_sum", "weight_sum", "seen", "steps", "clipped"],
+    [
+        "status", "batch", "loss_sum", "weight_sum", "seen", "steps", "clipped",
+        "noise_g2", "noise_trace", "noise_steps",
+    ],
 )
 EpochResult.__doc__ = """What one compiled epoch did (the runner in _compiled.py
 raises for its non-finite and interrupted statuses, and hands on the rest).
@@ -123,6 +127,10 @@ steps : int
     Optimizer steps taken.
 clipped : int
     Rows of those steps whose gradient was clipped.
+noise_g2, noise_trace, noise_steps : float, float, int
+    With the plan's ``track_noise``: the sums of the estimates of |G|^2 and
+    tr(Sigma) over the steps of two rows or more, and their count
+    (_noise_scale.pxd); zeros otherwise.
 """
 
 
@@ -145,8 +153,9 @@ cdef int _epoch(
     cdef double weight, scale = 0, c_total = 0, c_const = 0
     cdef double decay, loss_sum, loss, norm, inverse
     # Per row block of a chunk (loss, clipped rows), per piece of the update.
-    cdef double* clip_parts = parts + cfg.chunk_rows
-    cdef double* norm_parts = clip_parts + cfg.chunk_rows
+    cdef double* row_parts = parts + cfg.chunk_rows
+    cdef double* norm_parts = row_parts + cfg.chunk_rows
+    cdef double squares
     cdef bint one_row, average_now
     cdef int threads, mode
     cdef double step_work, began = 0
@@ -216,7 +225,7 @@ cdef int _epoch(
         # Chunks of at most chunk_rows rows, of lengths differing by at most
         # one (_workspace.chunks); their gradients add up.
         n_chunks = (n + cfg.chunk_rows - 1) // cfg.chunk_rows
-        loss_sum = 0
+        loss_sum = squares = 0
         if n == 0:  # a step of the penalty (and noise) alone
             memset(grad, 0, cfg.shape.n_params * sizeof(floating))
         one_row = n == 1 and rng == NULL
@@ -234,8 +243,8 @@ cdef int _epoch(
             loss_sum += S.chunk_pass(
                 cfg, params, X, sparse, Y, sw, order + start + lo, hi - lo,
                 c_ptr + lo if c_ptr != NULL else NULL, <floating>c_const,
-                Xb, acts, deltas, grad, chunk == 0, not one_row, parts, clip_parts,
-                scratch, threads, &out.clipped,
+                Xb, acts, deltas, grad, chunk == 0, not one_row, parts, row_parts,
+                scratch, threads, &out.clipped, &squares,
             )
             if worked(&watch, S.chunk_work(cfg, hi - lo, not one_row)):
                 return -1  # the handler's exception, set: Cython raises it
@@ -247,6 +256,8 @@ cdef int _epoch(
             out.status = K.NONFINITE_LOSS
             out.batch = b + 1
             return 0
+        if cfg.track_noise:
+            G.track_step(cfg, out, grad, squares, n, scale)
         if rng != NULL:
             # DP-SGD: noise on every coordinate, in the optimizer's scale.
             N.add_noise(
@@ -405,8 +416,8 @@ def run_epoch(
         rng, lock = noise.rng, noise.bit_generator.lock
         table, block = &noise.table, noise.block
     out.status = K.OK
-    out.batch = out.seen = out.steps = out.clipped = 0
-    out.loss_sum = out.weight_sum = 0
+    out.batch = out.seen = out.steps = out.clipped = out.noise_steps = 0
+    out.loss_sum = out.weight_sum = out.noise_g2 = out.noise_trace = 0
     out.adam_t = state.t
     out.n_averaged = average.n_averaged if average is not None else 0
     out.samples_seen = average.samples_seen if average is not None else 0
@@ -446,5 +457,5 @@ def run_epoch(
         average.n_averaged, average.samples_seen = out.n_averaged, out.samples_seen
     return EpochResult(
         out.status, out.batch, out.loss_sum, out.weight_sum, out.seen, out.steps,
-        out.clipped,
+        out.clipped, out.noise_g2, out.noise_trace, out.noise_steps,
     )

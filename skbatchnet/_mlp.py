@@ -56,6 +56,19 @@ _SHARED_ATTRIBUTES = """\
         as not clipped), from the data without noise; NaN for an epoch
         trained without clipping. None when no epoch clipped.
 
+    noise_scale_curve_ : list of float or None
+        With ``track_noise_scale=True``, each epoch's gradient noise scale
+        ``gradient_variance_curve_[e] / squared_gradient_curve_[e]``: inf
+        where the squared gradient's estimate is not positive, NaN for an
+        epoch without a step of two rows or more, or trained without
+        tracking. None when no epoch tracked it.
+
+    squared_gradient_curve_, gradient_variance_curve_ : list of float or None
+        The noise scale's terms: each epoch's mean, over its steps of two
+        rows or more, of the step's estimate of ``|G|^2`` and of
+        ``tr(Sigma)`` (McCandlish et al.'s estimators from the batch sizes 1
+        and B, :mod:`skbatchnet._noise_scale`).
+
     coefs_ : list of ndarray of shape (fan_in, fan_out)
         Weight matrix of each layer.
 

@@ -29,6 +29,10 @@ class EpochSums(NamedTuple):
     clipped : int
         Rows of those steps whose loss gradient was clipped (0 without
         clipping).
+    noise_g2, noise_trace, noise_steps : float, float, int
+        Under ``Step.track_noise``: the sums, over the steps of two rows or
+        more, of the estimates of ``|G|^2`` and ``tr(Sigma)``
+        (``_noise_scale.pxd``), and how many steps they sum.
     """
 
     loss_sum: float
@@ -36,6 +40,9 @@ class EpochSums(NamedTuple):
     seen: int
     steps: int
     clipped: int = 0
+    noise_g2: float = 0.0
+    noise_trace: float = 0.0
+    noise_steps: int = 0
 
 
 # scikit-learn's message, complete, first in every divergence message, so

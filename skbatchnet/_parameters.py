@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from ._activations import ACTIVATIONS
 from ._optimizers import SOLVERS
 from ._private import check_private_settings
-from ._scheduling import check_schedule_type
+from ._scheduling import check_schedule_type, is_adaptive
 from .reduction import REDUCTIONS
 from .schedules import BatchSizeSchedule
 
@@ -39,7 +39,7 @@ class Parameters:
         "solver": [StrOptions(set(SOLVERS))],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [
-            StrOptions({"auto", "full"}),
+            StrOptions({"auto", "full", "adaptive"}),
             Interval(Integral, 1, None, closed="left"),
             BatchSizeSchedule,
         ],
@@ -74,6 +74,7 @@ class Parameters:
         "target_epsilon": [None, Interval(Real, 0, None, closed="neither")],
         "target_delta": [None, Interval(Real, 0, 1, closed="neither")],
         "unsafe_noise_seed": [None, Interval(Integral, 0, None, closed="left")],
+        "track_noise_scale": ["boolean"],
     }
 
     def __init__(
@@ -112,6 +113,7 @@ class Parameters:
         target_epsilon=None,
         target_delta=None,
         unsafe_noise_seed=None,
+        track_noise_scale=False,
     ):
         for name, value in locals().items():
             if name not in ("self", "__class__"):
@@ -163,7 +165,36 @@ def check_combinations(params):
             "step, and solver='lbfgs' takes none: it minimizes E on the whole "
             "set. Use solver='sgd' or 'adam', or set max_gradient_norm=None."
         )
+    if params["track_noise_scale"] or is_adaptive(params["batch_size"]):
+        _check_tracking(params)
     check_private_settings(params)
+
+
+def _check_tracking(params):
+    """Refuse track_noise_scale=True where its estimates have no meaning."""
+    why = None
+    if params["solver"] == "lbfgs":
+        why = "solver='lbfgs' takes no minibatch steps. Use solver='sgd' or 'adam'"
+    elif params["noise_multiplier"] > 0 or params["target_epsilon"] is not None:
+        why = (
+            "under DP noise the estimates would release what the noise hides "
+            "about each example. Train without noise to measure the noise scale"
+        )
+    elif params["max_gradient_norm"] is not None:
+        why = (
+            "the estimates need the unclipped per-example gradients, which a "
+            "clipped step does not form. Set max_gradient_norm=None"
+        )
+    if why is not None:
+        what = (
+            f"batch_size={params['batch_size']!r}, which tracks the noise scale,"
+            if is_adaptive(params["batch_size"])
+            else "track_noise_scale=True"
+        )
+        raise ValueError(
+            f"{what} cannot be used here: {why}; or set track_noise_scale=False "
+            "and a fixed batch_size."
+        )
 
 
 SHARED_PARAMETERS_DOC = """\
@@ -184,11 +215,16 @@ SHARED_PARAMETERS_DOC = """\
         scikit-learn's MLP, whose penalty is divided by the batch size,
         ``alpha`` means the same at every ``batch_size``.
 
-    batch_size : int, 'auto', 'full' or BatchSizeSchedule, default='auto'
+    batch_size : int, 'auto', 'full', 'adaptive' or BatchSizeSchedule, \
+default='auto'
         Rows per step: 1 is stochastic gradient descent, an int is a
         minibatch, ``'auto'`` is ``min(200, n_samples)``, ``'full'`` is
         gradient descent on the whole set. A batch larger than the data set is
-        the whole set. A schedule from :mod:`skbatchnet.schedules` (such as
+        the whole set. ``'adaptive'`` is
+        :class:`~skbatchnet.schedules.AdaptiveBatchSize` with its defaults:
+        the batch follows the gradient noise scale tracked while training
+        (``track_noise_scale`` is implied; not with ``'lbfgs'``, DP noise or
+        ``max_gradient_norm``). A schedule from :mod:`skbatchnet.schedules` (such as
         ``StepBatchSize({0: 8, 10: 32})``) gives each epoch its own batch
         size, from the epoch number ``n_iter_`` at its start: ``fit`` counts
         from 0, ``partial_fit`` adds one per call. A size the schedule gives
@@ -390,4 +426,14 @@ SHARED_PARAMETERS_DOC = """\
         guarantee (with a ``PrivacyWarning``): for tests and reproducible
         comparisons only. Each call to ``fit`` or ``partial_fit`` starts the
         generator from this seed.
+    track_noise_scale : bool, default=False
+        Estimate the gradient noise scale ``B_simple = tr(Sigma) / |G|^2``
+        (McCandlish et al., 2018) at every step of two rows or more, from the
+        step's per-example gradient norms and its reduced gradient, and
+        record it per epoch in ``noise_scale_curve_``, with its terms in
+        ``squared_gradient_curve_`` and ``gradient_variance_curve_``. It costs
+        a pass over each row's activations and one over the gradient per
+        step (the Performance page measures it). Not with
+        ``solver='lbfgs'``, DP noise or ``max_gradient_norm``. See the user
+        guide, "Choosing the batch size".
 """

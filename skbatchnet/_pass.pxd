@@ -45,7 +45,8 @@ cdef inline double chunk_pass(
     const floating* Y, const floating* sw, const Py_ssize_t* rows, Py_ssize_t n,
     floating* c_rows, floating c_const, floating* Xb, floating* acts,
     floating* deltas, floating* grad, bint first, bint weights, double* loss_parts,
-    double* clip_parts, floating* scratch, int n_threads, long* clipped
+    double* row_parts, floating* scratch, int n_threads, long* clipped,
+    double* squares
 ) noexcept nogil:
     """Forward and backward pass of ``n`` rows; returns sum_i s_i loss_i.
 
@@ -53,21 +54,25 @@ cdef inline double chunk_pass(
     ``first``, and the weight gradients only if ``weights`` (a one-row
     batch leaves them to the update); each example's gradient clipped to
     ``cfg.max_norm`` when positive, the rows clipped added to ``clipped``.
-    Row block b's loss and clipped rows pass through ``loss_parts[b]`` and
-    ``clip_parts[b]``. ``scratch`` holds ``n_features`` zeros per thread
-    (CSR norms under clipping).
+    Under ``cfg.track_noise``, sum_i ||c_i g_i||^2 is added to ``squares``.
+    Row block b's loss and its clipped rows (or that sum) pass through
+    ``loss_parts[b]`` and ``row_parts[b]``. ``scratch`` holds
+    ``n_features`` zeros per thread (CSR norms).
     """
     cdef const Py_ssize_t* units = cfg.shape.units
     cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
     cdef Py_ssize_t L = cfg.shape.n_layers, d = cfg.shape.n_features
-    cdef floating* gbiases = grad + cfg.shape.n_coefs
     cdef bint by_entries = sparse != NULL and n > 1
-    cdef Py_ssize_t limit = 0, blocks = 1, it, b, l, p, rows_b, gitems, m, widest
+    cdef Py_ssize_t limit = 0, blocks = 1, it, b, l, p, rows_b, gitems, widest
     cdef floating* inputs
     cdef double loss_sum = 0
+    # A chunk too small for threads to share (_codes.THREAD_WORK) is one
+    # block, its products cut only as OpenBLAS's size rule asks.
+    cdef bint shared = chunk_work(cfg, n, weights) >= cfg.thread_work
+    cdef Py_ssize_t split = cfg.split_work if shared else 0
     if n < cfg.split_rows:
         limit = cfg.gemv_limit if n == 1 else cfg.gemm_limit
-        if cfg.block_rows > 0:
+        if cfg.block_rows > 0 and shared:
             # Blocks short enough that one column of any product's output
             # fits in a call (a CSR input's product is the loop's own).
             widest = 1
@@ -94,36 +99,45 @@ cdef inline double chunk_pass(
         for l in range(L):
             gitems += T.tile_count(
                 units[l + 1] if l == 0 and by_entries else units[l],
-                _gradient_tile_width(cfg, l, n, limit, by_entries),
+                _gradient_tile_width(cfg, l, n, limit, split, by_entries),
             )
 
-    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-        # Each row block's whole forward and backward pass: no thread waits
-        # for another until the gradients.
-        for b in prange(blocks, schedule="dynamic"):
+    # Each row block's whole forward and backward pass (no thread waits for
+    # another until the gradients), then the parameters' gradients: weight
+    # tiles, each adding its slices of rows in order, and one item per
+    # layer's biases. One thread runs the same items in order, without
+    # starting the OpenMP team.
+    if n_threads > 1 and shared:
+        with parallel(num_threads=n_threads):
+            for b in prange(blocks, schedule="dynamic"):
+                loss_parts[b] = _block_pass(
+                    cfg, params, X, sparse, Y, sw, rows, n, T.cut(b, n, blocks),
+                    T.cut(b + 1, n, blocks), rows_b, limit, c_rows, c_const, inputs,
+                    acts, deltas, &row_parts[b], scratch + threadid() * d, by_entries,
+                )
+            for it in prange(gitems + L, schedule="dynamic"):
+                _gradient_item(
+                    cfg, it, gitems, n, limit, split, inputs, sparse, rows, X, acts,
+                    deltas, grad, first, by_entries,
+                )
+    else:
+        for b in range(blocks):
             loss_parts[b] = _block_pass(
                 cfg, params, X, sparse, Y, sw, rows, n, T.cut(b, n, blocks),
                 T.cut(b + 1, n, blocks), rows_b, limit, c_rows, c_const, inputs,
-                acts, deltas, &clip_parts[b], scratch + threadid() * d, by_entries,
+                acts, deltas, &row_parts[b], scratch, by_entries,
             )
-        # The parameters' gradients: weight tiles, each adding its slices of
-        # rows in order, then one item per layer's biases.
-        for it in prange(gitems + L, schedule="dynamic"):
-            if it >= gitems:
-                m = it - gitems
-                P.column_sums(
-                    n, units[m + 1], deltas + n * unit_offsets[m],
-                    gbiases + unit_offsets[m], not first,
-                )
-            else:
-                _gradient_item(
-                    cfg, it, n, limit, inputs, sparse, rows, X, acts, deltas, grad,
-                    first, by_entries,
-                )
+        for it in range(gitems + L):
+            _gradient_item(
+                cfg, it, gitems, n, limit, split, inputs, sparse, rows, X, acts,
+                deltas, grad, first, by_entries,
+            )
     for b in range(blocks):
         loss_sum += loss_parts[b]
         if cfg.max_norm > 0:
-            clipped[0] += <long>clip_parts[b]
+            clipped[0] += <long>row_parts[b]
+        elif cfg.track_noise:
+            squares[0] += row_parts[b]
     return loss_sum
 
 
@@ -132,11 +146,12 @@ cdef inline double _block_pass(
     const floating* Y, const floating* sw, const Py_ssize_t* rows, Py_ssize_t n,
     Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t rows_b, Py_ssize_t limit,
     const floating* c_rows, floating c_const, floating* inputs, floating* acts,
-    floating* deltas, double* clipped, floating* scratch, bint by_entries
+    floating* deltas, double* row_sum, floating* scratch, bint by_entries
 ) noexcept nogil:
     """Rows r0 to r1 (of the chunk's n): gathered, forward, output error and
     loss, backward, clipped; returns their sum_i s_i loss_i. Each layer's
-    product runs in column tiles, one BLAS call each."""
+    product runs in column tiles, one BLAS call each. ``row_sum`` receives
+    the rows clipped, or under ``cfg.track_noise`` sum_i ||c_i g_i||^2."""
     cdef const Py_ssize_t* units = cfg.shape.units
     cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
     cdef Py_ssize_t L = cfg.shape.n_layers, d = cfg.shape.n_features
@@ -194,9 +209,14 @@ cdef inline double _block_pass(
         K.derivative(
             cfg.activation, m * fan_in, acts + n * unit_offsets[l - 1] + r0 * fan_in, D)
     if cfg.max_norm > 0:
-        clipped[0] = C.clip_rows(
+        row_sum[0] = C.clip_rows(
             &cfg.shape, n, r0, r1, NULL if by_entries else inputs, sparse, rows, X,
             scratch, acts, deltas, c_rows, c_const, cfg.max_norm,
+        )
+    elif cfg.track_noise:  # never with clipping (EpochPlan)
+        row_sum[0] = C.sum_of_row_squares(
+            &cfg.shape, n, r0, r1, NULL if by_entries else inputs, sparse, rows, X,
+            scratch, acts, deltas,
         )
     return loss
 
@@ -222,16 +242,17 @@ cdef inline double _output_rows(
 
 
 cdef inline Py_ssize_t _gradient_tile_width(
-    const Config* cfg, Py_ssize_t l, Py_ssize_t n, Py_ssize_t limit, bint by_entries
+    const Config* cfg, Py_ssize_t l, Py_ssize_t n, Py_ssize_t limit, Py_ssize_t split,
+    bint by_entries
 ) noexcept nogil:
     """Tile width of layer l's weight gradient: ranges of its rows, each summing
     slices of ``cfg.block_rows`` rows or more (ranges of its columns for a
     CSR input, whose products are the loop's own); two at least for a
-    gradient of ``cfg.split_work`` multiply-adds or more."""
+    gradient of ``split`` multiply-adds or more (0: any)."""
     cdef Py_ssize_t fan_in = cfg.shape.units[l], fan_out = cfg.shape.units[l + 1]
     cdef Py_ssize_t work = n * fan_in * fan_out
-    # Without a limit (products left whole to BLAS), one tile.
-    cdef Py_ssize_t split = cfg.split_work if limit > 0 else 0
+    if limit <= 0:  # products left whole to BLAS: one tile
+        split = 0
     if l == 0 and by_entries:
         return T.tile_width(fan_out, 0, 0, split, work)
     if work <= cfg.tiny_product:
@@ -241,13 +262,15 @@ cdef inline Py_ssize_t _gradient_tile_width(
 
 
 cdef inline void _gradient_item(
-    const Config* cfg, Py_ssize_t it, Py_ssize_t n, Py_ssize_t limit,
-    floating* inputs, const Sparse* sparse, const Py_ssize_t* rows,
-    const floating* X, floating* acts, floating* deltas, floating* grad, bint first,
-    bint by_entries
+    const Config* cfg, Py_ssize_t it, Py_ssize_t gitems, Py_ssize_t n,
+    Py_ssize_t limit, Py_ssize_t split, floating* inputs, const Sparse* sparse,
+    const Py_ssize_t* rows, const floating* X, floating* acts, floating* deltas,
+    floating* grad, bint first, bint by_entries
 ) noexcept nogil:
-    """Weight-gradient tile ``it``, counting the layers' tiles in order; its
-    rows of the chunk in slices as tall as ``limit`` allows, added in order."""
+    """Item ``it`` of the gradients: below ``gitems``, a weight-gradient
+    tile, counting the layers' tiles in order, its rows of the chunk in
+    slices as tall as ``limit`` allows, added in order; from ``gitems`` on,
+    a layer's bias gradient."""
     cdef const Py_ssize_t* units = cfg.shape.units
     cdef const Py_ssize_t* unit_offsets = cfg.shape.unit_offsets
     cdef Py_ssize_t l, w, count, s, r0, r1, c0, c1, fan_in, fan_out
@@ -255,9 +278,16 @@ cdef inline void _gradient_item(
     cdef floating* D
     cdef floating* G
     cdef bint own
+    if it >= gitems:
+        l = it - gitems
+        P.column_sums(
+            n, units[l + 1], deltas + n * unit_offsets[l],
+            grad + cfg.shape.n_coefs + unit_offsets[l], not first,
+        )
+        return
     for l in range(cfg.shape.n_layers):
         fan_in, fan_out = units[l], units[l + 1]
-        w = _gradient_tile_width(cfg, l, n, limit, by_entries)
+        w = _gradient_tile_width(cfg, l, n, limit, split, by_entries)
         count = T.tile_count(fan_out if l == 0 and by_entries else fan_in, w)
         if it >= count:
             it -= count

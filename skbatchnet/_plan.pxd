@@ -35,6 +35,7 @@ cdef struct Config:
     Py_ssize_t update_piece  # parameters per piece of the update
     double thread_work  # a step of fewer multiply-adds runs on one thread
     bint choose_threads  # the team only where faster (_choice.pxd); else always
+    bint track_noise  # the gradient noise scale's terms at every step of B >= 2
 
 
 cdef struct Counters:
@@ -49,6 +50,9 @@ cdef struct Counters:
     long adam_t
     long n_averaged
     long samples_seen
+    double noise_g2  # sums over the tracked steps of the |G|^2 estimate,
+    double noise_trace  # of the tr(Sigma) estimate,
+    long noise_steps  # and their count
 
 
 

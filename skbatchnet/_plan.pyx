@@ -151,6 +151,9 @@ cdef class EpochPlan:
         reduced gradient before the optimizer's scale
         (``training.Step.noise_std``); 0 adds none. Needs ``expected_rows``
         and a reduction other than 'mean', and ``run_epoch`` a NoiseSource.
+    track_noise : bool, default=False
+        Estimate the gradient noise scale's two terms at every step of two
+        rows or more (_noise_scale.pxd); not with clipping or noise.
     tiny_product, split_rows, gemv_limit, gemm_limit : int
     block_rows, split_work, update_piece, thread_work : int
     choose_threads : bool
@@ -176,7 +179,7 @@ cdef class EpochPlan:
     def __init__(
         self, layer_units, X, Y, sample_weight, bounds, *, activation, loss,
         reduction, alpha, total_weight, chunk_rows, max_rows=None, max_norm=None,
-        expected_rows=None, noise_std=0.0,
+        expected_rows=None, noise_std=0.0, track_noise=False,
         tiny_product=TINY_PRODUCT, split_rows=SMALL_BATCH_ROWS,
         gemv_limit=ONE_THREAD_GEMV, gemm_limit=ONE_THREAD_GEMM,
         block_rows=BLOCK_ROWS, split_work=SPLIT_WORK, update_piece=UPDATE_PIECE,
@@ -237,6 +240,11 @@ cdef class EpochPlan:
                 "Noise needs Poisson batches (expected_rows) and a reduction "
                 "other than 'mean', whose divisor is the batch's own weight."
             )
+        if track_noise and (max_norm is not None or noise_std > 0):
+            raise ValueError(
+                "track_noise needs unclipped, noiseless steps: its estimates "
+                "read the step's unclipped data gradient."
+            )
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
         self.bounds = check_bounds(bounds, n)
@@ -273,6 +281,7 @@ cdef class EpochPlan:
         self.cfg.max_norm = 0.0 if max_norm is None else max_norm
         self.cfg.expected_rows = 0.0 if expected_rows is None else expected_rows
         self.cfg.noise_std = noise_std
+        self.cfg.track_noise = bool(track_noise)
         self.cfg.check_steps = max(1, check_steps)
         self.cfg.check_work = max(1, check_work)
         self.cfg.tiny_product = tiny_product

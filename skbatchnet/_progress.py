@@ -33,10 +33,15 @@ class Progress:
     n_samples_per_epoch: list = field(default_factory=list)
     clip_fraction_curve: list | None = None
     batch_size_curve: list = field(default_factory=list)
+    noise_scale_curve: list | None = None
+    squared_gradient_curve: list | None = None
+    gradient_variance_curve: list | None = None
     _no_improvement_count: int = 0
     _best_parameters: np.ndarray | None = None
 
-    def record(self, loss, steps, samples, clip_fraction=None, batch_size=None):
+    def record(
+        self, loss, steps, samples, clip_fraction=None, batch_size=None, noise=None
+    ):
         """Append an epoch (or L-BFGS iteration) to the curves.
 
         ``batch_size`` is the epoch's batch size (an L-BFGS iteration's is
@@ -47,7 +52,13 @@ class Progress:
         starts with the first epoch trained with clipping, NaN for the
         epochs before it, and then has one entry per epoch, NaN for an epoch
         trained without clipping.
+
+        ``noise`` is ``(sum of |G|^2 estimates, sum of tr(Sigma) estimates,
+        steps)`` of an epoch that tracked the gradient noise scale
+        (:mod:`skbatchnet._noise_scale`); its curves start and pad as the
+        clipping curve does.
         """
+        self._record_noise(noise)
         if clip_fraction is not None and self.clip_fraction_curve is None:
             self.clip_fraction_curve = [np.nan] * len(self.loss_curve)
         if self.clip_fraction_curve is not None:
@@ -57,6 +68,26 @@ class Progress:
         self.n_steps_per_epoch.append(steps)
         self.n_samples_per_epoch.append(samples)
         self.batch_size_curve.append(batch_size)
+
+    def _record_noise(self, noise):
+        """The epoch's noise scale and its terms: each sum over the tracked
+        steps divided by their count (numerator and denominator smoothed
+        apart, then divided). NaN for an epoch without a tracked step; inf
+        where the |G|^2 estimate is not positive (no batch size the data can
+        tell from the full batch)."""
+        names = ("squared_gradient_curve", "gradient_variance_curve")
+        if noise is not None and self.noise_scale_curve is None:
+            for name in ("noise_scale_curve", *names):
+                setattr(self, name, [np.nan] * len(self.loss_curve))
+        if self.noise_scale_curve is None:
+            return
+        g2 = trace = scale = np.nan
+        if noise is not None and noise[2]:
+            g2, trace = noise[0] / noise[2], noise[1] / noise[2]
+            scale = trace / g2 if g2 > 0 else np.inf
+        self.noise_scale_curve.append(scale)
+        self.squared_gradient_curve.append(g2)
+        self.gradient_variance_curve.append(trace)
 
     def reset_stopping(self, early_stopping):
         """Start the bookkeeping of the stopping rule afresh."""

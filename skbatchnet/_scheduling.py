@@ -21,9 +21,30 @@ from numbers import Integral
 from typing import NamedTuple
 
 from .batching import resolve_batch_size
-from .schedules import BatchSizeSchedule
+from .schedules import AdaptiveBatchSize, BatchSizeSchedule
 
-__all__ = ["CHECKED_AHEAD", "BatchSizes", "Epoch", "Epochs", "check_schedule_type"]
+__all__ = [
+    "CHECKED_AHEAD",
+    "BatchSizes",
+    "Epoch",
+    "Epochs",
+    "adaptive_rule",
+    "check_schedule_type",
+    "is_adaptive",
+]
+
+
+def is_adaptive(batch_size):
+    """Whether ``batch_size`` follows the tracked noise scale."""
+    return (isinstance(batch_size, str) and batch_size == "adaptive") or isinstance(
+        batch_size, AdaptiveBatchSize
+    )
+
+
+def adaptive_rule(batch_size):
+    """The :class:`~skbatchnet.schedules.AdaptiveBatchSize` of an adaptive
+    ``batch_size`` (``'adaptive'`` is the default one)."""
+    return AdaptiveBatchSize() if isinstance(batch_size, str) else batch_size
 
 
 def check_schedule_type(batch_size):
@@ -97,6 +118,12 @@ class BatchSizes:
     first_epoch, n_epochs : int
     held_out : bool, default=False
         Whether rows were held out for early stopping (said in the errors).
+    history : callable, optional
+        For an adaptive ``batch_size``: ``history()`` returns the last epoch
+        trained, ``(batch_size, noise_scale)``, or None before the first;
+        each epoch's size follows from the one before
+        (:meth:`~skbatchnet.schedules.AdaptiveBatchSize.next_size`), the
+        first of a fit is ``start`` (at most the rows allow).
 
     Raises
     ------
@@ -105,11 +132,21 @@ class BatchSizes:
         below 1, or above ``n_samples``.
     """
 
-    def __init__(self, batch_size, n_samples, *, first_epoch, n_epochs, held_out=False):
+    def __init__(
+        self, batch_size, n_samples, *, first_epoch, n_epochs, held_out=False,
+        history=None,
+    ):  # fmt: skip
         self.batch_size, self.n_samples = batch_size, n_samples
         self.first_epoch, self.n_epochs = first_epoch, n_epochs
         self.held_out = held_out
+        self.adaptive = is_adaptive(batch_size)
         self.scheduled = isinstance(batch_size, BatchSizeSchedule)
+        if self.adaptive:
+            self.rule, self.history = adaptive_rule(batch_size), history
+            # The rate rules' reference, and the first size of a fit.
+            self.first = min(self.rule.start, self.rule.bounds(n_samples, n_samples)[1])
+            self._smallest = min(self.rule.minimum, n_samples)
+            return
         if not self.scheduled:
             self.first = resolve_batch_size(batch_size, n_samples)
             self._smallest = self.first
@@ -123,6 +160,13 @@ class BatchSizes:
         return _scheduled_size(self.batch_size, epoch, self.n_samples, self.held_out)
 
     def __getitem__(self, index):
+        if self.adaptive:
+            last = self.history() if self.history is not None else None
+            if last is None or last[0] is None:
+                return self.first
+            size, noise_scale = last
+            n = self.n_samples
+            return self.rule.next_size(min(size, n), noise_scale, n)
         if not self.scheduled:
             return self.first
         return self._scheduled(self.first_epoch + index)

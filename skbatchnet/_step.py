@@ -36,9 +36,11 @@ class Step:
     """What a step needs beyond the batch.
 
     The penalty, the reduction, the norm each example's gradient is clipped
-    to (None: not clipped), DP-SGD's ``noise_multiplier`` (0: no noise), and
+    to (None: not clipped), DP-SGD's ``noise_multiplier`` (0: no noise),
     ``expected_rows``, the expected size ``q n`` of Poisson batches (None:
-    an epoch's batches, drawn without replacement).
+    an epoch's batches, drawn without replacement), and ``track_noise``:
+    estimate the gradient noise scale's terms at each step of two rows or
+    more (``_noise_scale.pxd``; never with clipping or noise).
     """
 
     alpha: float
@@ -46,6 +48,7 @@ class Step:
     max_gradient_norm: float | None = None
     noise_multiplier: float = 0.0
     expected_rows: float | None = None
+    track_noise: bool = False
 
     def expected_weight(self, n, weight_per_row):
         """``E[sum_B s_i]`` of a batch of ``n`` rows: ``n S / N`` for rows

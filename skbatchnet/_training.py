@@ -29,6 +29,7 @@ from sklearn.model_selection import train_test_split
 from ._averaging import WeightAverage
 from ._compiled import CompiledEpochs
 from ._growth import LossGrowth
+from ._noise_scale import step_estimates
 from ._optimizers import SGD
 from ._outcome import Diverged, EpochSums, Penalty, divergence_error
 from ._progress import update_stopping
@@ -94,8 +95,12 @@ class TrainingData:
         and how many of its rows' gradients were clipped.
 
         The loss and gradient are None for a batch that takes no step
-        (:meth:`Step.takes_step`).
+        (:meth:`Step.takes_step`). Under ``step.track_noise`` the
+        workspace's ``noise_estimates`` are the step's estimates of the
+        noise scale's terms (:func:`~skbatchnet._noise_scale.step_estimates`),
+        None when it has none.
         """
+        workspace.noise_estimates = None
         X_batch, Y_batch = rows_of(self.X, rows), rows_of(self.Y, rows)
         n = X_batch.shape[0]
         if self.sample_weight is None:
@@ -124,6 +129,10 @@ class TrainingData:
             # Rows of X, whose structure was checked when it came in.
             check_input=False,
         )
+        if step.track_noise:
+            workspace.noise_estimates = step_estimates(
+                network, X_batch, Y_batch, c, grad, step=step, scale=scale, data=self
+            )
         return n, weight, loss, grad, workspace.n_clipped
 
     def objective(self, network, alpha):
@@ -224,6 +233,7 @@ def run_epoch(
     gradient. A non-finite loss or weights raise :class:`Diverged`.
     """
     loss_sum, weight_sum, seen, steps, clipped = 0.0, 0.0, 0, 0, 0
+    noise_g2, noise_trace, noise_steps = 0.0, 0.0, 0
     for number, rows in enumerate(batches, start=1):
         # The optimizer's first factor (SGD's rate, Adam's 1 - beta_1) joins
         # the reduction coefficients: the gradient is linear in them.
@@ -241,6 +251,10 @@ def run_epoch(
             continue
         if not math.isfinite(loss):
             raise Diverged("loss", number, steps, seen)
+        if workspace.noise_estimates is not None:
+            noise_g2 += workspace.noise_estimates[0]
+            noise_trace += workspace.noise_estimates[1]
+            noise_steps += 1
         # Under noise a batch's size is private: rows count as expected.
         counted = n
         if noise is not None:
@@ -258,7 +272,9 @@ def run_epoch(
     # this catches an epoch's last step, once per epoch.
     if not np.isfinite(network.parameters).all():
         raise Diverged("weights", number, steps, seen)
-    return EpochSums(loss_sum, weight_sum, seen, steps, clipped)
+    return EpochSums(
+        loss_sum, weight_sum, seen, steps, clipped, noise_g2, noise_trace, noise_steps
+    )
 
 
 class NumpyEpochs:
@@ -484,7 +500,12 @@ def train_epochs(
         clip_fraction = None
         if step.max_gradient_norm is not None:
             clip_fraction = sums.clipped / sums.seen if sums.seen else 0.0
-        progress.record(loss, sums.steps, sums.seen, clip_fraction, epoch.batch_size)
+        noise = None
+        if step.track_noise:
+            noise = (sums.noise_g2, sums.noise_trace, sums.noise_steps)
+        progress.record(
+            loss, sums.steps, sums.seen, clip_fraction, epoch.batch_size, noise=noise
+        )
         if stopping.verbose:
             print(f"Iteration {progress.n_iter}, loss = {loss:.8f}")
         update_stopping(

@@ -174,33 +174,48 @@ cdef inline double update_on_threads(
     The pieces depend on the network alone and their sums of squares are
     added in order (``norm_parts``): the same bits on any number of threads.
     """
-    cdef Py_ssize_t nc = shape.n_coefs, it, lo, hi
+    cdef Py_ssize_t nc = shape.n_coefs, it
     cdef Py_ssize_t pieces = parts(nc, piece) if nc > 0 else 0
     cdef floating neg_lr = 0, eps = 0
     cdef double norm = 0
     if solver.code == K.ADAM:
         adam_factors(solver, t, &neg_lr, &eps)
-    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-        for it in prange(pieces + 1, schedule="static"):
-            if it < pieces:
-                lo, hi = cut(it, nc, pieces), cut(it + 1, nc, pieces)
-                norm_parts[it] = solver_pass(
-                    solver, params + lo, state1 + lo,
-                    state2 + lo if state2 != NULL else NULL, grad + lo, hi - lo,
-                    <floating>decay, neg_lr, eps, penalized,
-                )
-            else:  # the biases, not decayed
-                lo, hi = nc, shape.n_params
-                solver_pass(
-                    solver, params + lo, state1 + lo,
-                    state2 + lo if state2 != NULL else NULL, grad + lo, hi - lo,
-                    0, neg_lr, eps, False,
-                )
-            if mean != NULL:
-                average_pass(mean + lo, params + lo, hi - lo, count)
+    if n_threads > 1:
+        with parallel(num_threads=n_threads):
+            for it in prange(pieces + 1, schedule="static"):
+                _piece(shape, solver, penalized, params, grad, decay, state1, state2,
+                       mean, count, norm_parts, it, pieces, neg_lr, eps)
+    else:  # the same pieces, without starting the OpenMP team
+        for it in range(pieces + 1):
+            _piece(shape, solver, penalized, params, grad, decay, state1, state2,
+                   mean, count, norm_parts, it, pieces, neg_lr, eps)
     for it in range(pieces):
         norm += norm_parts[it]
     return norm if penalized else 0
+
+
+cdef inline void _piece(
+    const Shape* shape, const Solver* solver, bint penalized, floating* params,
+    floating* grad, double decay, floating* state1, floating* state2,
+    floating* mean, floating count, double* norm_parts, Py_ssize_t it,
+    Py_ssize_t pieces, floating neg_lr, floating eps
+) noexcept nogil:
+    """Piece ``it`` of update_on_threads: weights, or (the last) the biases."""
+    cdef Py_ssize_t nc = shape.n_coefs, lo, hi
+    if it < pieces:
+        lo, hi = cut(it, nc, pieces), cut(it + 1, nc, pieces)
+        norm_parts[it] = solver_pass(
+            solver, params + lo, state1 + lo, state2 + lo if state2 != NULL else NULL,
+            grad + lo, hi - lo, <floating>decay, neg_lr, eps, penalized,
+        )
+    else:  # the biases, not decayed
+        lo, hi = nc, shape.n_params
+        solver_pass(
+            solver, params + lo, state1 + lo, state2 + lo if state2 != NULL else NULL,
+            grad + lo, hi - lo, 0, neg_lr, eps, False,
+        )
+    if mean != NULL:
+        average_pass(mean + lo, params + lo, hi - lo, count)
 
 
 cdef inline double network_update(

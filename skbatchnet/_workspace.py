@@ -200,6 +200,7 @@ class Workspace:
         self._accumulator = None
         # Rows whose gradient the last backward pass clipped (Network.gradient).
         self.n_clipped = 0
+        self.noise_estimates = None  # a step's (|G|^2, tr) (_noise_scale.py)
 
     def rows(self, n_rows):
         """``(activations, deltas)`` for a batch of ``n_rows`` rows."""

@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._dask_average import train_local_sgd
 from ._dask_data import distribute
 from ._private import is_private, warn_if_classes_inferred
+from ._scheduling import is_adaptive
 from ._validation import check_hidden_layer_sizes
 from .schedules import BatchSizeSchedule
 
@@ -39,6 +40,11 @@ UNSUPPORTED = {
     "warm_start": (False, "each fit starts from a fresh clone of the estimator"),
     "class_weight": (None, "pass the class weights in sample_weight"),
     "verbose": (False, "the progress is in loss_curve_"),
+    "track_noise_scale": (
+        False,
+        "the blocks' per-example norms are not sent back; measure it in memory on a "
+        "sample, or with skbatchnet.diagnostics.gradient_noise_scale",
+    ),
 }
 
 
@@ -188,6 +194,13 @@ class DataParallel(MetaEstimatorMixin, BaseEstimator):
                     f"DataParallel does not support {name}={value!r} yet ({why}); "
                     f"set {name}={allowed!r}."
                 )
+        if is_adaptive(estimator.batch_size):
+            raise ValueError(
+                f"DataParallel does not support batch_size={estimator.batch_size!r} "
+                "yet: it follows the noise scale tracked from each step's "
+                "per-example norms, which the blocks do not send back. Use a "
+                "schedule from skbatchnet.schedules or a fixed batch_size."
+            )
         if self.strategy == "average":
             _check_average_settings(estimator, self.local_steps)
         return context

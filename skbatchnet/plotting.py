@@ -1,4 +1,5 @@
-"""Plots of how training went: loss curves of fitted estimators.
+"""Plots of how training went: loss curves of fitted estimators, and the
+gradient noise scale of those that tracked it (:class:`NoiseScaleDisplay`).
 
 matplotlib is an optional dependency (the ``plot`` extra): this module imports
 without it and asks for it only when something is drawn.
@@ -31,28 +32,15 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import final_estimator
+from ._noise_display import NoiseScaleDisplay
+from ._pyplot import import_pyplot
 from ._warn import warn
 from .batching import Minibatcher
 
-__all__ = ["LossCurveDisplay"]
+__all__ = ["LossCurveDisplay", "NoiseScaleDisplay"]
 
 _X_AXES = ("epochs", "steps", "samples")
 _LOG_SCALES = ("auto", "x", "y", "both")
-_INSTALL_HINT = 'pip install "skbatchnet[plot]"'
-
-
-def _import_pyplot(caller):
-    """Return ``matplotlib.pyplot``, or say how to install matplotlib."""
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            f"{caller} requires matplotlib, which is not installed. Install it "
-            f"with `{_INSTALL_HINT}` (or `pip install matplotlib`)."
-        ) from exc
-    return plt
-
-
 # -- reading fitted estimators ---------------------------------------------------
 
 
@@ -379,7 +367,7 @@ class LossCurveDisplay:
             The display, with ``figure_``, ``ax_``, ``lines_`` and
             ``validation_lines_`` set.
         """
-        plt = _import_pyplot(f"{type(self).__name__}.plot")
+        plt = import_pyplot(f"{type(self).__name__}.plot")
         if log_scale is True:
             log_scale = "both"
         elif log_scale is False:
@@ -576,7 +564,7 @@ class LossCurveDisplay:
         >>> import matplotlib.pyplot as plt
         >>> plt.close(display.figure_)
         """
-        _import_pyplot(f"{cls.__name__}.from_estimator")
+        import_pyplot(f"{cls.__name__}.from_estimator")
         if x_axis not in _X_AXES:
             raise ValueError(f"x_axis must be one of {_X_AXES}, got {x_axis!r}.")
         estimators, labels = _estimators_and_labels(estimator, labels)

@@ -39,6 +39,7 @@ from numbers import Integral
 
 __all__ = [
     "RATE_RULES",
+    "AdaptiveBatchSize",
     "BatchSizeSchedule",
     "GeometricBatchSize",
     "StepBatchSize",
@@ -204,6 +205,124 @@ class GeometricBatchSize(BatchSizeSchedule):
         while growths > 0 and size < self.maximum:
             size, growths = size * self.factor, growths - 1
         return min(size, self.maximum)
+
+
+class AdaptiveBatchSize(BatchSizeSchedule):
+    """A batch that follows the gradient noise scale tracked while training.
+
+    ``batch_size='adaptive'`` is ``AdaptiveBatchSize()``. Training tracks the
+    noise scale ``B_noise`` at every step (``track_noise_scale`` is implied)
+    and, after each epoch, :meth:`next_size` sets the next epoch's batch from
+    the epoch's ``B_noise``:
+
+    - the target is ``fraction * B_noise``. McCandlish et al. (2018) relate
+      the examples ``E`` a batch of ``B`` rows needs to reach a loss to the
+      fewest, ``E = E_min (1 + B / B_noise)``: at the default fraction, 0.1,
+      training needs at most a tenth more examples than the smallest batches
+      would, at far fewer steps;
+    - the batch moves by at most ``growth`` per epoch, up or down;
+    - it stays within ``[minimum, maximum]``, and leaves at least
+      ``min_steps`` steps per epoch (at most ``n_samples // min_steps`` rows);
+    - an epoch without an estimate (NaN: no step of two rows) keeps the
+      batch; an infinite estimate (the squared gradient's estimate not
+      positive: no batch the data can tell from the full batch) grows it by
+      ``growth``; an estimate of 0 (no noise) shrinks it by ``growth``.
+
+    The first epoch of a fit has ``start`` rows; ``partial_fit`` continues
+    from the last epoch recorded. The learning rate follows
+    ``learning_rate_scaling`` with ``start`` as the reference
+    (:func:`learning_rate_factor`).
+
+    Parameters
+    ----------
+    start : int, default=8
+        The first epoch's batch size, at least 2 (a noise scale needs two
+        rows per step).
+    minimum, maximum : int, default=2 and None
+        Bounds on the batch size; ``minimum`` at least 2, None: no upper
+        bound but the steps per epoch.
+    fraction : float, default=0.1
+        The batch size aimed at, as a fraction of the noise scale.
+    growth : float, default=2.0
+        The largest factor between two epochs' batch sizes, above 1.
+    min_steps : int, default=8
+        The fewest steps per epoch.
+
+    Examples
+    --------
+    >>> from skbatchnet.schedules import AdaptiveBatchSize
+    >>> rule = AdaptiveBatchSize()
+    >>> rule(0)
+    8
+    >>> rule.next_size(8, 300.0, 10_000), rule.next_size(8, 40.0, 10_000)
+    (16, 4)
+    >>> rule.next_size(8, float("inf"), 10_000), rule.next_size(8, float("nan"), 100)
+    (16, 8)
+    """
+
+    def __init__(
+        self, start=8, *, minimum=2, maximum=None, fraction=0.1, growth=2.0,
+        min_steps=8,
+    ):  # fmt: skip
+        for name, value in (("start", start), ("minimum", minimum)):
+            if not _is_int(value) or value < 2:
+                raise ValueError(
+                    f"AdaptiveBatchSize's {name} must be an integer >= 2 (a noise "
+                    f"scale needs two rows per step), got {value!r}."
+                )
+        if maximum is not None and (not _is_int(maximum) or maximum < minimum):
+            raise ValueError(
+                f"AdaptiveBatchSize's maximum={maximum!r} must be None or an "
+                f"integer >= minimum={minimum!r}. Set maximum >= minimum."
+            )
+        if not minimum <= start <= (start if maximum is None else maximum):
+            raise ValueError(
+                f"AdaptiveBatchSize's start={start!r} is outside [minimum, "
+                f"maximum] = [{minimum!r}, {maximum!r}]. Move start inside them."
+            )
+        if not (isinstance(fraction, int | float) and 0 < fraction < math.inf):
+            raise ValueError(
+                f"AdaptiveBatchSize's fraction must be positive, got {fraction!r}."
+            )
+        if not (isinstance(growth, int | float) and 1 < growth < math.inf):
+            raise ValueError(
+                f"AdaptiveBatchSize's growth must be above 1, got {growth!r}."
+            )
+        if not _is_int(min_steps) or min_steps < 1:
+            raise ValueError(
+                f"AdaptiveBatchSize's min_steps must be an integer >= 1, got "
+                f"{min_steps!r}."
+            )
+        self.start, self.minimum, self.maximum = int(start), int(minimum), maximum
+        self.fraction, self.growth = float(fraction), float(growth)
+        self.min_steps = int(min_steps)
+
+    def __call__(self, epoch):
+        """The first epoch's size; later ones come from :meth:`next_size`."""
+        return self.start
+
+    def bounds(self, size, n_samples):
+        """The sizes the epoch after one of ``size`` rows may take."""
+        high = n_samples // self.min_steps
+        if self.maximum is not None:
+            high = min(high, self.maximum)
+        high = min(high, math.floor(size * self.growth))
+        low = max(self.minimum, math.ceil(size / self.growth))
+        # Too few rows for min_steps steps of minimum rows: the fewest rows.
+        high = max(high, min(self.minimum, n_samples))
+        return min(low, high), high
+
+    def next_size(self, size, noise_scale, n_samples):
+        """The batch size of the epoch after one of ``size`` rows whose
+        noise scale was ``noise_scale``, on ``n_samples`` training rows."""
+        low, high = self.bounds(size, n_samples)
+        if math.isnan(noise_scale):
+            target = size
+        elif math.isinf(noise_scale):
+            target = high
+        else:
+            target = round(self.fraction * noise_scale)
+        return int(min(max(target, low), high))
 
 
 # The exponent p of each rule: the effective rate (the step per unit of the
