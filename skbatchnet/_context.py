@@ -45,6 +45,7 @@ from .schedules import learning_rate_factor
 # Epochs whose noise-scale terms an adaptive batch size smooths over.
 NOISE_WINDOW = 3
 
+
 @dataclass
 class ObjectiveData:
     """The arrays of the objective, as training sees them.
@@ -300,7 +301,8 @@ class TrainingContext:
                 return None
             if len(progress.batch_size_curve) <= since:
                 return None
-            window = slice(max(since, len(progress.batch_size_curve) - NOISE_WINDOW), None)
+            recorded = len(progress.batch_size_curve)
+            window = slice(max(since, recorded - NOISE_WINDOW), None)
             g2 = np.asarray(progress.squared_gradient_curve[window], dtype=float)
             trace = np.asarray(progress.gradient_variance_curve[window], dtype=float)
             known = np.isfinite(g2) & np.isfinite(trace)
