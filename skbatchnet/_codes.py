@@ -97,10 +97,12 @@ BLOCK_ROWS = 64
 SPLIT_WORK = 65536
 UPDATE_PIECE = 16384
 # Threads share a step of at least THREAD_WORK multiply-adds (its products,
-# as the Ctrl-C watch counts them); below it, waking them and meeting at the
-# end of each phase costs more than the second core saves (the Performance
-# page, "Threads").
-THREAD_WORK = 2_000_000
+# as the Ctrl-C watch counts them); a smaller one is one row block, cut only
+# as OpenBLAS's size rule asks, on the calling thread. Below it the two
+# cores pass each other more cache lines than they save work: the team
+# first pays at about 90 rows of the benchmark's network, some 7 million
+# multiply-adds (the Performance page, "Threads in the loop").
+THREAD_WORK = 6_000_000
 
 # Products of at most this many multiply-adds skip BLAS, whose call costs
 # more than they compute. The bound is low: BLAS picks kernels for the CPU it
