@@ -15,11 +15,15 @@ state); each epoch then takes only its order of rows.
 The math is the numpy specification's (:func:`skbatchnet._training.run_epoch`
 and what it calls), restated in the same order of operations and tested
 against it to rounding; the kernels of each option live in ``_kernels.pxd``,
-the products in ``_products.pxd``, the optimizers' passes and the step over
-the network in ``_updates.pxd`` (``_chunk`` leaves a one-row batch's weight
-gradient to that step, which forms it as it reads it, except under noise,
-which the whole gradient receives), the clipping in ``_clip_kernels.pxd``,
-the DP noise in ``_noise.pxd``.
+the products in ``_products.pxd`` and, cut into tiles, ``_tiles.pxd``; a
+chunk's forward and backward pass, on the loop's threads, in ``_pass.pxd``
+(which leaves a one-row batch's weight gradient to the update, which forms
+it as it reads it, except under noise, which the whole gradient receives);
+the optimizers' passes and the step over the network in ``_updates.pxd``;
+the clipping in ``_clip_kernels.pxd``; the DP noise in ``_noise.pxd``; the
+noise scale's estimates in ``_noise_scale.pxd``; the choice between one
+thread and the team in ``_choice.pxd``. Each step's results are the same
+bits on any number of threads.
 """
 
 from collections import namedtuple

@@ -301,6 +301,19 @@ cdef class EpochPlan:
         self.c_rows = _address(c_rows)
 
     @property
+    def thread_choice(self):
+        """Where the choice between one thread and the team stands
+        (_choice.pxd): the mode in use (0: one thread, 1: the team), the
+        seconds per unit of work each has shown (0: not yet measured), and
+        the steps until the other is tried again."""
+        return {
+            "mode": self.choice.mode,
+            "one_thread": self.choice.rate[0],
+            "team": self.choice.rate[1],
+            "wait": self.choice.wait,
+        }
+
+    @property
     def thresholds(self):
         """The product and Ctrl-C thresholds the loop follows, by keyword."""
         return {

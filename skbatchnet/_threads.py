@@ -62,7 +62,11 @@ def splits_products():
     return blas_vendor() == "openblas"
 
 
+@functools.cache
 def _cores():
+    """The physical cores this process may use (joblib reads the CPU
+    affinity and cgroup quotas, which takes a tenth of a millisecond: once
+    per process, not once per epoch)."""
     from joblib import cpu_count
 
     return cpu_count(only_physical_cores=True)

@@ -72,8 +72,9 @@ def test_bad_settings_are_named(params, match):
         AdaptiveBatchSize(**params)
 
 
-def _rule_replayed(model, rule=AdaptiveBatchSize(), n=None, window=3):
-    """Each epoch's size from the one before, as the rule states it."""
+def _rule_replayed(model, n, window=3):
+    """Each epoch's size from the one before, as the default rule states it."""
+    rule = AdaptiveBatchSize()
     sizes = [min(rule.start, max(n // rule.min_steps, rule.minimum))]
     g2 = np.asarray(model.squared_gradient_curve_, dtype=float)
     trace = np.asarray(model.gradient_variance_curve_, dtype=float)

@@ -27,6 +27,7 @@ NON_DEFAULT = {
     "learning_rate": "adaptive",
     "learning_rate_init": 0.005,
     "learning_rate_scaling": "sqrt",
+    "track_noise_scale": True,
     "power_t": 0.25,
     "max_iter": 7,
     "shuffle": False,
@@ -99,8 +100,9 @@ def test_get_params_set_params_round_trip_every_parameter(cls, capsys):
 
     # All at once: accepted by the parameter validation of fit. DP noise
     # refuses early stopping, the adaptive rate and balanced class weights,
-    # and target_epsilon an explicit noise multiplier (tests/test_dp_sgd.py).
-    private = {"noise_multiplier", "target_epsilon"}
+    # and target_epsilon an explicit noise multiplier (tests/test_dp_sgd.py);
+    # tracking the noise scale refuses clipping (tests/test_noise_tracking.py).
+    private = {"noise_multiplier", "target_epsilon", "track_noise_scale"}
     changed = {name: NON_DEFAULT[name] for name in defaults if name not in private}
     changed.update({name: defaults[name] for name in private})
     est = cls(**changed)

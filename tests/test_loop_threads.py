@@ -157,6 +157,41 @@ def test_fits_are_the_same_bits_on_any_number_of_threads(
         assert not bitwise_equal(one.coefs_, plain.coefs_)
 
 
+def test_the_loop_measures_both_modes_and_its_choice_changes_no_bit():
+    # The default: per step, the team or one thread, whichever has been
+    # faster; both get measured, and the weights are those of one thread.
+    from skbatchnet import _extension
+
+    epoch, plan_module = _extension.epoch_module()
+    rng = np.random.RandomState(0)
+    X, Y = rng.randn(512, 32), rng.randn(512, 4)
+    units = [32, 96, 64, 4]
+    bounds = [[i, i + 128] for i in range(0, 512, 128)]
+    weights = {}
+    for n_threads in (1, 2):
+        plan = plan_module.EpochPlan(
+            units, X, Y, None, bounds, activation=3, loss=0, reduction=0,
+            alpha=0.0, total_weight=512.0, chunk_rows=512,
+            split_rows=np.iinfo(np.intp).max, thread_work=0,
+        )  # fmt: skip
+        params = np.random.RandomState(1).randn(sum(
+            a * b + b for a, b in zip(units[:-1], units[1:])
+        )) * 0.1  # fmt: skip
+        state = plan_module.OptimizerState(
+            0, params, learning_rate=1e-3, velocity=np.zeros_like(params)
+        )
+        for _ in range(20):
+            epoch.run_epoch(plan, state, None, n_threads=n_threads)
+        weights[n_threads] = params.copy()
+        choice = plan.thread_choice
+        if n_threads == 2 and _openmp():
+            assert choice["one_thread"] > 0 and choice["team"] > 0
+            assert choice["mode"] in (0, 1)
+        else:  # one thread is never timed: nothing to choose
+            assert choice["one_thread"] == choice["team"] == 0
+    assert weights[1].tobytes() == weights[2].tobytes()
+
+
 def test_default_tiles_give_the_same_bits_on_one_thread_and_two(monkeypatch):
     # The shipped thresholds, on a batch large enough for threads to share.
     monkeypatch.setattr(_threads, "_cores", lambda: 2)

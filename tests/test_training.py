@@ -748,6 +748,9 @@ def test_only_the_public_progress_fields_are_published():
         "n_samples_per_epoch_",
         "clip_fraction_curve_",
         "batch_size_curve_",
+        "noise_scale_curve_",
+        "squared_gradient_curve_",
+        "gradient_variance_curve_",
     }
     assert progress._no_improvement_count == 0
     assert progress._best_parameters is None
