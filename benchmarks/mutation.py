@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Smallest first, so that a run cut short still covers whole modules.
 MODULES = (
+    "_noise_scale",
+    "_threads",
     "_outcome",
     "_step",
     "reduction",
@@ -45,6 +47,7 @@ MODULES = (
     "batching",
     "_optimizers",
     "_training",
+    "schedules",
     "backprop",
 )
 
