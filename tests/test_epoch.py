@@ -14,6 +14,7 @@ import doctest
 import itertools
 import math
 import platform
+import signal
 import sys
 import threading
 
@@ -534,6 +535,10 @@ def test_ctrl_c_ends_the_epoch_with_the_interrupted_status():
                 return
         _thread.interrupt_main()
 
+    # A shell starts background jobs with SIGINT ignored, and Python then
+    # installs no handler: interrupt_main would do nothing. Python's own
+    # handler, for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     thread = threading.Thread(target=interrupt_once_stepping)
     thread.start()
     try:
@@ -541,6 +546,7 @@ def test_ctrl_c_ends_the_epoch_with_the_interrupted_status():
     finally:
         stop.set()
         thread.join()
+        signal.signal(signal.SIGINT, previous)
     assert result.status == Status.INTERRUPTED
     assert 0 < result.steps < order.size
 
