@@ -404,13 +404,11 @@ def run_epoch(
     rows, spans = plan.epoch_rows(order, bounds)
     cfg = &plan.cfg
     # Sums per row block and per piece of the update (added in order), and
-    # each thread's zeros for the norms of CSR rows under clipping.
+    # each thread's zeros for the norms of CSR rows (clipping, tracking).
     parts = np.empty(
         2 * cfg.chunk_rows + cfg.shape.n_coefs // cfg.update_piece + 2, np.float64)
-    scratch = np.zeros(
-        n_threads * cfg.shape.n_features if plan.sparse and cfg.max_norm > 0 else 1,
-        plan.dtype,
-    )
+    norms = plan.sparse and (cfg.max_norm > 0 or cfg.track_noise)
+    scratch = np.zeros(n_threads * cfg.shape.n_features if norms else 1, plan.dtype)
     cdef double* part_sums = <double*>np_data(parts)
     cdef char* scratch_ptr = np_data(scratch)
     if rows.shape[0]:  # Poisson batches may all be empty

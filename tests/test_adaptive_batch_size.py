@@ -139,13 +139,18 @@ def test_partial_fit_continues_and_fit_starts_over():
     [
         (dict(solver="lbfgs"), "lbfgs"),
         (dict(max_gradient_norm=1.0), "max_gradient_norm"),
-        (dict(batch_sampling="poisson", noise_multiplier=1.0, max_gradient_norm=1.0,
-              gradient_reduction="unbiased"), "DP noise"),  # fmt: skip
+        (
+            dict(
+                batch_sampling="poisson",
+                noise_multiplier=1.0,
+                max_gradient_norm=1.0,
+                gradient_reduction="unbiased",
+            ),
+            "DP noise",
+        ),  # fmt: skip
     ],
 )
-def test_adaptive_is_refused_where_it_cannot_track_and_changes_nothing(
-    params, match
-):
+def test_adaptive_is_refused_where_it_cannot_track_and_changes_nothing(params, match):
     X, y = _data(n=60)
     model = BatchMLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
     with pytest.warns(ConvergenceWarning):

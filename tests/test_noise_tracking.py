@@ -12,6 +12,7 @@ each other to rounding.
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import Snapshot, use_numpy_epochs
 from sklearn.exceptions import ConvergenceWarning
 
@@ -38,11 +39,13 @@ FROZEN = dict(
 )
 
 
-def _frozen_fit(batch_size, epochs, **params):
+def _frozen_fit(batch_size, epochs, csr=False, **params):
     """Track over ``epochs`` epochs at a rate of 1e-12, which leaves the
     initial weights as they are; returns the model and the offline answer
-    at its weights."""
+    at its weights. ``csr``: the rows as a CSR matrix, two thirds zeros."""
     X, y = _data()
+    if csr:
+        X = sp.csr_matrix(np.where(np.abs(X) < 1, 0.0, X))
     model = BatchMLPRegressor(
         **{**FROZEN, "max_iter": epochs, "batch_size": batch_size, **params}
     )
@@ -57,13 +60,15 @@ def _mean_and_error(curve):
 
 
 @pytest.mark.parametrize("tier", ["compiled", "numpy"])
-@pytest.mark.parametrize("batch_size", [2, 16, 60])
+@pytest.mark.parametrize(
+    "batch_size, csr", [(2, False), (16, False), (60, False), (16, True)]
+)
 def test_frozen_weights_agree_with_the_population_estimate(
-    batch_size, tier, monkeypatch
+    batch_size, csr, tier, monkeypatch
 ):
     if tier == "numpy":
         use_numpy_epochs(monkeypatch)
-    model, offline = _frozen_fit(batch_size, 40)
+    model, offline = _frozen_fit(batch_size, 40, csr=csr)
     g2, g2_error = _mean_and_error(model.squared_gradient_curve_)
     trace, trace_error = _mean_and_error(model.gradient_variance_curve_)
     expected_trace = offline.trace_covariance
@@ -77,10 +82,11 @@ def test_frozen_weights_agree_with_the_population_estimate(
     assert np.all((scales > 0) | np.isinf(scales))
 
 
-def test_the_two_tiers_track_the_same_estimates(monkeypatch):
-    compiled, _ = _frozen_fit(16, 4)
+@pytest.mark.parametrize("csr", [False, True], ids=["dense", "csr"])
+def test_the_two_tiers_track_the_same_estimates(csr, monkeypatch):
+    compiled, _ = _frozen_fit(16, 4, csr=csr)
     use_numpy_epochs(monkeypatch)
-    numpy, _ = _frozen_fit(16, 4)
+    numpy, _ = _frozen_fit(16, 4, csr=csr)
     for name in ("squared_gradient_curve_", "gradient_variance_curve_"):
         np.testing.assert_allclose(
             getattr(compiled, name), getattr(numpy, name), rtol=1e-9
