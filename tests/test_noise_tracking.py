@@ -103,6 +103,34 @@ def test_every_reduction_estimates_the_same_terms(reduction):
         np.testing.assert_allclose(getattr(mean, name), getattr(other, name), rtol=1e-7)
 
 
+@pytest.mark.parametrize("tier", ["compiled", "numpy"])
+def test_weighted_sum_with_a_penalty_estimates_the_data_terms(tier, monkeypatch):
+    # Under 'sum' with sample weights each term is w_i g_i (w_i = s_i n / S),
+    # drawn without replacement: its trace is method='training''s, and the
+    # |G|^2 estimate has mean ||G||^2 - tr / n. The penalty is the same for
+    # every example and is not a data term: the offline answer is taken at
+    # alpha=0, the tracked one trained with alpha=0.3.
+    if tier == "numpy":
+        use_numpy_epochs(monkeypatch)
+    X, y = _data()
+    weights = np.random.RandomState(5).uniform(0.2, 3.0, X.shape[0])
+    model = BatchMLPRegressor(
+        **{**FROZEN, "max_iter": 40, "batch_size": 16, "alpha": 0.3},
+        gradient_reduction="sum",
+    )
+    with pytest.warns(ConvergenceWarning):
+        model.fit(X, y, sample_weight=weights)
+    model.set_params(alpha=0.0)
+    offline = gradient_noise_scale(model, X, y, weights, method="training")
+    expected_trace = offline.trace_covariance
+    expected_g2 = offline.gradient_norm_squared - expected_trace / X.shape[0]
+    trace, trace_error = _mean_and_error(model.gradient_variance_curve_)
+    g2, g2_error = _mean_and_error(model.squared_gradient_curve_)
+    assert abs(trace - expected_trace) < 4 * trace_error
+    assert abs(g2 - expected_g2) < 4 * g2_error
+    assert trace_error < 0.1 * expected_trace and g2_error < 0.5 * expected_g2
+
+
 def test_tracking_while_training_follows_the_offline_estimate():
     # An epoch's tracked values average steps taken at moving weights. The
     # stated tolerance: tr(Sigma), well resolved by every step, lies within
