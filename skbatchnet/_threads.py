@@ -36,8 +36,10 @@ _forked = [False]
 
 
 def _in_child():
+    global _lock
     _forked[0] = True
     _running[0] = 0
+    _lock = threading.Lock()  # another thread may have held it at the fork
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
