@@ -187,3 +187,26 @@ def test_the_display_plots_the_tracked_curves():
         untracked.fit(*_data(n=30))
     with pytest.raises(TypeError, match="track_noise_scale=True"):
         NoiseScaleDisplay.from_estimator(untracked)
+
+
+def test_infinite_estimates_are_marked_at_the_top_of_the_axes_whatever_its_limits():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skbatchnet.plotting import NoiseScaleDisplay
+
+    display = NoiseScaleDisplay(
+        [100.0, np.inf, 1e7, np.inf], [8, 16, 32, 64], [1.0] * 4, [1.0] * 4
+    ).plot()
+    (markers,) = [line for line in display.ax_.lines if line.get_marker() == "^"]
+    np.testing.assert_array_equal(markers.get_xdata(), [2, 4])
+    # Limits set after plotting (here below the largest finite estimate) keep
+    # the markers in view: their height is in axes coordinates.
+    display.ax_.set_ylim(1, 1e3)
+    heights = display.ax_.transAxes.inverted().transform(
+        markers.get_transform().transform(markers.get_xydata())
+    )[:, 1]
+    assert np.all((heights > 0.9) & (heights < 1.0))
+    plt.close(display.figure_)
