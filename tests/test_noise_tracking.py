@@ -97,6 +97,25 @@ def test_every_reduction_estimates_the_same_terms(reduction):
         np.testing.assert_allclose(getattr(mean, name), getattr(other, name), rtol=1e-7)
 
 
+@pytest.mark.parametrize("tier", ["compiled", "numpy"])
+def test_poisson_batches_estimate_the_same_terms_under_every_reduction(
+    tier, monkeypatch
+):
+    # 'unbiased' divides a Poisson batch by its expected size q n, not by its
+    # own: scaled by q n, its terms are g_i as 'mean''s are, and the same
+    # batches give the same estimates (no factor (n / q n)^2 per step).
+    if tier == "numpy":
+        use_numpy_epochs(monkeypatch)
+    poisson = dict(batch_sampling="poisson")
+    mean, _ = _frozen_fit(16, 3, **poisson)
+    for reduction in ("sum", "unbiased"):
+        other, _ = _frozen_fit(16, 3, gradient_reduction=reduction, **poisson)
+        for name in ("squared_gradient_curve_", "gradient_variance_curve_"):
+            np.testing.assert_allclose(
+                getattr(mean, name), getattr(other, name), rtol=1e-7
+            )
+
+
 def test_tracking_while_training_follows_the_offline_estimate():
     # An epoch's tracked values average steps taken at moving weights. The
     # stated tolerance: tr(Sigma), well resolved by every step, lies within
