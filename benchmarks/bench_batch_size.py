@@ -14,7 +14,8 @@ same folds. Every fit has the same settings but ``batch_size``:
   ``learning_rate_init=1e-3`` (the estimator's defaults) and
   ``learning_rate_scaling='auto'``: a fixed batch keeps its rate, the
   adaptive batch multiplies it by ``sqrt(b / 8)`` in an epoch of ``b`` rows
-  (its first batch has 8), the rule the library states for Adam;
+  (its first batch has 8), the rule the library states for Adam
+  (``--learning-rate-scaling`` sets another rule, for every fit);
 - the same number of epochs, ``max_iter``, for every fit of a data set, all
   of them run: ``tol=0``, ``n_iter_no_change=max_iter``, no early stopping
   (the script checks ``n_iter_``);
@@ -67,9 +68,11 @@ repeated 10 times (10 x 5 folds, 50 fits per candidate and data set).
 
 Run from the repository root::
 
-    python benchmarks/bench_batch_size.py                     # about 25 min
+    python benchmarks/bench_batch_size.py --threads 1         # about 8 minutes
     python benchmarks/bench_batch_size.py --datasets digits diabetes
     python benchmarks/bench_batch_size.py --quick             # smoke test
+    python benchmarks/bench_batch_size.py --datasets digits \\
+        --learning-rate-scaling linear
     python benchmarks/bench_batch_size.py --save docs/_data/bench_batch_size.csv
 """
 
@@ -190,11 +193,17 @@ def parse_args(argv=None):
         help="limit BLAS and OpenMP (the loop's threads) to this many threads "
         "(default: no limit)",
     )
+    parser.add_argument(
+        "--learning-rate-scaling",
+        choices=["auto", "linear", "sqrt"],
+        default="auto",
+        help="the rate rule of every fit (only the adaptive batch changes size)",
+    )
     parser.add_argument("--save", metavar="PATH", help="write the summary as CSV")
     return parser.parse_args(argv)
 
 
-def make_model(dataset, batch_size, seed):
+def make_model(dataset, batch_size, seed, scaling="auto"):
     """The pipeline every candidate of ``dataset`` fits, at ``batch_size``."""
     mlp_class = (
         BatchMLPClassifier if dataset.task == "classification" else BatchMLPRegressor
@@ -203,7 +212,7 @@ def make_model(dataset, batch_size, seed):
         hidden_layer_sizes=(100,),
         solver="adam",
         learning_rate_init=1e-3,
-        learning_rate_scaling="auto",
+        learning_rate_scaling=scaling,
         batch_size=batch_size,
         max_iter=dataset.epochs,
         tol=0.0,
@@ -238,8 +247,8 @@ class Fit:
     gradient_variance: list | None
 
 
-def run_fit(dataset, candidate, seed, X, y, train, test):
-    model = make_model(dataset, candidate, seed)
+def run_fit(dataset, candidate, seed, X, y, train, test, scaling):
+    model = make_model(dataset, candidate, seed, scaling)
     start = time.perf_counter()
     model.fit(X[train], y[train])
     seconds = time.perf_counter() - start
@@ -281,7 +290,7 @@ def label(candidate, n_train):
     return text
 
 
-def cross_validate_all(dataset, X, y, repeats):
+def cross_validate_all(dataset, X, y, repeats, scaling):
     splitter_class = (
         RepeatedStratifiedKFold if dataset.task == "classification" else RepeatedKFold
     )
@@ -296,7 +305,8 @@ def cross_validate_all(dataset, X, y, repeats):
             + CANDIDATES[: number % len(CANDIDATES)]
         )
         for candidate in order:
-            fits[candidate].append(run_fit(dataset, candidate, seed, X, y, train, test))
+            fit = run_fit(dataset, candidate, seed, X, y, train, test, scaling)
+            fits[candidate].append(fit)
         print(
             f"  split {number + 1}/{len(splits)} done "
             f"({time.perf_counter() - start:.0f} s)",
@@ -458,7 +468,8 @@ def run(args):
     print(
         f"threads: {args.threads or 'no limit'}; candidates {CANDIDATES}; "
         f"{N_SPLITS}-fold CV repeated; adam, learning_rate_init=1e-3, "
-        "learning_rate_scaling='auto', hidden (100,), all epochs run"
+        f"learning_rate_scaling={args.learning_rate_scaling!r}, hidden (100,), all "
+        "epochs run"
     )
     all_rows = []
     start = time.perf_counter()
@@ -473,7 +484,9 @@ def run(args):
             flush=True,
         )
         began = time.perf_counter()
-        fits, n_train = cross_validate_all(dataset, X, y, repeats)
+        fits, n_train = cross_validate_all(
+            dataset, X, y, repeats, args.learning_rate_scaling
+        )
         seconds = [f.seconds for f in fits[1]]
         print(
             f"batch 1: {dataset.epochs} epochs x {n_train} rows = "
