@@ -66,6 +66,7 @@ PAGES = (
             "separate_fits.png",
             "shuffle_fixed_point.png",
             "best_rate_against_batch_size.png",
+            "noise_scale_over_training.png",
         ),
     ),
     Page("auto_examples/plot_noise_scale.html", math=True, images=True),

@@ -95,10 +95,12 @@ class NoiseScaleDisplay:
             epochs, self.batch_size, where="mid", label="batch size", color="0.4"
         )
         ax.set_yscale("log")
-        top = np.nanmax(np.r_[finite, self.batch_size, 1.0])
         infinite = np.isinf(self.noise_scale)
         if infinite.any():
-            ax.plot(epochs[infinite], np.full(infinite.sum(), top), "^", color="C3",
+            # At the top of the axes whatever its limits: x in data, y in axes
+            # coordinates, so the markers do not stretch the y axis either.
+            ax.plot(epochs[infinite], np.full(infinite.sum(), 0.96), "^", color="C3",
+                    transform=ax.get_xaxis_transform(), clip_on=False,
                     label="noise scale inf")  # fmt: skip
         ax.set_xlabel("epoch")
         ax.set_ylabel("rows")

@@ -4,8 +4,9 @@
 A step of ``B >= 2`` rows reduces per-example terms ``t_i``, each an
 estimate of the objective's gradient ``G``: ``t_i = k c_i g_i`` with the
 reduction's coefficient ``c_i`` (the optimizer's scale divided out) and
-``k = B`` ('mean', 'unbiased') or ``k = n / S`` ('sum'), so that every
-``t_i`` is ``g_i`` for unit weights. From their mean ``G_B`` and
+``k = B`` ('mean', 'unbiased'; for 'unbiased' under Poisson batches their
+expected size ``q n``, the divisor of its ``c_i``) or ``k = n / S``
+('sum'), so that every ``t_i`` is ``g_i`` for unit weights. From their mean ``G_B`` and
 ``m = (1/B) sum_i ||t_i||^2``, McCandlish et al.'s unbiased estimators
 from the batch sizes 1 and B are::
 
@@ -37,7 +38,12 @@ cdef inline void track_step(
     cdef double k, mean2, m
     if n < 2:
         return
-    k = 1.0 / cfg.weight_per_row if cfg.reduction == K.SUM else <double>n
+    if cfg.reduction == K.SUM:
+        k = 1.0 / cfg.weight_per_row
+    elif cfg.reduction == K.UNBIASED and cfg.expected_rows > 0:
+        k = cfg.expected_rows  # Poisson: c_i divides by q n, not by n
+    else:
+        k = <double>n
     # ||G_B||^2 with G_B = (k / B) sum_i c_i g_i, and m.
     mean2 = P.squared_norm_of(grad, cfg.shape.n_params) * (k / (n * scale)) ** 2
     m = squares * (k / scale) ** 2 / n

@@ -4,8 +4,10 @@ A step of ``B >= 2`` rows reduces per-example terms ``t_i = k c_i g_i``,
 each an estimate of the objective's gradient ``G`` (``c_i`` the reduction's
 coefficient without the optimizer's scale, ``g_i`` example i's loss gradient,
 ``k = B`` for 'mean' and 'unbiased', ``k = n / S`` for 'sum': ``t_i = g_i``
-for unit weights). With their mean ``G_B`` and ``m = (1/B) sum_i ||t_i||^2``,
-McCandlish et al. (2018) estimate, from the batch sizes 1 and B::
+for unit weights; for 'unbiased' under Poisson batches ``k`` is their
+expected size ``q n``, the divisor of its ``c_i``). With their mean
+``G_B`` and ``m = (1/B) sum_i ||t_i||^2``, McCandlish et al. (2018)
+estimate, from the batch sizes 1 and B::
 
     |G|^2     ~ (B ||G_B||^2 - m) / (B - 1)
     tr(Sigma) ~ B (m - ||G_B||^2) / (B - 1)
@@ -40,7 +42,11 @@ def step_estimates(network, X, Y, coefficients, grad, *, step, scale, data):
     if n < 2:
         return None
     c, c_total = coefficients
-    k = 1.0 / data.row_weight if step.reduction == "sum" else float(n)
+    k = float(n)
+    if step.reduction == "sum":
+        k = 1.0 / data.row_weight
+    elif step.reduction == "unbiased" and step.expected_rows is not None:
+        k = float(step.expected_rows)  # Poisson: c_i divides by q n, not by n
     data_term = grad.astype(np.float64)
     if step.alpha:
         W = network.parameters[: network.n_coefs].astype(np.float64)

@@ -131,6 +131,25 @@ def test_weighted_sum_with_a_penalty_estimates_the_data_terms(tier, monkeypatch)
     assert trace_error < 0.1 * expected_trace and g2_error < 0.5 * expected_g2
 
 
+@pytest.mark.parametrize("tier", ["compiled", "numpy"])
+def test_poisson_batches_estimate_the_same_terms_under_every_reduction(
+    tier, monkeypatch
+):
+    # 'unbiased' divides a Poisson batch by its expected size q n, not by its
+    # own: scaled by q n, its terms are g_i as 'mean''s are, and the same
+    # batches give the same estimates (no factor (n / q n)^2 per step).
+    if tier == "numpy":
+        use_numpy_epochs(monkeypatch)
+    poisson = dict(batch_sampling="poisson")
+    mean, _ = _frozen_fit(16, 3, **poisson)
+    for reduction in ("sum", "unbiased"):
+        other, _ = _frozen_fit(16, 3, gradient_reduction=reduction, **poisson)
+        for name in ("squared_gradient_curve_", "gradient_variance_curve_"):
+            np.testing.assert_allclose(
+                getattr(mean, name), getattr(other, name), rtol=1e-7
+            )
+
+
 def test_tracking_while_training_follows_the_offline_estimate():
     # An epoch's tracked values average steps taken at moving weights. The
     # stated tolerance: tr(Sigma), well resolved by every step, lies within
@@ -221,3 +240,26 @@ def test_the_display_plots_the_tracked_curves():
         untracked.fit(*_data(n=30))
     with pytest.raises(TypeError, match="track_noise_scale=True"):
         NoiseScaleDisplay.from_estimator(untracked)
+
+
+def test_infinite_estimates_are_marked_at_the_top_of_the_axes_whatever_its_limits():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skbatchnet.plotting import NoiseScaleDisplay
+
+    display = NoiseScaleDisplay(
+        [100.0, np.inf, 1e7, np.inf], [8, 16, 32, 64], [1.0] * 4, [1.0] * 4
+    ).plot()
+    (markers,) = [line for line in display.ax_.lines if line.get_marker() == "^"]
+    np.testing.assert_array_equal(markers.get_xdata(), [2, 4])
+    # Limits set after plotting (here below the largest finite estimate) keep
+    # the markers in view: their height is in axes coordinates.
+    display.ax_.set_ylim(1, 1e3)
+    heights = display.ax_.transAxes.inverted().transform(
+        markers.get_transform().transform(markers.get_xydata())
+    )[:, 1]
+    assert np.all((heights > 0.9) & (heights < 1.0))
+    plt.close(display.figure_)
