@@ -152,44 +152,6 @@ cdef inline void backward_product(
             i += b
 
 
-cdef inline void weight_gradient(
-    Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out,
-    floating* A, floating* D, floating* G, bint accumulate, bint own,
-    Py_ssize_t limit
-) noexcept nogil:
-    """G (fan_in, fan_out) = A.T @ D (+ G when accumulating), for n > 1 rows.
-
-    ``own`` as in forward_product: each row of G sums rows of D. ``limit``
-    too, a block of rows of G per BLAS call. One row's weight gradient, the
-    outer product of its input and its delta, is never written: the update
-    forms it as it reads it (``network_update`` in _updates.pxd).
-    """
-    cdef Py_ssize_t i, j, r, b
-    cdef floating a
-    cdef floating* row
-    cdef floating* d
-    if own:
-        for i in range(fan_in):
-            row = G + i * fan_out
-            if not accumulate:
-                for j in range(fan_out):
-                    row[j] = 0
-            for r in range(n):
-                a = A[r * fan_in + i]
-                d = D + r * fan_out
-                for j in range(fan_out):
-                    row[j] += a * d[j]
-    else:
-        b = block(fan_in, n * fan_out, limit)
-        i = 0
-        while i < fan_in:
-            gemm(
-                "N", "T", fan_out, min(b, fan_in - i), n, D, fan_out, A + i, fan_in,
-                1 if accumulate else 0, G + i * fan_out, fan_out,
-            )
-            i += b
-
-
 cdef inline void sparse_forward_product(
     Py_ssize_t n, Py_ssize_t fan_out, const Sparse* X, const Py_ssize_t* rows,
     const floating* x_data, floating* W, floating* out
@@ -209,29 +171,6 @@ cdef inline void sparse_forward_product(
             w = W + X.indices[p] * fan_out
             for j in range(fan_out):
                 o[j] += a * w[j]
-
-
-cdef inline void sparse_weight_gradient(
-    Py_ssize_t n, Py_ssize_t fan_in, Py_ssize_t fan_out, const Sparse* X,
-    const Py_ssize_t* rows, const floating* x_data, floating* D, floating* G,
-    bint accumulate
-) noexcept nogil:
-    """G (fan_in, fan_out) = X[rows].T @ D (+ G): each nonzero x_rj adds
-    x_rj * D[r] to row j of G, rows r in order."""
-    cdef Py_ssize_t r, p, j
-    cdef floating a
-    cdef floating* g
-    cdef floating* d
-    if not accumulate:
-        for j in range(fan_in * fan_out):
-            G[j] = 0
-    for r in range(n):
-        d = D + r * fan_out
-        for p in range(X.indptr[rows[r]], X.indptr[rows[r] + 1]):
-            a = x_data[p]
-            g = G + X.indices[p] * fan_out
-            for j in range(fan_out):
-                g[j] += a * d[j]
 
 
 cdef inline void column_sums(

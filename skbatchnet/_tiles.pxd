@@ -11,8 +11,8 @@ the same operands whichever thread runs it, and a weight gradient tile adds
 its row blocks in block order. Results are therefore the same bits on any
 number of threads, one included.
 
-Every function here computes one tile; the arrays are row-major as in
-_products.pxd, whose tile-free products these restate with column ranges.
+Every function here computes one tile, in one BLAS call or in the loop's
+own code; the arrays are row-major, as in _products.pxd.
 """
 
 from cython cimport floating
@@ -159,8 +159,8 @@ cdef inline void sparse_gradient_tile(
     Py_ssize_t fan_in, const P.Sparse* X, const Py_ssize_t* rows,
     const floating* x_data, floating* D, floating* G, bint accumulate
 ) noexcept nogil:
-    """G[:, c0:c1] (+)= X[rows].T @ D[:, c0:c1] for CSR rows, entries in
-    order (P.sparse_weight_gradient on a range of columns)."""
+    """G[:, c0:c1] (+)= X[rows].T @ D[:, c0:c1] for CSR rows: each nonzero
+    x_rj adds x_rj * D[r, c0:c1] to row j of G, rows r in order."""
     cdef Py_ssize_t r, p, j
     cdef floating a
     cdef floating* g
