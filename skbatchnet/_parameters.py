@@ -433,7 +433,7 @@ default='auto'
         record it per epoch in ``noise_scale_curve_``, with its terms in
         ``squared_gradient_curve_`` and ``gradient_variance_curve_``. It costs
         a pass over each row's activations and one over the gradient per
-        step (the Performance page measures it). Not with
+        step, small beside the step's products. Not with
         ``solver='lbfgs'``, DP noise or ``max_gradient_norm``. See the user
         guide, "Choosing the batch size".
 """
