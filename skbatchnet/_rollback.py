@@ -64,6 +64,9 @@ def one_fit_at_a_time(method):
     return exclusive
 
 
+_NUMBERS = (int, float, np.integer, np.floating)
+
+
 def snapshot(estimator, keep_by_reference=()):
     """The estimator's fitted state, deep-copied, and its generators' states.
 
@@ -88,8 +91,17 @@ def snapshot(estimator, keep_by_reference=()):
     }
     kept = {k for k in state if k in params or k in keep_by_reference}
     kept.add("_rng")
-    # One deepcopy call, so objects shared between attributes stay shared.
-    fitted = copy.deepcopy({k: v for k, v in state.items() if k not in kept})
+    # The curves (loss_curve_, ...) grow by an entry per epoch, and a
+    # deepcopy visits each entry: copied whole, their numbers being
+    # immutable, through the memo, so the training record that shares them
+    # gets the same copies. One deepcopy call, so objects shared between
+    # attributes stay shared.
+    memo = {
+        id(value): list(value)
+        for value in state.values()
+        if type(value) is list and all(isinstance(v, _NUMBERS) for v in value)
+    }
+    fitted = copy.deepcopy({k: v for k, v in state.items() if k not in kept}, memo)
     saved = {k: state[k] if k in kept else fitted[k] for k in state}
     return saved, [(g, g.get_state()) for g in generators.values()]
 
